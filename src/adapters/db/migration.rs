@@ -1,0 +1,130 @@
+//! One set of migrations for SQLite and PostgreSQL, written with the
+//! schema helpers only so both backends share them.
+
+use sea_orm_migration::prelude::*;
+use sea_orm_migration::schema::*;
+
+pub struct Migrator;
+
+#[async_trait::async_trait]
+impl MigratorTrait for Migrator {
+    fn migrations() -> Vec<Box<dyn MigrationTrait>> {
+        vec![Box::new(m20261125_000001_initial::Migration)]
+    }
+}
+
+#[derive(DeriveIden)]
+enum Workspaces {
+    Table,
+    Id,
+    Name,
+    Runtime,
+    ParentId,
+    Container,
+    Status,
+    CreatedAt,
+    UpdatedAt,
+}
+
+#[derive(DeriveIden)]
+enum Tokens {
+    Table,
+    Id,
+    WorkspaceId,
+    Hash,
+    CreatedAt,
+    LastUsedAt,
+    Revoked,
+}
+
+#[derive(DeriveIden)]
+enum AllowlistEntries {
+    Table,
+    OrgId,
+    PluginName,
+    EnabledBy,
+    EnabledAt,
+}
+
+mod m20261125_000001_initial {
+    use super::*;
+
+    #[derive(DeriveMigrationName)]
+    pub struct Migration;
+
+    #[async_trait::async_trait]
+    impl MigrationTrait for Migration {
+        async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+            manager
+                .create_table(
+                    Table::create()
+                        .table(Workspaces::Table)
+                        .if_not_exists()
+                        .col(string(Workspaces::Id).primary_key())
+                        .col(string(Workspaces::Name))
+                        .col(string(Workspaces::Runtime))
+                        .col(string_null(Workspaces::ParentId))
+                        .col(string_null(Workspaces::Container))
+                        .col(string(Workspaces::Status))
+                        .col(timestamp_with_time_zone(Workspaces::CreatedAt))
+                        .col(timestamp_with_time_zone(Workspaces::UpdatedAt))
+                        .to_owned(),
+                )
+                .await?;
+            manager
+                .create_table(
+                    Table::create()
+                        .table(Tokens::Table)
+                        .if_not_exists()
+                        .col(string(Tokens::Id).primary_key())
+                        .col(string(Tokens::WorkspaceId))
+                        .col(string_uniq(Tokens::Hash))
+                        .col(timestamp_with_time_zone(Tokens::CreatedAt))
+                        .col(timestamp_with_time_zone_null(Tokens::LastUsedAt))
+                        .col(boolean(Tokens::Revoked))
+                        .to_owned(),
+                )
+                .await?;
+            manager
+                .create_index(
+                    Index::create()
+                        .name("idx_tokens_workspace_id")
+                        .table(Tokens::Table)
+                        .col(Tokens::WorkspaceId)
+                        .if_not_exists()
+                        .to_owned(),
+                )
+                .await?;
+            manager
+                .create_table(
+                    Table::create()
+                        .table(AllowlistEntries::Table)
+                        .if_not_exists()
+                        .col(string(AllowlistEntries::OrgId))
+                        .col(string(AllowlistEntries::PluginName))
+                        .col(string(AllowlistEntries::EnabledBy))
+                        .col(timestamp_with_time_zone(AllowlistEntries::EnabledAt))
+                        .primary_key(
+                            Index::create()
+                                .col(AllowlistEntries::OrgId)
+                                .col(AllowlistEntries::PluginName),
+                        )
+                        .to_owned(),
+                )
+                .await
+        }
+
+        async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+            for table in [
+                AllowlistEntries::Table.into_iden(),
+                Tokens::Table.into_iden(),
+                Workspaces::Table.into_iden(),
+            ] {
+                manager
+                    .drop_table(Table::drop().table(table).if_exists().to_owned())
+                    .await?;
+            }
+            Ok(())
+        }
+    }
+}

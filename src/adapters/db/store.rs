@@ -1,0 +1,373 @@
+//! [`SeaOrmStore`]: the workspace, token and allowlist stores.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use sea_orm::sea_query::Expr;
+use sea_orm::{
+    ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectOptions, ConnectionTrait, Database,
+    DatabaseConnection, DbErr, EntityTrait, QueryFilter, QueryOrder, QuerySelect, SqlErr,
+    TransactionTrait,
+};
+use sea_orm_migration::MigratorTrait;
+
+use super::entities::{allowlist_entry, token, workspace};
+use super::migration::Migrator;
+use crate::domain::name::{PluginName, WorkspaceId};
+use crate::domain::runtime::Runtime;
+use crate::domain::token::{TokenHash, TokenId, TokenRecord};
+use crate::domain::workspace::{ContainerName, Workspace, WorkspaceSpec};
+use crate::ports::store::{
+    AllowlistEntry, AllowlistStore, StoreError, StoreHealth, TokenStore, Upserted, WorkspaceStore,
+};
+
+/// The database-backed stores.
+#[derive(Clone)]
+pub struct SeaOrmStore {
+    db: DatabaseConnection,
+}
+
+fn map_err(e: DbErr) -> StoreError {
+    if matches!(e.sql_err(), Some(SqlErr::UniqueConstraintViolation(_))) {
+        return StoreError::Conflict(Box::new(e));
+    }
+    match e {
+        DbErr::Conn(_) | DbErr::ConnectionAcquire(_) => StoreError::Unavailable(Box::new(e)),
+        other => StoreError::Other(Box::new(other)),
+    }
+}
+
+/// A row that does not convert back into a domain value: the database was
+/// written by something else, or by a buggy version of this service.
+fn corrupt(what: &str, id: &str) -> StoreError {
+    StoreError::Other(format!("stored {what} {id:?} is invalid").into())
+}
+
+impl SeaOrmStore {
+    /// Connects to `url` (`sqlite://…` or `postgres://…`) and runs the
+    /// migrations. SQLite files are created when missing.
+    pub async fn connect(url: &str) -> Result<Self, StoreError> {
+        let url = if url.starts_with("sqlite:") && !url.contains("mode=") {
+            let sep = if url.contains('?') { '&' } else { '?' };
+            format!("{url}{sep}mode=rwc")
+        } else {
+            url.to_owned()
+        };
+        let mut options = ConnectOptions::new(url);
+        options
+            .connect_timeout(Duration::from_secs(5))
+            .acquire_timeout(Duration::from_secs(5))
+            .sqlx_logging(false);
+        let db = Database::connect(options).await.map_err(map_err)?;
+        Migrator::up(&db, None).await.map_err(map_err)?;
+        Ok(Self { db })
+    }
+}
+
+impl TryFrom<workspace::Model> for Workspace {
+    type Error = StoreError;
+
+    fn try_from(row: workspace::Model) -> Result<Self, StoreError> {
+        let bad = || corrupt("workspace", &row.id);
+        let id = WorkspaceId::parse(&row.id).map_err(|_| bad())?;
+        let spec = WorkspaceSpec {
+            runtime: Runtime::parse(&row.runtime).map_err(|_| bad())?,
+            parent_id: row
+                .parent_id
+                .as_deref()
+                .map(WorkspaceId::parse)
+                .transpose()
+                .map_err(|_| bad())?,
+            container: row
+                .container
+                .as_deref()
+                .map(ContainerName::parse)
+                .transpose()
+                .map_err(|_| bad())?,
+            status: row.status.parse().map_err(|_| bad())?,
+            name: row.name,
+        };
+        Ok(Workspace {
+            id,
+            spec,
+            created_at: row.created_at,
+            updated_at: row.updated_at,
+        })
+    }
+}
+
+impl TryFrom<token::Model> for TokenRecord {
+    type Error = StoreError;
+
+    fn try_from(row: token::Model) -> Result<Self, StoreError> {
+        let bad = || corrupt("token", &row.id);
+        Ok(TokenRecord {
+            id: TokenId::parse(&row.id).ok_or_else(bad)?,
+            workspace_id: WorkspaceId::parse(&row.workspace_id).map_err(|_| bad())?,
+            hash: TokenHash::from_hex(&row.hash).ok_or_else(bad)?,
+            created_at: row.created_at,
+            last_used_at: row.last_used_at,
+            revoked: row.revoked,
+        })
+    }
+}
+
+impl TryFrom<allowlist_entry::Model> for AllowlistEntry {
+    type Error = StoreError;
+
+    fn try_from(row: allowlist_entry::Model) -> Result<Self, StoreError> {
+        Ok(AllowlistEntry {
+            plugin_name: PluginName::parse(&row.plugin_name)
+                .map_err(|_| corrupt("allowlist entry", &row.plugin_name))?,
+            enabled_by: row.enabled_by,
+            enabled_at: row.enabled_at,
+        })
+    }
+}
+
+fn workspace_row(
+    id: &WorkspaceId,
+    spec: &WorkspaceSpec,
+    created_at: DateTime<Utc>,
+    now: DateTime<Utc>,
+) -> workspace::ActiveModel {
+    workspace::ActiveModel {
+        id: Set(id.as_str().to_owned()),
+        name: Set(spec.name.clone()),
+        runtime: Set(spec.runtime.as_str().to_owned()),
+        parent_id: Set(spec.parent_id.as_ref().map(|p| p.as_str().to_owned())),
+        container: Set(spec.container.as_ref().map(|c| c.as_str().to_owned())),
+        status: Set(spec.status.as_str().to_owned()),
+        created_at: Set(created_at),
+        updated_at: Set(now),
+    }
+}
+
+#[async_trait]
+impl WorkspaceStore for SeaOrmStore {
+    async fn workspace(&self, id: &WorkspaceId) -> Result<Option<Workspace>, StoreError> {
+        workspace::Entity::find_by_id(id.as_str())
+            .one(&self.db)
+            .await
+            .map_err(map_err)?
+            .map(Workspace::try_from)
+            .transpose()
+    }
+
+    async fn upsert_workspace(
+        &self,
+        id: &WorkspaceId,
+        spec: &WorkspaceSpec,
+        now: DateTime<Utc>,
+    ) -> Result<(Workspace, Upserted), StoreError> {
+        let txn = self.db.begin().await.map_err(map_err)?;
+        let existing = workspace::Entity::find_by_id(id.as_str())
+            .one(&txn)
+            .await
+            .map_err(map_err)?;
+        let (row, outcome) = match existing {
+            Some(old) => {
+                let row = workspace_row(id, spec, old.created_at, now);
+                (row.update(&txn).await.map_err(map_err)?, Upserted::Updated)
+            }
+            None => {
+                let row = workspace_row(id, spec, now, now);
+                (row.insert(&txn).await.map_err(map_err)?, Upserted::Created)
+            }
+        };
+        txn.commit().await.map_err(map_err)?;
+        Ok((Workspace::try_from(row)?, outcome))
+    }
+
+    async fn list_workspaces(
+        &self,
+        after: Option<WorkspaceId>,
+        limit: u64,
+    ) -> Result<Vec<Workspace>, StoreError> {
+        let mut query = workspace::Entity::find().order_by_asc(workspace::Column::Id);
+        if let Some(after) = &after {
+            query = query.filter(workspace::Column::Id.gt(after.as_str()));
+        }
+        query
+            .limit(limit)
+            .all(&self.db)
+            .await
+            .map_err(map_err)?
+            .into_iter()
+            .map(Workspace::try_from)
+            .collect()
+    }
+
+    async fn delete_workspace(&self, id: &WorkspaceId) -> Result<bool, StoreError> {
+        let txn = self.db.begin().await.map_err(map_err)?;
+        token::Entity::delete_many()
+            .filter(token::Column::WorkspaceId.eq(id.as_str()))
+            .exec(&txn)
+            .await
+            .map_err(map_err)?;
+        let deleted = workspace::Entity::delete_by_id(id.as_str())
+            .exec(&txn)
+            .await
+            .map_err(map_err)?;
+        txn.commit().await.map_err(map_err)?;
+        Ok(deleted.rows_affected > 0)
+    }
+}
+
+#[async_trait]
+impl TokenStore for SeaOrmStore {
+    async fn insert_token(&self, t: &TokenRecord) -> Result<(), StoreError> {
+        token::ActiveModel {
+            id: Set(t.id.as_str().to_owned()),
+            workspace_id: Set(t.workspace_id.as_str().to_owned()),
+            hash: Set(t.hash.to_hex()),
+            created_at: Set(t.created_at),
+            last_used_at: Set(t.last_used_at),
+            revoked: Set(t.revoked),
+        }
+        .insert(&self.db)
+        .await
+        .map_err(map_err)?;
+        Ok(())
+    }
+
+    async fn token_by_hash(&self, hash: &TokenHash) -> Result<Option<TokenRecord>, StoreError> {
+        token::Entity::find()
+            .filter(token::Column::Hash.eq(hash.to_hex()))
+            .one(&self.db)
+            .await
+            .map_err(map_err)?
+            .map(TokenRecord::try_from)
+            .transpose()
+    }
+
+    async fn tokens(&self, workspace: &WorkspaceId) -> Result<Vec<TokenRecord>, StoreError> {
+        token::Entity::find()
+            .filter(token::Column::WorkspaceId.eq(workspace.as_str()))
+            .order_by_asc(token::Column::CreatedAt)
+            .order_by_asc(token::Column::Id)
+            .all(&self.db)
+            .await
+            .map_err(map_err)?
+            .into_iter()
+            .map(TokenRecord::try_from)
+            .collect()
+    }
+
+    async fn revoke_token(
+        &self,
+        workspace: &WorkspaceId,
+        id: &TokenId,
+    ) -> Result<bool, StoreError> {
+        let result = token::Entity::update_many()
+            .col_expr(token::Column::Revoked, Expr::value(true))
+            .filter(token::Column::Id.eq(id.as_str()))
+            .filter(token::Column::WorkspaceId.eq(workspace.as_str()))
+            .exec(&self.db)
+            .await
+            .map_err(map_err)?;
+        Ok(result.rows_affected > 0)
+    }
+
+    async fn touch_token(&self, id: &TokenId, at: DateTime<Utc>) -> Result<(), StoreError> {
+        token::Entity::update_many()
+            .col_expr(token::Column::LastUsedAt, Expr::value(at))
+            .filter(token::Column::Id.eq(id.as_str()))
+            .exec(&self.db)
+            .await
+            .map_err(map_err)?;
+        Ok(())
+    }
+
+    async fn has_live_token(&self, workspace: &WorkspaceId) -> Result<bool, StoreError> {
+        let live = token::Entity::find()
+            .filter(token::Column::WorkspaceId.eq(workspace.as_str()))
+            .filter(token::Column::Revoked.eq(false))
+            .one(&self.db)
+            .await
+            .map_err(map_err)?;
+        Ok(live.is_some())
+    }
+}
+
+async fn read_allowlist<C: ConnectionTrait>(
+    db: &C,
+    org: &WorkspaceId,
+) -> Result<Vec<AllowlistEntry>, StoreError> {
+    allowlist_entry::Entity::find()
+        .filter(allowlist_entry::Column::OrgId.eq(org.as_str()))
+        .order_by_asc(allowlist_entry::Column::PluginName)
+        .all(db)
+        .await
+        .map_err(map_err)?
+        .into_iter()
+        .map(AllowlistEntry::try_from)
+        .collect()
+}
+
+#[async_trait]
+impl AllowlistStore for SeaOrmStore {
+    async fn allowlist(&self, org: &WorkspaceId) -> Result<Vec<AllowlistEntry>, StoreError> {
+        read_allowlist(&self.db, org).await
+    }
+
+    async fn replace_allowlist(
+        &self,
+        org: &WorkspaceId,
+        plugins: &[PluginName],
+        enabled_by: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<AllowlistEntry>, StoreError> {
+        let txn = self.db.begin().await.map_err(map_err)?;
+        let existing: BTreeMap<String, AllowlistEntry> = read_allowlist(&txn, org)
+            .await?
+            .into_iter()
+            .map(|e| (e.plugin_name.as_str().to_owned(), e))
+            .collect();
+        let stale: Vec<&String> = existing
+            .keys()
+            .filter(|name| !plugins.iter().any(|p| p.as_str() == name.as_str()))
+            .collect();
+        if !stale.is_empty() {
+            allowlist_entry::Entity::delete_many()
+                .filter(allowlist_entry::Column::OrgId.eq(org.as_str()))
+                .filter(allowlist_entry::Column::PluginName.is_in(stale.iter().map(|s| s.as_str())))
+                .exec(&txn)
+                .await
+                .map_err(map_err)?;
+        }
+        let fresh = plugins
+            .iter()
+            .filter(|p| !existing.contains_key(p.as_str()))
+            .map(|p| allowlist_entry::ActiveModel {
+                org_id: Set(org.as_str().to_owned()),
+                plugin_name: Set(p.as_str().to_owned()),
+                enabled_by: Set(enabled_by.to_owned()),
+                enabled_at: Set(now),
+            })
+            .collect::<Vec<_>>();
+        if !fresh.is_empty() {
+            allowlist_entry::Entity::insert_many(fresh)
+                .exec(&txn)
+                .await
+                .map_err(map_err)?;
+        }
+        let stored = read_allowlist(&txn, org).await?;
+        // Dropping the transaction without commit rolls it back, so any
+        // error above leaves the old list in place.
+        txn.commit().await.map_err(map_err)?;
+        Ok(stored)
+    }
+}
+
+#[async_trait]
+impl StoreHealth for SeaOrmStore {
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.db
+            .ping()
+            .await
+            .map_err(|e| StoreError::Unavailable(Box::new(e)))
+    }
+}

@@ -1,0 +1,8 @@
+//! Filesystem adapters: the curated local registry (`PLUGINS_DIR`) and the
+//! `local://` resolver that stages a copy of one of its plugins.
+
+mod registry;
+mod tree;
+
+pub use registry::{LocalRegistry, LocalResolver};
+pub use tree::copy_tree;

@@ -1,0 +1,234 @@
+//! `PLUGINS_DIR` as a [`PluginRegistry`] and a `local://` [`SourceResolver`].
+
+use std::path::{Path, PathBuf};
+
+use async_trait::async_trait;
+
+use crate::adapters::fs::tree::copy_tree;
+use crate::domain::manifest::{MANIFEST_MAX_BYTES, Manifest};
+use crate::domain::name::PluginName;
+use crate::domain::source::{SpecError, parse_local_spec};
+use crate::ports::registry::{PluginRegistry, RegistryError};
+use crate::ports::resolver::{FetchError, FetchLimits, SourceResolver, SpecCheck};
+
+/// The local registry: one directory per plugin under `root`.
+#[derive(Debug, Clone)]
+pub struct LocalRegistry {
+    root: PathBuf,
+}
+
+impl LocalRegistry {
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        Self { root: root.into() }
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+}
+
+/// Reads `plugin.yaml` of a plugin directory, bounded; any failure means
+/// "no manifest" (SPEC §2 leniency).
+pub(crate) fn read_manifest(dir: &Path, name: PluginName) -> Manifest {
+    let path = dir.join("plugin.yaml");
+    let bytes = match std::fs::symlink_metadata(&path) {
+        Ok(meta) if meta.is_file() && meta.len() <= MANIFEST_MAX_BYTES as u64 => {
+            std::fs::read(&path).ok()
+        }
+        _ => None,
+    };
+    Manifest::from_yaml(name, bytes.as_deref())
+}
+
+fn list_blocking(root: &Path) -> Result<Vec<Manifest>, RegistryError> {
+    let entries = std::fs::read_dir(root).map_err(|e| RegistryError::Unavailable(Box::new(e)))?;
+    let mut plugins = Vec::new();
+    for entry in entries {
+        let entry = entry.map_err(|e| RegistryError::Unavailable(Box::new(e)))?;
+        let raw_name = entry.file_name();
+        let Some(name) = raw_name.to_str() else {
+            tracing::warn!(entry = ?raw_name, "registry: skipping entry whose name is not UTF-8");
+            continue;
+        };
+        if name.starts_with('.') {
+            continue;
+        }
+        // `file_type` does not follow symlinks: a symlinked directory is skipped.
+        match entry.file_type() {
+            Ok(kind) if kind.is_dir() => {}
+            Ok(_) => {
+                tracing::warn!(
+                    entry = name,
+                    "registry: skipping entry that is not a directory"
+                );
+                continue;
+            }
+            Err(e) => {
+                tracing::warn!(entry = name, error = %e, "registry: skipping unreadable entry");
+                continue;
+            }
+        }
+        let Ok(plugin) = PluginName::parse_registry(name) else {
+            tracing::warn!(
+                entry = name,
+                "registry: skipping directory with an invalid plugin name"
+            );
+            continue;
+        };
+        plugins.push(read_manifest(&entry.path(), plugin));
+    }
+    plugins.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(plugins)
+}
+
+#[async_trait]
+impl PluginRegistry for LocalRegistry {
+    async fn list(&self) -> Result<Vec<Manifest>, RegistryError> {
+        let root = self.root.clone();
+        tokio::task::spawn_blocking(move || list_blocking(&root))
+            .await
+            .map_err(|e| RegistryError::Unavailable(Box::new(e)))?
+    }
+}
+
+/// `local://<name>`: a copy of `<plugins-dir>/<name>/`.
+#[derive(Debug, Clone)]
+pub struct LocalResolver {
+    registry: LocalRegistry,
+}
+
+impl LocalResolver {
+    pub fn new(registry: LocalRegistry) -> Self {
+        Self { registry }
+    }
+}
+
+#[async_trait]
+impl SourceResolver for LocalResolver {
+    fn scheme(&self) -> &'static str {
+        "local"
+    }
+
+    fn check_spec(&self, spec: &str) -> Result<SpecCheck, SpecError> {
+        parse_local_spec(spec).map(|_| SpecCheck { pinned: true })
+    }
+
+    async fn fetch(
+        &self,
+        spec: &str,
+        dest: &Path,
+        limits: &FetchLimits,
+    ) -> Result<String, FetchError> {
+        let name = parse_local_spec(spec).map_err(|e| FetchError::Other(Box::new(e)))?;
+        let src = self.registry.root.join(name.as_str());
+        let dest = dest.to_path_buf();
+        let limits = limits.clone();
+        tokio::task::spawn_blocking(move || {
+            // The plugin directory itself must be a real directory: a symlink
+            // here would stage files from anywhere on the host.
+            match std::fs::symlink_metadata(&src) {
+                Ok(meta) if meta.is_dir() => {}
+                Ok(meta) if meta.file_type().is_symlink() => {
+                    return Err(FetchError::Unsafe(
+                        crate::domain::staging::UnsafeEntry::Symlink(".".into()),
+                    ));
+                }
+                Ok(_) => return Err(FetchError::NotFound),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    return Err(FetchError::NotFound);
+                }
+                Err(e) => return Err(FetchError::Other(Box::new(e))),
+            }
+            copy_tree(&src, &dest, &limits)?;
+            Ok(name.as_str().to_owned())
+        })
+        .await
+        .map_err(|e| FetchError::Other(Box::new(e)))?
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::fs;
+
+    fn registry_with(entries: &[&str]) -> (tempfile::TempDir, LocalRegistry) {
+        let dir = tempfile::tempdir().unwrap();
+        for entry in entries {
+            let path = dir.path().join(entry);
+            if entry.ends_with(".txt") {
+                fs::write(&path, "not a plugin").unwrap();
+            } else {
+                fs::create_dir_all(&path).unwrap();
+            }
+        }
+        let registry = LocalRegistry::new(dir.path());
+        (dir, registry)
+    }
+
+    #[tokio::test]
+    async fn lists_valid_plugins_sorted_and_skips_everything_else() {
+        let (dir, registry) = registry_with(&["zeta", "alpha", "Bad-Case", ".hidden", "file.txt"]);
+        fs::write(
+            dir.path().join("alpha/plugin.yaml"),
+            "version: 1.0.0\nname: ignored\n",
+        )
+        .unwrap();
+        std::os::unix::fs::symlink(dir.path().join("alpha"), dir.path().join("linked")).unwrap();
+        let names: Vec<String> = registry
+            .list()
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|m| format!("{}@{}", m.name, m.version))
+            .collect();
+        assert_eq!(names, ["alpha@1.0.0", "zeta@"]);
+    }
+
+    #[tokio::test]
+    async fn a_missing_registry_directory_is_unavailable() {
+        let registry = LocalRegistry::new("/nonexistent/plugins-dir");
+        assert!(matches!(
+            registry.list().await,
+            Err(RegistryError::Unavailable(_))
+        ));
+    }
+
+    #[tokio::test]
+    async fn the_local_resolver_copies_a_plugin_and_returns_its_name() {
+        let (dir, registry) = registry_with(&["demo/rules"]);
+        fs::write(dir.path().join("demo/plugin.yaml"), "version: 1.0.0\n").unwrap();
+        fs::write(dir.path().join("demo/rules/a.md"), "rule").unwrap();
+        let resolver = LocalResolver::new(registry);
+        assert_eq!(resolver.check_spec("demo"), Ok(SpecCheck { pinned: true }));
+        assert_eq!(resolver.check_spec("Demo"), Err(SpecError::InvalidName));
+        let dest = tempfile::tempdir().unwrap();
+        let limits = FetchLimits {
+            max_bytes: 1024,
+            cancel: Default::default(),
+        };
+        let name = resolver.fetch("demo", dest.path(), &limits).await.unwrap();
+        assert_eq!(name, "demo");
+        assert_eq!(
+            fs::read_to_string(dest.path().join("rules/a.md")).unwrap(),
+            "rule"
+        );
+        let missing = resolver.fetch("nope", dest.path(), &limits).await;
+        assert!(matches!(missing, Err(FetchError::NotFound)));
+    }
+
+    #[tokio::test]
+    async fn a_symlinked_plugin_directory_is_refused() {
+        let (dir, registry) = registry_with(&["real"]);
+        std::os::unix::fs::symlink(dir.path().join("real"), dir.path().join("link")).unwrap();
+        let dest = tempfile::tempdir().unwrap();
+        let limits = FetchLimits {
+            max_bytes: 1024,
+            cancel: Default::default(),
+        };
+        let result = LocalResolver::new(registry)
+            .fetch("link", dest.path(), &limits)
+            .await;
+        assert!(matches!(result, Err(FetchError::Unsafe(_))), "{result:?}");
+    }
+}

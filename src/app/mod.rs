@@ -1,0 +1,2 @@
+//! The application: use cases over the ports, the HTTP layer, settings
+//! and wiring.

@@ -1,0 +1,16 @@
+//! The domain core: the rules of SPEC.md as small types and pure functions.
+//!
+//! Invariant: nothing here does I/O or names an adapter crate (tokio, poem,
+//! sea_orm, bollard, git2); the ports and the app depend on this, never the
+//! other way round.
+
+pub mod digest;
+pub mod manifest;
+pub mod memory;
+pub mod name;
+pub mod policy;
+pub mod runtime;
+pub mod source;
+pub mod staging;
+pub mod token;
+pub mod workspace;

@@ -1,0 +1,22 @@
+//! The curated local registry (`PLUGINS_DIR`, SPEC §3 `local://`).
+
+use async_trait::async_trait;
+
+use crate::domain::manifest::Manifest;
+use crate::ports::BoxError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum RegistryError {
+    /// The registry directory could not be read.
+    #[error("plugin registry unavailable")]
+    Unavailable(#[source] BoxError),
+}
+
+#[cfg_attr(test, mockall::automock)]
+#[async_trait]
+pub trait PluginRegistry: Send + Sync {
+    /// Every valid plugin of the registry with its manifest info, sorted by
+    /// name. Entries that are not plugins (files, symlinks, invalid names)
+    /// are skipped and logged, never errors.
+    async fn list(&self) -> Result<Vec<Manifest>, RegistryError>;
+}
