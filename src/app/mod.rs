@@ -1,2 +1,16 @@
 //! The application: use cases over the ports, the HTTP layer, settings
-//! and wiring.
+//! and wiring. No business rule lives here: it calls the domain.
+
+pub mod auth;
+pub mod error;
+pub mod http;
+pub mod server;
+pub mod settings;
+pub mod state;
+
+/// The current time as stored: microseconds, the finest precision every
+/// supported database keeps, so responses do not depend on the backend.
+pub fn now() -> chrono::DateTime<chrono::Utc> {
+    use chrono::SubsecRound;
+    chrono::Utc::now().trunc_subsecs(6)
+}

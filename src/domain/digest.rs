@@ -129,17 +129,19 @@ impl IntegrityManifest {
         legacy_sha256_hex: &str,
         digest: &TreeDigest,
     ) -> Result<(), IntegrityError> {
-        if let Some(expected) = &self.sha256 {
-            if !expected.eq_ignore_ascii_case(legacy_sha256_hex) {
-                return Err(IntegrityError);
-            }
+        let sha256_ok = self
+            .sha256
+            .as_ref()
+            .is_none_or(|expected| expected.eq_ignore_ascii_case(legacy_sha256_hex));
+        let digest_ok = self
+            .digest
+            .as_ref()
+            .is_none_or(|expected| expected == digest.as_str());
+        if sha256_ok && digest_ok {
+            Ok(())
+        } else {
+            Err(IntegrityError)
         }
-        if let Some(expected) = &self.digest {
-            if expected != digest.as_str() {
-                return Err(IntegrityError);
-            }
-        }
-        Ok(())
     }
 }
 

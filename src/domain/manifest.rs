@@ -122,7 +122,8 @@ mod tests {
 
     #[test]
     fn a_wrong_typed_field_counts_as_absent_and_lists_keep_their_strings() {
-        let cases: &[(&str, fn(&Manifest) -> bool)] = &[
+        type Check = fn(&Manifest) -> bool;
+        let cases: &[(&str, Check)] = &[
             ("version: 1.0", |m| m.version.is_empty()),
             ("description: [a]", |m| m.description.is_empty()),
             ("author: {x: 1}", |m| m.author.is_empty()),

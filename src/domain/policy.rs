@@ -88,12 +88,13 @@ mod tests {
     fn the_allowlist_decides_by_entries_and_failure_mode() {
         use AllowlistFailure::{Closed, Open};
         let list = [n("a"), n("b")];
-        let cases: &[(
-            Option<&[PluginName]>,
-            &str,
+        type Case<'a> = (
+            Option<&'a [PluginName]>,
+            &'a str,
             AllowlistFailure,
             Result<(), AllowlistRefusal>,
-        )] = &[
+        );
+        let cases: &[Case] = &[
             (Some(&[]), "x", Closed, Ok(())),
             (Some(&list), "a", Closed, Ok(())),
             (

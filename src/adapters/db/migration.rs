@@ -49,8 +49,15 @@ enum AllowlistEntries {
 mod m20261125_000001_initial {
     use super::*;
 
-    #[derive(DeriveMigrationName)]
     pub struct Migration;
+
+    // Named explicitly: the derive would name every migration in this
+    // file after the file, and names are the migrations' identity.
+    impl MigrationName for Migration {
+        fn name(&self) -> &str {
+            "m20261125_000001_initial"
+        }
+    }
 
     #[async_trait::async_trait]
     impl MigrationTrait for Migration {

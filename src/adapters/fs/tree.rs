@@ -155,7 +155,8 @@ mod tests {
 
     #[test]
     fn symlinks_hard_links_and_fifos_are_refused() {
-        let cases: [(&str, fn(&Path)); 4] = [
+        type Make = fn(&Path);
+        let cases: [(&str, Make); 4] = [
             ("link", |p| {
                 std::os::unix::fs::symlink("/etc/passwd", p.join("link")).unwrap()
             }),

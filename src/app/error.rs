@@ -1,0 +1,71 @@
+//! The app's one error enum. Use cases return it; `http::problem` maps it to
+//! a status and a JSON body in exactly one place.
+
+use crate::domain::policy::{AllowlistRefusal, NameMismatch};
+use crate::domain::runtime::GuardRefusal;
+use crate::domain::staging::StagingError;
+use crate::domain::workspace::FieldError;
+use crate::ports::registry::RegistryError;
+use crate::ports::store::StoreError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    #[error("missing auth token")]
+    MissingToken,
+    #[error("invalid auth token")]
+    InvalidToken,
+    #[error("admin token required")]
+    AdminRequired,
+    #[error("auth check failed")]
+    AuthCheckFailed(#[source] StoreError),
+    #[error("workspace not found")]
+    WorkspaceNotFound,
+    #[error("workspace lookup failed")]
+    WorkspaceLookupFailed(#[source] StoreError),
+
+    #[error("invalid workspace id (expected [A-Za-z0-9][A-Za-z0-9_-]{{0,63}})")]
+    InvalidWorkspaceId,
+    #[error("{0}")]
+    InvalidField(FieldError),
+    #[error("invalid plugin name")]
+    InvalidPluginName,
+    #[error("invalid plugin name in allowlist")]
+    InvalidAllowlistEntry(String),
+    #[error("'plugins' is required (send [] to allow all)")]
+    PluginsRequired,
+    #[error("'runtime' is required (e.g. ?runtime=claude_code)")]
+    RuntimeRequired,
+    #[error("invalid runtime (expected [a-z0-9][a-z0-9_-]{{0,63}})")]
+    InvalidRuntime,
+    #[error("invalid query parameter: {0}")]
+    InvalidQuery(String),
+    #[error("token not found")]
+    TokenNotFound,
+
+    #[error("invalid request body")]
+    InvalidBody,
+    #[error("request body too large (limit {0} bytes)")]
+    BodyTooLarge(u64),
+
+    #[error(transparent)]
+    Staging(StagingError),
+    #[error(transparent)]
+    Guard(GuardRefusal),
+    #[error(transparent)]
+    Allowlist(AllowlistRefusal),
+    #[error(transparent)]
+    NameMismatch(NameMismatch),
+
+    #[error("failed to list plugins")]
+    Registry(#[source] RegistryError),
+    #[error("internal error")]
+    Store(#[source] StoreError),
+    #[error("internal error")]
+    Internal(#[source] crate::ports::BoxError),
+}
+
+impl AppError {
+    pub fn internal(e: impl Into<crate::ports::BoxError>) -> Self {
+        Self::Internal(e.into())
+    }
+}

@@ -1,0 +1,70 @@
+//! Liveness, readiness and metrics: unauthenticated, for orchestrators.
+
+use std::sync::Arc;
+
+use poem::web::Data;
+use poem_openapi::payload::Json;
+use poem_openapi::{ApiResponse, Object, OpenApi};
+
+use crate::app::http::ApiTags;
+use crate::app::state::AppState;
+
+pub struct HealthApi;
+
+/// The process is up.
+#[derive(Debug, Object)]
+pub struct Health {
+    /// Always `ok`.
+    pub status: String,
+}
+
+/// What the service depends on, each `ok` or `unavailable`.
+#[derive(Debug, Object)]
+pub struct Readiness {
+    pub database: String,
+}
+
+#[derive(ApiResponse)]
+pub enum ReadyResponse {
+    /// Every dependency answers.
+    #[oai(status = 200)]
+    Ready(Json<Readiness>),
+    /// A dependency does not answer.
+    #[oai(status = 503)]
+    NotReady(Json<Readiness>, #[oai(header = "Retry-After")] u32),
+}
+
+fn word(ok: bool) -> String {
+    if ok { "ok" } else { "unavailable" }.to_owned()
+}
+
+#[OpenApi(tag = "ApiTags::Health")]
+impl HealthApi {
+    /// Liveness: the process is up
+    #[oai(path = "/healthz", method = "get", operation_id = "healthz")]
+    async fn healthz(&self) -> Json<Health> {
+        Json(Health {
+            status: "ok".into(),
+        })
+    }
+
+    /// Readiness: the database answers
+    #[oai(path = "/readyz", method = "get", operation_id = "readyz")]
+    async fn readyz(&self, state: Data<&Arc<AppState>>) -> ReadyResponse {
+        let database = match state.store_health.ping().await {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::warn!(error = ?e, "readiness: database unavailable");
+                false
+            }
+        };
+        let body = Readiness {
+            database: word(database),
+        };
+        if database {
+            ReadyResponse::Ready(Json(body))
+        } else {
+            ReadyResponse::NotReady(Json(body), 5)
+        }
+    }
+}

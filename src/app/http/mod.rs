@@ -1,0 +1,154 @@
+//! The HTTP layer (poem + poem-openapi): routes, extractors, the error
+//! mapping, CORS and metrics. Handlers parse, call a use case or port, and
+//! shape the answer; rules live in the domain.
+
+pub mod allowlist;
+pub mod dto;
+pub mod extract;
+pub mod health;
+pub mod metrics;
+pub mod plugins;
+pub mod problem;
+pub mod workspaces;
+
+use std::sync::Arc;
+
+use poem::PathPattern;
+use poem::http::{Method, StatusCode, header};
+use poem::middleware::Cors;
+use poem::{Endpoint, EndpointExt, IntoResponse, Response, Route, get, handler};
+use poem_openapi::{OpenApiService, Tags};
+
+use crate::app::http::metrics::Metrics;
+use crate::app::http::problem::{ErrorBody, Problem};
+use crate::app::state::AppState;
+
+#[derive(Tags)]
+pub enum ApiTags {
+    /// The local plugin registry and source schemes
+    Plugins,
+    /// Workspace records and tokens
+    Workspaces,
+    /// Org plugin allowlists
+    Allowlist,
+    /// Liveness and readiness
+    Health,
+}
+
+type Apis = (
+    plugins::PluginsApi,
+    workspaces::WorkspacesApi,
+    allowlist::AllowlistApi,
+    health::HealthApi,
+);
+
+/// The OpenAPI service; also what generates `openapi/openapi.json`.
+pub fn openapi_service() -> OpenApiService<Apis, ()> {
+    OpenApiService::new(
+        (
+            plugins::PluginsApi,
+            workspaces::WorkspacesApi,
+            allowlist::AllowlistApi,
+            health::HealthApi,
+        ),
+        "workspace-plugins",
+        env!("CARGO_PKG_VERSION"),
+    )
+    .description(
+        "Installs, removes and serves plugins for AI-agent workspaces. \
+         Errors are JSON objects with an `error` message.",
+    )
+}
+
+/// The OpenAPI document as committed in `openapi/openapi.json`.
+pub fn openapi_json() -> String {
+    openapi_service().spec()
+}
+
+/// Errors poem raises before a handler runs (no route, bad parameter, …)
+/// become the same JSON as the handlers' own errors.
+pub(crate) fn json_error(err: poem::Error) -> Response {
+    let pattern = err.data::<PathPattern>().cloned();
+    let operation = err.data::<poem_openapi::OperationId>().copied();
+    let status = err.status();
+    let mut response = if err.is::<poem_openapi::error::ParseParamError>() {
+        Problem::new(StatusCode::BAD_REQUEST, ErrorBody::new(err.to_string())).into_response()
+    } else if err.has_source() && status.is_client_error() {
+        let message = match status {
+            StatusCode::NOT_FOUND => "no such route (see /docs)".to_owned(),
+            StatusCode::METHOD_NOT_ALLOWED => {
+                "method not allowed for this route (see /docs)".to_owned()
+            }
+            _ => status
+                .canonical_reason()
+                .unwrap_or("bad request")
+                .to_lowercase(),
+        };
+        Problem::new(status, ErrorBody::new(message)).into_response()
+    } else if status.is_server_error() && err.has_source() {
+        tracing::error!(error = %err, "unhandled error");
+        Problem::new(status, ErrorBody::new("internal error")).into_response()
+    } else {
+        err.into_response()
+    };
+    if let Some(pattern) = pattern {
+        response.set_data(pattern);
+    }
+    if let Some(operation) = operation {
+        response.set_data(operation);
+    }
+    response
+}
+
+#[handler]
+fn metrics_endpoint(metrics: poem::web::Data<&Metrics>) -> Response {
+    Response::builder()
+        .header(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )
+        .body(metrics.render())
+}
+
+/// The whole HTTP application, ready to serve.
+pub fn app(
+    state: Arc<AppState>,
+    cors_origins: &[String],
+    metrics: Metrics,
+) -> impl Endpoint + 'static {
+    let api = openapi_service();
+    let spec = api.spec_endpoint();
+    let docs = api.swagger_ui();
+    let cors = Cors::new()
+        .allow_origins(cors_origins.iter().map(String::as_str))
+        .allow_credentials(true)
+        .allow_methods([
+            Method::GET,
+            Method::POST,
+            Method::PUT,
+            Method::DELETE,
+            Method::OPTIONS,
+        ])
+        .allow_headers([
+            header::AUTHORIZATION,
+            header::CONTENT_TYPE,
+            header::IF_NONE_MATCH,
+        ])
+        .expose_headers([
+            header::CONTENT_DISPOSITION.as_str(),
+            header::ETAG.as_str(),
+            "X-Plugin-Name",
+            "X-Plugin-Source",
+        ]);
+    let recorder = metrics.clone();
+    Route::new()
+        .nest("/", api)
+        .at("/openapi.json", spec)
+        .nest("/docs", docs)
+        .at("/metrics", get(metrics_endpoint))
+        .data(state)
+        .data(metrics)
+        .catch_all_error(|err| async move { json_error(err) })
+        .around(move |next, req| metrics::record(recorder.clone(), next, req))
+        .with(cors)
+}

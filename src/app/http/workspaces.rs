@@ -1,0 +1,378 @@
+//! `/workspaces`: the service's own workspace records and their tokens
+//! (SPEC §8). Admin token, except reading one's own record.
+
+use std::sync::Arc;
+
+use base64::Engine as _;
+use chrono::{DateTime, Utc};
+use poem::web::Data;
+use poem_openapi::param::{Path, Query};
+use poem_openapi::payload::Json;
+use poem_openapi::{ApiResponse, Object, OpenApi};
+use rand::RngCore;
+
+use crate::app::auth::{authorize_admin, authorize_workspace};
+use crate::app::error::AppError;
+use crate::app::http::ApiTags;
+use crate::app::http::extract::{Caller, JsonBody};
+use crate::app::http::problem::Problem;
+use crate::app::state::AppState;
+use crate::domain::name::WorkspaceId;
+use crate::domain::token::{TOKEN_BYTES, TokenHash, TokenId, TokenRecord};
+use crate::domain::workspace::{Workspace, WorkspaceInput, WorkspaceSpec};
+use crate::ports::store::Upserted;
+
+pub struct WorkspacesApi;
+
+/// The settable fields of a workspace.
+#[derive(Debug, Object, serde::Deserialize)]
+pub struct WorkspaceRequest {
+    /// 1–200 characters.
+    pub name: Option<String>,
+    /// `[a-z0-9][a-z0-9_-]{0,63}`, stored with `-` as `_`; `external` for
+    /// agents that run elsewhere.
+    pub runtime: Option<String>,
+    /// The org: a workspace id other than this one (need not exist).
+    pub parent_id: Option<String>,
+    /// Explicit container name; default `ws-` + the first 12 id characters.
+    pub container: Option<String>,
+    /// provisioning, online (default), offline, paused, hibernated, removed.
+    pub status: Option<String>,
+}
+
+/// A workspace record.
+#[derive(Debug, Object)]
+pub struct WorkspaceView {
+    pub id: String,
+    pub name: String,
+    pub runtime: String,
+    pub parent_id: Option<String>,
+    /// The explicit container name, if any.
+    pub container: Option<String>,
+    pub status: String,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+impl From<Workspace> for WorkspaceView {
+    fn from(w: Workspace) -> Self {
+        Self {
+            id: w.id.to_string(),
+            name: w.spec.name,
+            runtime: w.spec.runtime.to_string(),
+            parent_id: w.spec.parent_id.map(|p| p.to_string()),
+            container: w.spec.container.map(|c| c.to_string()),
+            status: w.spec.status.to_string(),
+            created_at: w.created_at,
+            updated_at: w.updated_at,
+        }
+    }
+}
+
+/// A page of workspaces.
+#[derive(Debug, Object)]
+pub struct WorkspacePage {
+    pub workspaces: Vec<WorkspaceView>,
+    /// Pass as `cursor` for the next page; null at the end.
+    pub next_cursor: Option<String>,
+}
+
+/// A newly issued token: the only time its secret is shown.
+#[derive(Debug, Object)]
+pub struct IssuedToken {
+    pub id: String,
+    /// The secret: send it as `Authorization: Bearer <token>`.
+    pub token: String,
+    pub created_at: DateTime<Utc>,
+}
+
+/// A token as listed: never its secret.
+#[derive(Debug, Object)]
+pub struct TokenView {
+    pub id: String,
+    pub created_at: DateTime<Utc>,
+    pub last_used_at: Option<DateTime<Utc>>,
+    pub revoked: bool,
+}
+
+#[derive(ApiResponse)]
+pub enum UpsertResponse {
+    /// The record was updated.
+    #[oai(status = 200)]
+    Updated(Json<WorkspaceView>),
+    /// The record was created.
+    #[oai(status = 201)]
+    Created(Json<WorkspaceView>),
+}
+
+#[derive(ApiResponse)]
+pub enum Created<T: poem_openapi::types::ToJSON> {
+    #[oai(status = 201)]
+    Created(Json<T>),
+}
+
+#[derive(ApiResponse)]
+pub enum NoContent {
+    #[oai(status = 204)]
+    NoContent,
+}
+
+const DEFAULT_PAGE: u64 = 100;
+const MAX_PAGE: u64 = 500;
+
+fn parse_id(raw: &str) -> Result<WorkspaceId, AppError> {
+    WorkspaceId::parse(raw).map_err(|_| AppError::InvalidWorkspaceId)
+}
+
+async fn existing(state: &AppState, id: &WorkspaceId) -> Result<Workspace, AppError> {
+    state
+        .workspaces
+        .workspace(id)
+        .await
+        .map_err(AppError::WorkspaceLookupFailed)?
+        .ok_or(AppError::WorkspaceNotFound)
+}
+
+/// A fresh secret with 256 bits of randomness.
+fn new_secret() -> String {
+    let mut bytes = [0u8; TOKEN_BYTES];
+    rand::rng().fill_bytes(&mut bytes);
+    format!(
+        "wpt_{}",
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+    )
+}
+
+#[OpenApi(tag = "ApiTags::Workspaces")]
+impl WorkspacesApi {
+    /// Create or update a workspace (admin)
+    #[oai(
+        path = "/workspaces/:id",
+        method = "put",
+        operation_id = "putWorkspace"
+    )]
+    async fn put(
+        &self,
+        state: Data<&Arc<AppState>>,
+        caller: Caller,
+        id: Path<String>,
+        body: JsonBody<WorkspaceRequest>,
+    ) -> Result<UpsertResponse, Problem> {
+        authorize_admin(&state, &caller.0).await?;
+        let id = parse_id(&id)?;
+        let req = body.read(state.policy.body_max_bytes).await?;
+        let spec = WorkspaceSpec::validate(
+            &id,
+            WorkspaceInput {
+                name: req.name.as_deref(),
+                runtime: req.runtime.as_deref(),
+                parent_id: req.parent_id.as_deref(),
+                container: req.container.as_deref(),
+                status: req.status.as_deref(),
+            },
+        )
+        .map_err(AppError::InvalidField)?;
+        let (workspace, outcome) = state
+            .workspaces
+            .upsert_workspace(&id, &spec, crate::app::now())
+            .await
+            .map_err(AppError::Store)?;
+        let view = Json(WorkspaceView::from(workspace));
+        Ok(match outcome {
+            Upserted::Created => UpsertResponse::Created(view),
+            Upserted::Updated => UpsertResponse::Updated(view),
+        })
+    }
+
+    /// Read a workspace (admin or that workspace's token)
+    #[oai(
+        path = "/workspaces/:id",
+        method = "get",
+        operation_id = "getWorkspace"
+    )]
+    async fn get(
+        &self,
+        state: Data<&Arc<AppState>>,
+        caller: Caller,
+        id: Path<String>,
+    ) -> Result<Json<WorkspaceView>, Problem> {
+        let (_, workspace) = authorize_workspace(&state, &caller.0, &id).await?;
+        Ok(Json(workspace.into()))
+    }
+
+    /// List workspaces (admin)
+    ///
+    /// Sorted by id; follow `next_cursor` for the next page.
+    #[oai(path = "/workspaces", method = "get", operation_id = "listWorkspaces")]
+    async fn list(
+        &self,
+        state: Data<&Arc<AppState>>,
+        caller: Caller,
+        /// 1–500, default 100.
+        limit: Query<Option<String>>,
+        /// The `next_cursor` of the previous page.
+        cursor: Query<Option<String>>,
+    ) -> Result<Json<WorkspacePage>, Problem> {
+        authorize_admin(&state, &caller.0).await?;
+        let limit = match limit.0.as_deref() {
+            None => DEFAULT_PAGE,
+            Some(raw) => raw
+                .parse::<u64>()
+                .ok()
+                .filter(|n| (1..=MAX_PAGE).contains(n))
+                .ok_or_else(|| {
+                    AppError::InvalidQuery("limit must be a whole number from 1 to 500".into())
+                })?,
+        };
+        let after = cursor
+            .0
+            .as_deref()
+            .map(|c| {
+                WorkspaceId::parse(c).map_err(|_| {
+                    AppError::InvalidQuery("cursor is not a value returned as next_cursor".into())
+                })
+            })
+            .transpose()?;
+        // One more than asked tells whether another page exists.
+        let mut page = state
+            .workspaces
+            .list_workspaces(after, limit + 1)
+            .await
+            .map_err(AppError::Store)?;
+        let more = page.len() as u64 > limit;
+        page.truncate(limit as usize);
+        let next_cursor = more
+            .then(|| page.last().map(|w| w.id.to_string()))
+            .flatten();
+        Ok(Json(WorkspacePage {
+            workspaces: page.into_iter().map(Into::into).collect(),
+            next_cursor,
+        }))
+    }
+
+    /// Remove a workspace and its tokens (admin)
+    ///
+    /// Installed plugin files are untouched.
+    #[oai(
+        path = "/workspaces/:id",
+        method = "delete",
+        operation_id = "deleteWorkspace"
+    )]
+    async fn delete(
+        &self,
+        state: Data<&Arc<AppState>>,
+        caller: Caller,
+        id: Path<String>,
+    ) -> Result<NoContent, Problem> {
+        authorize_admin(&state, &caller.0).await?;
+        let id = parse_id(&id)?;
+        if state
+            .workspaces
+            .delete_workspace(&id)
+            .await
+            .map_err(AppError::Store)?
+        {
+            Ok(NoContent::NoContent)
+        } else {
+            Err(AppError::WorkspaceNotFound.into())
+        }
+    }
+
+    /// Issue a workspace token (admin)
+    ///
+    /// The secret is in this response only; it is stored as a SHA-256 hash.
+    #[oai(
+        path = "/workspaces/:id/tokens",
+        method = "post",
+        operation_id = "issueToken"
+    )]
+    async fn issue_token(
+        &self,
+        state: Data<&Arc<AppState>>,
+        caller: Caller,
+        id: Path<String>,
+    ) -> Result<Created<IssuedToken>, Problem> {
+        authorize_admin(&state, &caller.0).await?;
+        let id = parse_id(&id)?;
+        existing(&state, &id).await?;
+        let secret = new_secret();
+        let mut id_bytes = [0u8; 12];
+        rand::rng().fill_bytes(&mut id_bytes);
+        let record = TokenRecord {
+            id: TokenId::from_random(id_bytes),
+            workspace_id: id,
+            hash: TokenHash::of(&secret),
+            created_at: crate::app::now(),
+            last_used_at: None,
+            revoked: false,
+        };
+        state
+            .tokens
+            .insert_token(&record)
+            .await
+            .map_err(AppError::Store)?;
+        Ok(Created::Created(Json(IssuedToken {
+            id: record.id.to_string(),
+            token: secret,
+            created_at: record.created_at,
+        })))
+    }
+
+    /// List a workspace's tokens (admin), never their secrets
+    #[oai(
+        path = "/workspaces/:id/tokens",
+        method = "get",
+        operation_id = "listTokens"
+    )]
+    async fn list_tokens(
+        &self,
+        state: Data<&Arc<AppState>>,
+        caller: Caller,
+        id: Path<String>,
+    ) -> Result<Json<Vec<TokenView>>, Problem> {
+        authorize_admin(&state, &caller.0).await?;
+        let id = parse_id(&id)?;
+        existing(&state, &id).await?;
+        let tokens = state.tokens.tokens(&id).await.map_err(AppError::Store)?;
+        Ok(Json(
+            tokens
+                .into_iter()
+                .map(|t| TokenView {
+                    id: t.id.to_string(),
+                    created_at: t.created_at,
+                    last_used_at: t.last_used_at,
+                    revoked: t.revoked,
+                })
+                .collect(),
+        ))
+    }
+
+    /// Revoke a workspace token (admin)
+    #[oai(
+        path = "/workspaces/:id/tokens/:token_id",
+        method = "delete",
+        operation_id = "revokeToken"
+    )]
+    async fn revoke_token(
+        &self,
+        state: Data<&Arc<AppState>>,
+        caller: Caller,
+        id: Path<String>,
+        token_id: Path<String>,
+    ) -> Result<NoContent, Problem> {
+        authorize_admin(&state, &caller.0).await?;
+        let id = parse_id(&id)?;
+        existing(&state, &id).await?;
+        let token_id = TokenId::parse(&token_id).ok_or(AppError::TokenNotFound)?;
+        if state
+            .tokens
+            .revoke_token(&id, &token_id)
+            .await
+            .map_err(AppError::Store)?
+        {
+            Ok(NoContent::NoContent)
+        } else {
+            Err(AppError::TokenNotFound.into())
+        }
+    }
+}

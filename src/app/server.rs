@@ -1,0 +1,190 @@
+//! Wiring: settings → adapters → ports → HTTP, and the server's life
+//! (start-up checks, graceful shutdown).
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use base64::Engine as _;
+use poem::listener::{Acceptor, Listener, TcpListener};
+use rand::RngCore;
+
+use crate::adapters::db::SeaOrmStore;
+use crate::adapters::fs::{LocalRegistry, LocalResolver};
+use crate::app::http;
+use crate::app::http::metrics::Metrics;
+use crate::app::settings::Settings;
+use crate::app::state::{AppState, Policy};
+use crate::domain::policy::AllowlistFailure;
+use crate::domain::token::{TOKEN_BYTES, TokenHash};
+use crate::ports::resolver::ResolverRegistry;
+
+/// Why the service could not start; each names what to fix.
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    #[error("cannot create data directory {path}: {source}")]
+    DataDir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot read or write the admin token file {path}: {source}")]
+    AdminToken {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("the admin token file {0} is empty: delete it to generate a new token")]
+    EmptyAdminToken(PathBuf),
+    #[error("cannot open the database (DATABASE_URL): {0}")]
+    Database(String),
+    #[error("cannot listen on {addr} (PLUGIN_LISTEN): {source}")]
+    Listen {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("cannot set up metrics: {0}")]
+    Metrics(#[from] prometheus::Error),
+    #[error("server error: {0}")]
+    Serve(std::io::Error),
+}
+
+const ADMIN_TOKEN_FILE: &str = "admin-token";
+
+/// The admin token's hash: from `PLUGIN_ADMIN_TOKEN`, else from
+/// `<data-dir>/admin-token`, generated (mode 0600) at first start.
+fn admin_token(settings: &Settings) -> Result<TokenHash, StartupError> {
+    if let Some(token) = &settings.admin_token {
+        return Ok(TokenHash::of(token.expose()));
+    }
+    let path = settings.data_dir.join(ADMIN_TOKEN_FILE);
+    let io = |source| StartupError::AdminToken {
+        path: path.clone(),
+        source,
+    };
+    match std::fs::read_to_string(&path) {
+        Ok(secret) => {
+            let secret = secret.trim();
+            if secret.is_empty() {
+                return Err(StartupError::EmptyAdminToken(path));
+            }
+            tracing::info!(path = %path.display(), "admin token read from file");
+            Ok(TokenHash::of(secret))
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let mut bytes = [0u8; TOKEN_BYTES];
+            rand::rng().fill_bytes(&mut bytes);
+            let secret = format!(
+                "wpa_{}",
+                base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+            );
+            let mut file = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&path)
+                .map_err(io)?;
+            writeln!(file, "{secret}").map_err(io)?;
+            tracing::info!(path = %path.display(), "generated an admin token; read it from this file");
+            Ok(TokenHash::of(&secret))
+        }
+        Err(e) => Err(io(e)),
+    }
+}
+
+fn create_dir(path: &Path) -> Result<(), StartupError> {
+    std::fs::create_dir_all(path).map_err(|source| StartupError::DataDir {
+        path: path.to_owned(),
+        source,
+    })
+}
+
+/// Builds the application state from the settings.
+pub async fn build_state(settings: &Settings) -> Result<Arc<AppState>, StartupError> {
+    create_dir(&settings.data_dir)?;
+    let admin_token = admin_token(settings)?;
+    let store = Arc::new(
+        SeaOrmStore::connect(&settings.database_url())
+            .await
+            .map_err(|e| {
+                tracing::error!(error = ?e, "database connection failed");
+                StartupError::Database(e.to_string())
+            })?,
+    );
+    let registry = LocalRegistry::new(&settings.plugins_dir);
+    let mut resolvers = ResolverRegistry::new();
+    resolvers.register(Arc::new(LocalResolver::new(registry.clone())));
+    Ok(Arc::new(AppState {
+        workspaces: store.clone(),
+        tokens: store.clone(),
+        allowlists: store.clone(),
+        store_health: store,
+        registry: Arc::new(registry),
+        resolvers,
+        admin_token,
+        policy: Policy {
+            body_max_bytes: settings.body_max_bytes,
+            allow_tokenless_workspaces: settings.allow_tokenless_workspaces,
+            allowlist_failure: if settings.allowlist_fail_open {
+                AllowlistFailure::Open
+            } else {
+                AllowlistFailure::Closed
+            },
+        },
+    }))
+}
+
+/// A bound, not yet serving, server.
+pub struct Bound {
+    acceptor: poem::listener::TcpAcceptor,
+    state: Arc<AppState>,
+    cors_origins: Vec<String>,
+}
+
+impl Bound {
+    pub fn local_addr(&self) -> Option<SocketAddr> {
+        self.acceptor
+            .local_addr()
+            .into_iter()
+            .find_map(|a| a.as_socket_addr().copied())
+    }
+
+    /// Serves until `shutdown` resolves, then drains in-flight requests.
+    pub async fn serve(
+        self,
+        shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> Result<(), StartupError> {
+        let app = http::app(self.state, &self.cors_origins, Metrics::new()?);
+        poem::Server::new_with_acceptor(self.acceptor)
+            .run_with_graceful_shutdown(app, shutdown, Some(Duration::from_secs(30)))
+            .await
+            .map_err(StartupError::Serve)
+    }
+}
+
+/// Start-up: state, then the listening socket.
+pub async fn bind(settings: &Settings) -> Result<Bound, StartupError> {
+    let state = build_state(settings).await?;
+    bind_with_state(settings, state).await
+}
+
+/// Binds the listening socket for an already built state (tests swap ports
+/// in the state, e.g. a store that fails on demand).
+pub async fn bind_with_state(
+    settings: &Settings,
+    state: Arc<AppState>,
+) -> Result<Bound, StartupError> {
+    let acceptor = TcpListener::bind(settings.listen.to_string())
+        .into_acceptor()
+        .await
+        .map_err(|source| StartupError::Listen {
+            addr: settings.listen,
+            source,
+        })?;
+    Ok(Bound {
+        acceptor,
+        state,
+        cors_origins: settings.cors_origins.clone(),
+    })
+}

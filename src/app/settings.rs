@@ -1,0 +1,377 @@
+//! Settings (SPEC §9): environment variables with equal CLI flags, parsed
+//! once at start-up; a bad value stops start-up naming the setting.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{ArgAction, Parser};
+
+/// A secret setting: never printed, not even by `Debug`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(..)")
+    }
+}
+
+fn parse_secret(s: &str) -> Result<Secret, String> {
+    let s = s.trim();
+    if s.is_empty() {
+        return Err("must not be empty".into());
+    }
+    Ok(Secret(s.to_owned()))
+}
+
+/// `true`/`false`/`1`/`0` in any case; anything else is refused.
+pub fn parse_bool(s: &str) -> Result<bool, String> {
+    match s.trim().to_ascii_lowercase().as_str() {
+        "true" | "1" => Ok(true),
+        "false" | "0" => Ok(false),
+        _ => Err("expected true, false, 1 or 0".into()),
+    }
+}
+
+/// Humantime durations (`500ms`, `2s`, `5m`).
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    humantime::parse_duration(s.trim())
+        .map_err(|e| format!("expected a duration like 500ms, 2s or 5m ({e})"))
+}
+
+fn parse_positive(s: &str) -> Result<u64, String> {
+    match s.trim().parse::<u64>() {
+        Ok(0) | Err(_) => Err("expected a positive whole number of bytes".into()),
+        Ok(n) => Ok(n),
+    }
+}
+
+fn parse_base_url(s: &str) -> Result<String, String> {
+    let s = s.trim().trim_end_matches('/');
+    if (s.starts_with("https://") || s.starts_with("http://")) && s.len() > "https://".len() {
+        Ok(s.to_owned())
+    } else {
+        Err("expected an http(s) URL such as https://github.com".into())
+    }
+}
+
+/// Comma-separated lists, trimmed, empty items dropped.
+fn list(items: &[String]) -> Vec<String> {
+    items
+        .iter()
+        .map(|s| s.trim().to_owned())
+        .filter(|s| !s.is_empty())
+        .collect()
+}
+
+/// Every setting of SPEC §9. Flags are the env var names in lower case
+/// with dashes (`PLUGIN_LISTEN` is `--plugin-listen`).
+#[derive(Parser, Debug, Clone)]
+#[command(
+    name = "workspace-plugins",
+    version,
+    about = "Installs, removes and serves plugins for AI-agent workspaces"
+)]
+pub struct Settings {
+    /// Address to listen on.
+    #[arg(
+        long = "plugin-listen",
+        env = "PLUGIN_LISTEN",
+        value_name = "PLUGIN_LISTEN",
+        default_value = "127.0.0.1:8080"
+    )]
+    pub listen: SocketAddr,
+
+    /// Database URL (sqlite://… or postgres://…); default: a SQLite file in the data dir.
+    #[arg(long = "database-url", env = "DATABASE_URL", value_name = "DATABASE_URL", hide_env_values = true, value_parser = parse_secret)]
+    pub database_url: Option<Secret>,
+
+    /// Directory for the database, admin token, staging and cache.
+    #[arg(
+        long = "plugin-data-dir",
+        env = "PLUGIN_DATA_DIR",
+        value_name = "PLUGIN_DATA_DIR",
+        default_value = "./data"
+    )]
+    pub data_dir: PathBuf,
+
+    /// The local plugin registry (one directory per plugin).
+    #[arg(
+        long = "plugins-dir",
+        env = "PLUGINS_DIR",
+        value_name = "PLUGINS_DIR",
+        default_value = "./plugins"
+    )]
+    pub plugins_dir: PathBuf,
+
+    /// Docker engine address; default: the engine's default socket.
+    #[arg(long = "docker-host", env = "DOCKER_HOST", value_name = "DOCKER_HOST")]
+    pub docker_host: Option<String>,
+
+    /// Base URL of the git server for github:// sources.
+    #[arg(long = "plugin-github-base-url", env = "PLUGIN_GITHUB_BASE_URL", value_name = "PLUGIN_GITHUB_BASE_URL", default_value = "https://github.com", value_parser = parse_base_url)]
+    pub github_base_url: String,
+
+    /// Token sent to the git server for private repositories.
+    #[arg(long = "plugin-github-token", env = "PLUGIN_GITHUB_TOKEN", value_name = "PLUGIN_GITHUB_TOKEN", hide_env_values = true, value_parser = parse_secret)]
+    pub github_token: Option<Secret>,
+
+    /// Hosts https:// sources may be fetched from (comma-separated).
+    #[arg(
+        long = "plugin-https-allowed-hosts",
+        env = "PLUGIN_HTTPS_ALLOWED_HOSTS",
+        value_name = "PLUGIN_HTTPS_ALLOWED_HOSTS",
+        value_delimiter = ',',
+        default_value = ""
+    )]
+    pub https_allowed_hosts: Vec<String>,
+
+    /// Extra PEM roots trusted for https and git fetches.
+    #[arg(
+        long = "plugin-https-ca-file",
+        env = "PLUGIN_HTTPS_CA_FILE",
+        value_name = "PLUGIN_HTTPS_CA_FILE"
+    )]
+    pub https_ca_file: Option<PathBuf>,
+
+    /// Cap on every JSON request body, in bytes.
+    #[arg(long = "plugin-install-body-max-bytes", env = "PLUGIN_INSTALL_BODY_MAX_BYTES", value_name = "PLUGIN_INSTALL_BODY_MAX_BYTES", default_value = "65536", value_parser = parse_positive)]
+    pub body_max_bytes: u64,
+
+    /// Deadline for fetching (and installing) a plugin.
+    #[arg(long = "plugin-install-fetch-timeout", env = "PLUGIN_INSTALL_FETCH_TIMEOUT", value_name = "PLUGIN_INSTALL_FETCH_TIMEOUT", default_value = "5m", value_parser = parse_duration)]
+    pub fetch_timeout: Duration,
+
+    /// Cap on a staged plugin (sum of regular files), in bytes.
+    #[arg(long = "plugin-install-max-dir-bytes", env = "PLUGIN_INSTALL_MAX_DIR_BYTES", value_name = "PLUGIN_INSTALL_MAX_DIR_BYTES", default_value = "104857600", value_parser = parse_positive)]
+    pub max_dir_bytes: u64,
+
+    /// Accept github sources without a pinned ref.
+    #[arg(long = "plugin-allow-unpinned", env = "PLUGIN_ALLOW_UNPINNED", value_name = "PLUGIN_ALLOW_UNPINNED", default_value = "false", value_parser = parse_bool, action = ArgAction::Set)]
+    pub allow_unpinned: bool,
+
+    /// Allow plugins when the allowlist store fails (default: refuse).
+    #[arg(long = "plugin-allowlist-fail-open", env = "PLUGIN_ALLOWLIST_FAIL_OPEN", value_name = "PLUGIN_ALLOWLIST_FAIL_OPEN", default_value = "false", value_parser = parse_bool, action = ArgAction::Set)]
+    pub allowlist_fail_open: bool,
+
+    /// Let workspaces without a live token be reached without a token.
+    #[arg(long = "plugin-allow-tokenless-workspaces", env = "PLUGIN_ALLOW_TOKENLESS_WORKSPACES", value_name = "PLUGIN_ALLOW_TOKENLESS_WORKSPACES", default_value = "false", value_parser = parse_bool, action = ArgAction::Set)]
+    pub allow_tokenless_workspaces: bool,
+
+    /// Delay (debounce) before restarting a workspace after install/uninstall.
+    #[arg(long = "plugin-restart-delay", env = "PLUGIN_RESTART_DELAY", value_name = "PLUGIN_RESTART_DELAY", default_value = "2s", value_parser = parse_duration)]
+    pub restart_delay: Duration,
+
+    /// Origins allowed by CORS (comma-separated).
+    #[arg(
+        long = "plugin-cors-origins",
+        env = "PLUGIN_CORS_ORIGINS",
+        value_name = "PLUGIN_CORS_ORIGINS",
+        value_delimiter = ',',
+        default_value = "http://localhost:3000,http://localhost:3001"
+    )]
+    pub cors_origins: Vec<String>,
+
+    /// Timeout of each container-engine call.
+    #[arg(long = "plugin-engine-timeout", env = "PLUGIN_ENGINE_TIMEOUT", value_name = "PLUGIN_ENGINE_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub engine_timeout: Duration,
+
+    /// Size of the download cache under <data-dir>/cache, in bytes.
+    #[arg(long = "plugin-cache-max-bytes", env = "PLUGIN_CACHE_MAX_BYTES", value_name = "PLUGIN_CACHE_MAX_BYTES", default_value = "1073741824", value_parser = parse_positive)]
+    pub cache_max_bytes: u64,
+
+    /// The admin token; generated into <data-dir>/admin-token when unset.
+    #[arg(long = "plugin-admin-token", env = "PLUGIN_ADMIN_TOKEN", value_name = "PLUGIN_ADMIN_TOKEN", hide_env_values = true, value_parser = parse_secret)]
+    pub admin_token: Option<Secret>,
+}
+
+impl Settings {
+    /// Lists cleaned of blanks and case (hosts compare case-insensitively).
+    pub fn normalized(mut self) -> Self {
+        self.https_allowed_hosts = list(&self.https_allowed_hosts)
+            .into_iter()
+            .map(|h| h.to_ascii_lowercase())
+            .collect();
+        self.cors_origins = list(&self.cors_origins);
+        self
+    }
+
+    /// The database URL in effect.
+    pub fn database_url(&self) -> String {
+        match &self.database_url {
+            Some(url) => url.expose().to_owned(),
+            None => format!(
+                "sqlite://{}?mode=rwc",
+                self.data_dir.join("plugins.db").display()
+            ),
+        }
+    }
+
+    /// Logs the effective settings once, never a secret.
+    pub fn log_effective(&self) {
+        tracing::info!(
+            listen = %self.listen,
+            database = %redact_url(&self.database_url()),
+            data_dir = %self.data_dir.display(),
+            plugins_dir = %self.plugins_dir.display(),
+            docker_host = self.docker_host.as_deref().unwrap_or("(engine default)"),
+            github_base_url = %self.github_base_url,
+            github_token = if self.github_token.is_some() { "(set)" } else { "(unset)" },
+            https_allowed_hosts = ?self.https_allowed_hosts,
+            https_ca_file = ?self.https_ca_file,
+            body_max_bytes = self.body_max_bytes,
+            fetch_timeout = %humantime::format_duration(self.fetch_timeout),
+            max_dir_bytes = self.max_dir_bytes,
+            allow_unpinned = self.allow_unpinned,
+            allowlist_fail_open = self.allowlist_fail_open,
+            allow_tokenless_workspaces = self.allow_tokenless_workspaces,
+            restart_delay = %humantime::format_duration(self.restart_delay),
+            cors_origins = ?self.cors_origins,
+            engine_timeout = %humantime::format_duration(self.engine_timeout),
+            cache_max_bytes = self.cache_max_bytes,
+            admin_token = if self.admin_token.is_some() { "(set)" } else { "(generated file)" },
+            "effective settings"
+        );
+    }
+}
+
+/// Removes the password of a `scheme://user:password@host/…` URL.
+pub fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    match rest[..authority_end].rfind('@') {
+        Some(at) => {
+            let user = rest[..at].split(':').next().unwrap_or("");
+            format!("{scheme}://{user}:***@{}", &rest[at + 1..])
+        }
+        None => url.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Settings, clap::Error> {
+        let mut all = vec!["workspace-plugins"];
+        all.extend_from_slice(args);
+        Settings::try_parse_from(all)
+    }
+
+    #[test]
+    fn defaults_match_the_spec() {
+        let s = parse(&[]).unwrap().normalized();
+        assert_eq!(s.listen.to_string(), "127.0.0.1:8080");
+        assert_eq!(s.body_max_bytes, 65536);
+        assert_eq!(s.fetch_timeout, Duration::from_secs(300));
+        assert_eq!(s.max_dir_bytes, 104_857_600);
+        assert_eq!(s.restart_delay, Duration::from_secs(2));
+        assert_eq!(s.engine_timeout, Duration::from_secs(10));
+        assert_eq!(s.cache_max_bytes, 1_073_741_824);
+        assert!(!s.allow_unpinned && !s.allowlist_fail_open && !s.allow_tokenless_workspaces);
+        assert!(s.https_allowed_hosts.is_empty());
+        assert_eq!(
+            s.cors_origins,
+            ["http://localhost:3000", "http://localhost:3001"]
+        );
+        assert_eq!(s.github_base_url, "https://github.com");
+        assert!(s.database_url().starts_with("sqlite://./data/plugins.db"));
+    }
+
+    #[test]
+    fn booleans_take_true_false_1_0_in_any_case_and_nothing_else() {
+        for (value, expected) in [
+            ("true", true),
+            ("TRUE", true),
+            ("1", true),
+            ("False", false),
+            ("0", false),
+        ] {
+            let s = parse(&["--plugin-allow-unpinned", value]).unwrap();
+            assert_eq!(s.allow_unpinned, expected, "{value}");
+        }
+        for value in ["yes", "on", "", "2"] {
+            let err = parse(&["--plugin-allow-unpinned", value])
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.contains("PLUGIN_ALLOW_UNPINNED"),
+                "the message names the setting: {err}"
+            );
+        }
+    }
+
+    #[test]
+    fn bad_values_name_their_setting() {
+        let cases = [
+            ("--plugin-listen", "nowhere", "PLUGIN_LISTEN"),
+            (
+                "--plugin-install-fetch-timeout",
+                "soon",
+                "PLUGIN_INSTALL_FETCH_TIMEOUT",
+            ),
+            (
+                "--plugin-install-max-dir-bytes",
+                "0",
+                "PLUGIN_INSTALL_MAX_DIR_BYTES",
+            ),
+            (
+                "--plugin-install-body-max-bytes",
+                "-1",
+                "PLUGIN_INSTALL_BODY_MAX_BYTES",
+            ),
+            (
+                "--plugin-github-base-url",
+                "ftp://x",
+                "PLUGIN_GITHUB_BASE_URL",
+            ),
+            ("--plugin-admin-token", " ", "PLUGIN_ADMIN_TOKEN"),
+        ];
+        for (flag, value, setting) in cases {
+            let err = parse(&[flag, value]).unwrap_err().to_string();
+            assert!(err.contains(setting), "{flag}={value}: {err}");
+        }
+    }
+
+    #[test]
+    fn lists_are_trimmed_and_hosts_lower_cased() {
+        let s = parse(&[
+            "--plugin-https-allowed-hosts",
+            " Example.COM, ,mirror.local ",
+        ])
+        .unwrap()
+        .normalized();
+        assert_eq!(s.https_allowed_hosts, ["example.com", "mirror.local"]);
+    }
+
+    #[test]
+    fn secrets_never_show_in_debug_output_and_urls_lose_their_password() {
+        let s = parse(&[
+            "--plugin-admin-token",
+            "hunter2",
+            "--database-url",
+            "postgres://u:pw@h/db",
+        ])
+        .unwrap();
+        let debug = format!("{s:?}");
+        assert!(
+            !debug.contains("hunter2") && !debug.contains("pw@"),
+            "{debug}"
+        );
+        assert_eq!(
+            redact_url("postgres://u:pw@h:5432/db"),
+            "postgres://u:***@h:5432/db"
+        );
+        assert_eq!(redact_url("sqlite://./data/x.db"), "sqlite://./data/x.db");
+    }
+}

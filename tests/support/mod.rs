@@ -1,0 +1,4 @@
+#![allow(dead_code)]
+//! Shared test harness: the real server, real databases.
+
+pub mod app;
