@@ -338,8 +338,9 @@ mod tests {
             ("--plugin-admin-token", " ", "PLUGIN_ADMIN_TOKEN"),
         ];
         for (flag, value, setting) in cases {
-            let err = parse(&[flag, value]).unwrap_err().to_string();
-            assert!(err.contains(setting), "{flag}={value}: {err}");
+            let arg = format!("{flag}={value}");
+            let err = parse(&[&arg]).unwrap_err().to_string();
+            assert!(err.contains(setting), "{arg}: {err}");
         }
     }
 
