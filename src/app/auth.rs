@@ -141,3 +141,162 @@ async fn tokenless(state: &AppState, raw_id: &str) -> Result<(Principal, Workspa
     }
     Ok((Principal::Tokenless, workspace))
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::app::state::Policy;
+    use crate::domain::policy::AllowlistFailure;
+    use crate::domain::workspace::{WorkspaceInput, WorkspaceSpec};
+    use crate::ports::registry::MockPluginRegistry;
+    use crate::ports::resolver::ResolverRegistry;
+    use crate::ports::store::{
+        MockAllowlistStore, MockStoreHealth, MockTokenStore, MockWorkspaceStore, StoreError,
+    };
+
+    const ADMIN: &str = "admin-secret";
+
+    fn workspace(id: &str, status: &str) -> Workspace {
+        let wid = WorkspaceId::parse(id).unwrap();
+        let spec = WorkspaceSpec::validate(
+            &wid,
+            WorkspaceInput {
+                name: Some("W"),
+                runtime: Some("x"),
+                status: Some(status),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        let now = crate::app::now();
+        Workspace {
+            id: wid,
+            spec,
+            created_at: now,
+            updated_at: now,
+        }
+    }
+
+    fn token(secret: &str, workspace: &str, revoked: bool) -> TokenRecord {
+        TokenRecord {
+            id: TokenId::from_random([7; 12]),
+            workspace_id: WorkspaceId::parse(workspace).unwrap(),
+            hash: TokenHash::of(secret),
+            created_at: crate::app::now(),
+            last_used_at: None,
+            revoked,
+        }
+    }
+
+    fn state(workspaces: MockWorkspaceStore, tokens: MockTokenStore, tokenless: bool) -> AppState {
+        AppState {
+            workspaces: Arc::new(workspaces),
+            tokens: Arc::new(tokens),
+            allowlists: Arc::new(MockAllowlistStore::new()),
+            store_health: Arc::new(MockStoreHealth::new()),
+            registry: Arc::new(MockPluginRegistry::new()),
+            resolvers: ResolverRegistry::new(),
+            admin_token: TokenHash::of(ADMIN),
+            policy: Policy {
+                body_max_bytes: 1024,
+                allow_tokenless_workspaces: tokenless,
+                allowlist_failure: AllowlistFailure::Closed,
+            },
+        }
+    }
+
+    fn bearer(s: &str) -> Presented {
+        Presented::Bearer(s.to_owned())
+    }
+
+    fn down() -> StoreError {
+        StoreError::Unavailable("db down".into())
+    }
+
+    #[tokio::test]
+    async fn the_admin_token_needs_no_store_for_auth_but_the_record_lookup_fails_closed() {
+        let mut workspaces = MockWorkspaceStore::new();
+        workspaces.expect_workspace().returning(|_| Err(down()));
+        let st = state(workspaces, MockTokenStore::new(), false);
+        let err = authorize_workspace(&st, &bearer(ADMIN), "ws-1").await.unwrap_err();
+        assert!(matches!(err, AppError::WorkspaceLookupFailed(_)), "{err:?}");
+        assert!(authorize_admin(&st, &bearer(ADMIN)).await.is_ok());
+    }
+
+    #[tokio::test]
+    async fn a_token_store_error_fails_closed_with_auth_check_failed() {
+        let mut tokens = MockTokenStore::new();
+        tokens.expect_token_by_hash().returning(|_| Err(down()));
+        let st = state(MockWorkspaceStore::new(), tokens, false);
+        let err = authorize_workspace(&st, &bearer("t"), "ws-1").await.unwrap_err();
+        assert!(matches!(err, AppError::AuthCheckFailed(_)), "{err:?}");
+        let err = authorize_admin(&st, &bearer("t")).await.unwrap_err();
+        assert!(matches!(err, AppError::AuthCheckFailed(_)), "{err:?}");
+    }
+
+    #[tokio::test]
+    async fn a_live_token_reaches_only_its_own_workspace_and_is_touched() {
+        let mut tokens = MockTokenStore::new();
+        tokens
+            .expect_token_by_hash()
+            .returning(|_| Ok(Some(token("t", "ws-1", false))));
+        tokens.expect_touch_token().times(1).returning(|_, _| Ok(()));
+        let mut workspaces = MockWorkspaceStore::new();
+        workspaces
+            .expect_workspace()
+            .returning(|id| Ok(Some(workspace(id.as_str(), "online"))));
+        let st = state(workspaces, tokens, false);
+        let (principal, ws) = authorize_workspace(&st, &bearer("t"), "ws-1").await.unwrap();
+        assert_eq!(ws.id.as_str(), "ws-1");
+        assert!(matches!(principal, Principal::Workspace(_)));
+        let err = authorize_workspace(&st, &bearer("t"), "ws-2").await.unwrap_err();
+        assert!(matches!(err, AppError::InvalidToken), "another workspace: {err:?}");
+        let err = authorize_admin(&st, &bearer("t")).await.unwrap_err();
+        assert!(matches!(err, AppError::AdminRequired), "{err:?}");
+    }
+
+    #[tokio::test]
+    async fn revoked_tokens_and_removed_workspaces_are_invalid_tokens() {
+        for (revoked, status) in [(true, "online"), (false, "removed")] {
+            let mut tokens = MockTokenStore::new();
+            tokens
+                .expect_token_by_hash()
+                .returning(move |_| Ok(Some(token("t", "ws-1", revoked))));
+            tokens.expect_touch_token().never();
+            let mut workspaces = MockWorkspaceStore::new();
+            workspaces
+                .expect_workspace()
+                .returning(move |id| Ok(Some(workspace(id.as_str(), status))));
+            let st = state(workspaces, tokens, false);
+            let err = authorize_workspace(&st, &bearer("t"), "ws-1").await.unwrap_err();
+            assert!(matches!(err, AppError::InvalidToken), "{revoked} {status}: {err:?}");
+            let err = authorize_admin(&st, &bearer("t")).await.unwrap_err();
+            assert!(matches!(err, AppError::InvalidToken), "{revoked} {status}: {err:?}");
+        }
+    }
+
+    #[tokio::test]
+    async fn no_token_is_missing_unless_tokenless_access_applies() {
+        let st = state(MockWorkspaceStore::new(), MockTokenStore::new(), false);
+        let err = authorize_workspace(&st, &Presented::Missing, "ws-1").await.unwrap_err();
+        assert!(matches!(err, AppError::MissingToken));
+        let err = authorize_workspace(&st, &Presented::Malformed, "ws-1").await.unwrap_err();
+        assert!(matches!(err, AppError::InvalidToken));
+
+        let mut workspaces = MockWorkspaceStore::new();
+        workspaces
+            .expect_workspace()
+            .returning(|id| Ok(Some(workspace(id.as_str(), "online"))));
+        let mut tokens = MockTokenStore::new();
+        tokens
+            .expect_has_live_token()
+            .returning(|id| Ok(id.as_str() == "guarded"));
+        let st = state(workspaces, tokens, true);
+        let (principal, _) = authorize_workspace(&st, &Presented::Missing, "open").await.unwrap();
+        assert_eq!(principal, Principal::Tokenless);
+        let err = authorize_workspace(&st, &Presented::Missing, "guarded").await.unwrap_err();
+        assert!(matches!(err, AppError::MissingToken));
+    }
+}
