@@ -5,10 +5,12 @@
 //! other way round.
 
 pub mod digest;
+pub mod layout;
 pub mod manifest;
 pub mod memory;
 pub mod name;
 pub mod policy;
+pub mod receipt;
 pub mod runtime;
 pub mod source;
 pub mod staging;
