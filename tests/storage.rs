@@ -1,0 +1,855 @@
+//! The storage adapter against real databases (SPEC §7, §8): every case
+//! runs once on SQLite and once on PostgreSQL, through the store ports.
+//!
+//! PostgreSQL must be running (`scripts/services.sh`, or point
+//! `TEST_DATABASE_URL` at a server): without it the `postgres::` cases fail.
+
+mod support;
+
+use chrono::{DateTime, Duration, TimeZone, Utc};
+use tempfile::TempDir;
+
+use support::db;
+use workspace_plugins::adapters::db::SeaOrmStore;
+use workspace_plugins::domain::name::{PluginName, WorkspaceId};
+use workspace_plugins::domain::runtime::Runtime;
+use workspace_plugins::domain::token::{TokenHash, TokenId, TokenRecord};
+use workspace_plugins::domain::workspace::{
+    ContainerName, Workspace, WorkspaceSpec, WorkspaceStatus,
+};
+use workspace_plugins::ports::store::{
+    AllowlistEntry, AllowlistStore, StoreError, StoreHealth, TokenStore, Upserted, WorkspaceStore,
+};
+
+/// Which database a case runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// A fresh, empty database of one backend; the SQLite file lives as long
+/// as this value.
+struct TestDb {
+    backend: Backend,
+    url: String,
+    _dir: Option<TempDir>,
+}
+
+impl TestDb {
+    async fn sqlite() -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        Self {
+            backend: Backend::Sqlite,
+            url: db::sqlite_url(dir.path()),
+            _dir: Some(dir),
+        }
+    }
+
+    async fn postgres() -> Self {
+        Self {
+            backend: Backend::Postgres,
+            url: db::postgres_url().await,
+            _dir: None,
+        }
+    }
+
+    /// Connects (running the migrations), as the service does at start.
+    async fn store(&self) -> SeaOrmStore {
+        SeaOrmStore::connect(&self.url)
+            .await
+            .unwrap_or_else(|e| panic!("connect to {:?} test database: {e:?}", self.backend))
+    }
+
+    /// Makes every insert of the allowlist entry `plugin` fail.
+    async fn fail_allowlist_inserts_of(&self, plugin: &str) {
+        let sql = match self.backend {
+            Backend::Sqlite => format!(
+                "CREATE TRIGGER fail_{plugin} BEFORE INSERT ON allowlist_entries \
+                 WHEN NEW.plugin_name = '{plugin}' \
+                 BEGIN SELECT RAISE(ABORT, 'injected failure'); END;"
+            ),
+            Backend::Postgres => format!(
+                "CREATE FUNCTION fail_{plugin}() RETURNS trigger LANGUAGE plpgsql AS $$ \
+                 BEGIN RAISE EXCEPTION 'injected failure'; END; $$; \
+                 CREATE TRIGGER fail_{plugin} BEFORE INSERT ON allowlist_entries \
+                 FOR EACH ROW WHEN (NEW.plugin_name = '{plugin}') \
+                 EXECUTE FUNCTION fail_{plugin}();"
+            ),
+        };
+        db::execute(&self.url, &sql).await;
+    }
+
+    /// A URL of this backend where no database can be opened.
+    fn unreachable_url(&self) -> String {
+        match self.backend {
+            Backend::Sqlite => {
+                let dir = self._dir.as_ref().expect("sqlite temp dir");
+                format!("sqlite://{}/no-such-dir/store.db", dir.path().display())
+            }
+            Backend::Postgres => "postgres://u:p@127.0.0.1:1/db".to_owned(),
+        }
+    }
+}
+
+/// Instantiates each listed case for one backend, as `<backend>::<case>`.
+macro_rules! backend_tests {
+    ($backend:ident: $($case:ident),+ $(,)?) => {
+        mod $backend {
+            $(
+                #[tokio::test]
+                async fn $case() {
+                    super::$case(super::TestDb::$backend().await).await;
+                }
+            )+
+        }
+    };
+}
+
+/// Instantiates every listed case for every backend.
+macro_rules! all_backends {
+    ($($case:ident),+ $(,)?) => {
+        backend_tests!(sqlite: $($case),+);
+        backend_tests!(postgres: $($case),+);
+    };
+}
+
+all_backends!(
+    workspace_upsert_creates_then_updates,
+    workspace_fields_round_trip,
+    unknown_workspace_is_none,
+    workspaces_list_in_id_order_in_pages_after_a_cursor,
+    workspace_delete_answers_true_then_false,
+    workspace_delete_removes_only_its_own_tokens,
+    token_is_found_by_the_hash_of_its_secret,
+    tokens_list_oldest_first_for_their_workspace_only,
+    revoking_another_workspaces_token_changes_nothing,
+    revoking_sets_revoked_and_ends_the_live_token,
+    touching_a_token_records_its_last_use,
+    duplicate_token_hash_or_id_is_a_conflict,
+    allowlist_of_an_unknown_org_is_empty,
+    allowlist_replace_answers_the_stored_list_sorted,
+    allowlist_entries_that_stay_keep_who_and_when,
+    allowlist_replace_with_nothing_clears_it,
+    allowlists_of_orgs_are_independent,
+    allowlist_replace_is_atomic,
+    migrations_are_idempotent_and_keep_data,
+    ping_answers_when_the_database_is_up,
+    unreachable_database_is_unavailable,
+);
+
+// ---------------------------------------------------------------- helpers
+
+/// A fixed instant with whole milliseconds, which both backends store
+/// exactly (PostgreSQL keeps microseconds, SQLite the text chrono wrote).
+fn t0() -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(2026, 11, 25, 10, 0, 0).unwrap() + Duration::milliseconds(250)
+}
+
+fn id(s: &str) -> WorkspaceId {
+    WorkspaceId::parse(s).unwrap()
+}
+
+fn plugin(s: &str) -> PluginName {
+    PluginName::parse(s).unwrap()
+}
+
+fn plugins(names: &[&str]) -> Vec<PluginName> {
+    names.iter().map(|n| plugin(n)).collect()
+}
+
+fn spec(name: &str) -> WorkspaceSpec {
+    WorkspaceSpec {
+        name: name.to_owned(),
+        runtime: Runtime::parse("claude-code").unwrap(),
+        parent_id: None,
+        container: None,
+        status: WorkspaceStatus::Online,
+    }
+}
+
+/// A token record for `workspace` and its secret.
+fn token(workspace: &str, created_at: DateTime<Utc>) -> (TokenRecord, String) {
+    let secret = hex::encode(rand::random::<[u8; 32]>());
+    let record = TokenRecord {
+        id: TokenId::from_random(rand::random()),
+        workspace_id: id(workspace),
+        hash: TokenHash::of(&secret),
+        created_at,
+        last_used_at: None,
+        revoked: false,
+    };
+    (record, secret)
+}
+
+/// An error and all its sources, for asserting on the cause.
+fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+/// The ids of a page of workspaces, in order.
+fn ids(page: Vec<Workspace>) -> Vec<String> {
+    page.into_iter().map(|w| w.id.as_str().to_owned()).collect()
+}
+
+fn entry(name: &str, enabled_by: &str, enabled_at: DateTime<Utc>) -> AllowlistEntry {
+    AllowlistEntry {
+        plugin_name: plugin(name),
+        enabled_by: enabled_by.to_owned(),
+        enabled_at,
+    }
+}
+
+// ------------------------------------------------------------- workspaces
+
+async fn workspace_upsert_creates_then_updates(db: TestDb) {
+    let store = db.store().await;
+    let ws = id("ws-1");
+
+    let (created, outcome) = store
+        .upsert_workspace(&ws, &spec("first"), t0())
+        .await
+        .unwrap();
+    assert_eq!(outcome, Upserted::Created);
+    assert_eq!(created.id, ws);
+    assert_eq!(created.spec, spec("first"));
+    assert_eq!(created.created_at, t0());
+    assert_eq!(created.updated_at, t0());
+
+    let later = t0() + Duration::seconds(90) + Duration::milliseconds(5);
+    let renamed = WorkspaceSpec {
+        status: WorkspaceStatus::Paused,
+        ..spec("second")
+    };
+    let (updated, outcome) = store.upsert_workspace(&ws, &renamed, later).await.unwrap();
+    assert_eq!(outcome, Upserted::Updated);
+    assert_eq!(updated.spec, renamed);
+    assert_eq!(updated.created_at, t0(), "created_at is kept");
+    assert_eq!(updated.updated_at, later, "updated_at moves");
+
+    assert_eq!(store.workspace(&ws).await.unwrap(), Some(updated));
+    assert_eq!(store.list_workspaces(None, 10).await.unwrap().len(), 1);
+}
+
+async fn workspace_fields_round_trip(db: TestDb) {
+    let store = db.store().await;
+    let ws = id("Child_ws-2");
+    let name = "Agent \u{e9}\u{1F980} ".repeat(20);
+    let full = WorkspaceSpec {
+        name: name.clone(),
+        runtime: Runtime::parse("my-runtime-2").unwrap(),
+        parent_id: Some(id("org-1")),
+        container: Some(ContainerName::parse("my.box_1-a").unwrap()),
+        status: WorkspaceStatus::Provisioning,
+    };
+    let (answered, _) = store.upsert_workspace(&ws, &full, t0()).await.unwrap();
+    let stored = store.workspace(&ws).await.unwrap().unwrap();
+    assert_eq!(stored, answered);
+    assert_eq!(stored.id, ws);
+    assert_eq!(stored.spec.name, name);
+    assert_eq!(
+        stored.spec.runtime.as_str(),
+        "my_runtime_2",
+        "stored normalized"
+    );
+    assert_eq!(stored.spec.parent_id, Some(id("org-1")));
+    assert_eq!(
+        stored.spec.container.as_ref().unwrap().as_str(),
+        "my.box_1-a"
+    );
+    assert_eq!(stored.spec.status, WorkspaceStatus::Provisioning);
+    assert_eq!(stored.org_id(), &id("org-1"));
+
+    // Every status survives the trip, and optional fields can be cleared.
+    for (i, status) in WorkspaceStatus::ALL.into_iter().enumerate() {
+        let at = t0() + Duration::seconds(i as i64 + 1);
+        let cleared = WorkspaceSpec {
+            status,
+            ..spec("cleared")
+        };
+        store.upsert_workspace(&ws, &cleared, at).await.unwrap();
+        let stored = store.workspace(&ws).await.unwrap().unwrap();
+        assert_eq!(stored.spec, cleared, "{status}");
+        assert_eq!(stored.spec.parent_id, None);
+        assert_eq!(stored.spec.container, None);
+        assert_eq!(stored.created_at, t0());
+        assert_eq!(stored.updated_at, at);
+    }
+}
+
+async fn unknown_workspace_is_none(db: TestDb) {
+    let store = db.store().await;
+    assert_eq!(store.workspace(&id("nobody")).await.unwrap(), None);
+    store
+        .upsert_workspace(&id("somebody"), &spec("s"), t0())
+        .await
+        .unwrap();
+    assert_eq!(store.workspace(&id("nobody")).await.unwrap(), None);
+    assert_eq!(
+        store.workspace(&id("SOMEBODY")).await.unwrap(),
+        None,
+        "ids are case-sensitive"
+    );
+}
+
+async fn workspaces_list_in_id_order_in_pages_after_a_cursor(db: TestDb) {
+    let store = db.store().await;
+    assert_eq!(store.list_workspaces(None, 2).await.unwrap(), vec![]);
+
+    // Inserted out of order; ids mix case, digits, '-' and '_' so that the
+    // database's order must be the byte order of the ids (as `Ord` on
+    // `WorkspaceId` and SQLite have it). A PostgreSQL database with a
+    // linguistic collation (e.g. en_US) orders these differently.
+    let inserted = ["ws_b", "Ws-a", "ws-c", "0ws", "ws"];
+    for (i, ws) in inserted.into_iter().enumerate() {
+        let at = t0() + Duration::seconds(i as i64);
+        store
+            .upsert_workspace(&id(ws), &spec(ws), at)
+            .await
+            .unwrap();
+    }
+    let mut expected: Vec<WorkspaceId> = inserted.iter().map(|s| id(s)).collect();
+    expected.sort();
+    assert_eq!(
+        expected.iter().map(WorkspaceId::as_str).collect::<Vec<_>>(),
+        ["0ws", "Ws-a", "ws", "ws-c", "ws_b"]
+    );
+
+    let mut pages = Vec::new();
+    let mut after = None;
+    loop {
+        let page = store.list_workspaces(after.clone(), 2).await.unwrap();
+        pages.push(ids(page.clone()));
+        match page.last() {
+            Some(last) if page.len() == 2 => after = Some(last.id.clone()),
+            _ => break,
+        }
+    }
+    assert_eq!(
+        pages,
+        vec![vec!["0ws", "Ws-a"], vec!["ws", "ws-c"], vec!["ws_b"],]
+    );
+
+    // Whole records come back, not just ids.
+    let first = store.list_workspaces(None, 1).await.unwrap();
+    assert_eq!(
+        first,
+        vec![store.workspace(&id("0ws")).await.unwrap().unwrap()]
+    );
+    assert_eq!(first[0].created_at, t0() + Duration::seconds(3));
+
+    // The cursor is strictly-after and need not be an existing id.
+    assert_eq!(
+        ids(store.list_workspaces(Some(id("ws")), 10).await.unwrap()),
+        ["ws-c", "ws_b"]
+    );
+    assert_eq!(
+        ids(store.list_workspaces(Some(id("wr")), 1).await.unwrap()),
+        ["ws"]
+    );
+    assert_eq!(
+        ids(store.list_workspaces(Some(id("ws_b")), 10).await.unwrap()),
+        Vec::<String>::new()
+    );
+    assert_eq!(store.list_workspaces(None, 500).await.unwrap().len(), 5);
+}
+
+async fn workspace_delete_answers_true_then_false(db: TestDb) {
+    let store = db.store().await;
+    let ws = id("ws-1");
+    store.upsert_workspace(&ws, &spec("w"), t0()).await.unwrap();
+    store
+        .upsert_workspace(&id("ws-2"), &spec("w2"), t0())
+        .await
+        .unwrap();
+
+    assert!(store.delete_workspace(&ws).await.unwrap());
+    assert_eq!(store.workspace(&ws).await.unwrap(), None);
+    assert!(!store.delete_workspace(&ws).await.unwrap());
+    assert!(!store.delete_workspace(&id("never")).await.unwrap());
+
+    let left = store.list_workspaces(None, 10).await.unwrap();
+    assert_eq!(left.len(), 1);
+    assert_eq!(left[0].id, id("ws-2"));
+
+    // The id can be used again, as a new record.
+    let (_, outcome) = store
+        .upsert_workspace(&ws, &spec("again"), t0() + Duration::seconds(1))
+        .await
+        .unwrap();
+    assert_eq!(outcome, Upserted::Created);
+}
+
+async fn workspace_delete_removes_only_its_own_tokens(db: TestDb) {
+    let store = db.store().await;
+    for ws in ["doomed", "other"] {
+        store
+            .upsert_workspace(&id(ws), &spec(ws), t0())
+            .await
+            .unwrap();
+    }
+    let (doomed_a, _) = token("doomed", t0());
+    let (doomed_b, _) = token("doomed", t0() + Duration::seconds(1));
+    let (kept, _) = token("other", t0());
+    for t in [&doomed_a, &doomed_b, &kept] {
+        store.insert_token(t).await.unwrap();
+    }
+
+    assert!(store.delete_workspace(&id("doomed")).await.unwrap());
+
+    assert_eq!(store.token_by_hash(&doomed_a.hash).await.unwrap(), None);
+    assert_eq!(store.token_by_hash(&doomed_b.hash).await.unwrap(), None);
+    assert_eq!(store.tokens(&id("doomed")).await.unwrap(), vec![]);
+    assert!(!store.has_live_token(&id("doomed")).await.unwrap());
+
+    assert_eq!(
+        store.token_by_hash(&kept.hash).await.unwrap(),
+        Some(kept.clone())
+    );
+    assert_eq!(store.tokens(&id("other")).await.unwrap(), vec![kept]);
+    assert!(store.has_live_token(&id("other")).await.unwrap());
+}
+
+// ----------------------------------------------------------------- tokens
+
+async fn token_is_found_by_the_hash_of_its_secret(db: TestDb) {
+    let store = db.store().await;
+    let (record, secret) = token("ws-1", t0());
+    store.insert_token(&record).await.unwrap();
+
+    let found = store
+        .token_by_hash(&TokenHash::of(&secret))
+        .await
+        .unwrap()
+        .expect("found by the hash of its secret");
+    assert_eq!(found, record);
+    assert_eq!(found.hash.to_hex(), TokenHash::of(&secret).to_hex());
+    assert_ne!(
+        found.hash.to_hex(),
+        secret,
+        "the secret itself is not stored"
+    );
+    assert_eq!(found.created_at, t0());
+    assert_eq!(found.last_used_at, None);
+    assert!(!found.revoked);
+
+    assert_eq!(
+        store
+            .token_by_hash(&TokenHash::of("not-a-token"))
+            .await
+            .unwrap(),
+        None
+    );
+    // A near miss (one character changed) finds nothing either.
+    let mut near = secret.clone();
+    near.replace_range(0..1, if secret.starts_with('0') { "1" } else { "0" });
+    assert_eq!(
+        store.token_by_hash(&TokenHash::of(&near)).await.unwrap(),
+        None
+    );
+}
+
+async fn tokens_list_oldest_first_for_their_workspace_only(db: TestDb) {
+    let store = db.store().await;
+    assert_eq!(store.tokens(&id("ws-1")).await.unwrap(), vec![]);
+
+    // Inserted newest first, with sub-second gaps.
+    let (newest, _) = token("ws-1", t0() + Duration::seconds(2));
+    let (middle, _) = token("ws-1", t0() + Duration::milliseconds(500));
+    let (oldest, oldest_secret) = token("ws-1", t0());
+    let (foreign, _) = token("ws-2", t0() - Duration::seconds(10));
+    for t in [&newest, &middle, &oldest, &foreign] {
+        store.insert_token(t).await.unwrap();
+    }
+
+    let listed = store.tokens(&id("ws-1")).await.unwrap();
+    assert_eq!(listed, vec![oldest.clone(), middle, newest]);
+    assert_eq!(listed[0].hash, TokenHash::of(&oldest_secret));
+    assert!(
+        listed.iter().all(|t| t.workspace_id == id("ws-1")),
+        "only the workspace's own tokens"
+    );
+    assert_eq!(store.tokens(&id("ws-2")).await.unwrap(), vec![foreign]);
+    assert_eq!(store.tokens(&id("ws-3")).await.unwrap(), vec![]);
+
+    // Tokens issued in the same instant come in id order.
+    let mut twins = vec![
+        token("ws-4", t0()).0,
+        token("ws-4", t0()).0,
+        token("ws-4", t0()).0,
+    ];
+    for t in &twins {
+        store.insert_token(t).await.unwrap();
+    }
+    twins.sort_by(|a, b| a.id.as_str().cmp(b.id.as_str()));
+    assert_eq!(store.tokens(&id("ws-4")).await.unwrap(), twins);
+}
+
+async fn revoking_another_workspaces_token_changes_nothing(db: TestDb) {
+    let store = db.store().await;
+    let (theirs, _) = token("ws-2", t0());
+    store.insert_token(&theirs).await.unwrap();
+
+    assert!(
+        !store.revoke_token(&id("ws-1"), &theirs.id).await.unwrap(),
+        "not ws-1's token"
+    );
+    assert!(
+        !store
+            .revoke_token(&id("ws-2"), &TokenId::from_random([7; 12]))
+            .await
+            .unwrap(),
+        "no such token"
+    );
+    assert_eq!(
+        store.token_by_hash(&theirs.hash).await.unwrap(),
+        Some(theirs.clone())
+    );
+    assert!(store.has_live_token(&id("ws-2")).await.unwrap());
+}
+
+async fn revoking_sets_revoked_and_ends_the_live_token(db: TestDb) {
+    let store = db.store().await;
+    let ws = id("ws-1");
+    assert!(!store.has_live_token(&ws).await.unwrap(), "no tokens yet");
+
+    let (first, _) = token("ws-1", t0());
+    store.insert_token(&first).await.unwrap();
+    assert!(store.has_live_token(&ws).await.unwrap());
+
+    let (second, _) = token("ws-1", t0() + Duration::seconds(1));
+    store.insert_token(&second).await.unwrap();
+
+    assert!(store.revoke_token(&ws, &first.id).await.unwrap());
+    let revoked = store.token_by_hash(&first.hash).await.unwrap().unwrap();
+    assert_eq!(
+        revoked,
+        TokenRecord {
+            revoked: true,
+            ..first.clone()
+        }
+    );
+    assert!(
+        store.has_live_token(&ws).await.unwrap(),
+        "the second token is still live"
+    );
+
+    assert!(store.revoke_token(&ws, &second.id).await.unwrap());
+    assert!(!store.has_live_token(&ws).await.unwrap(), "all revoked");
+
+    // Revoking again is harmless and still finds the token.
+    assert!(store.revoke_token(&ws, &second.id).await.unwrap());
+    let listed = store.tokens(&ws).await.unwrap();
+    assert_eq!(
+        listed.iter().map(|t| t.revoked).collect::<Vec<_>>(),
+        [true, true]
+    );
+
+    // A token inserted already revoked is not live.
+    let (dead, _) = token("ws-9", t0());
+    store
+        .insert_token(&TokenRecord {
+            revoked: true,
+            ..dead
+        })
+        .await
+        .unwrap();
+    assert!(!store.has_live_token(&id("ws-9")).await.unwrap());
+}
+
+async fn touching_a_token_records_its_last_use(db: TestDb) {
+    let store = db.store().await;
+    let (record, _) = token("ws-1", t0());
+    let (other, _) = token("ws-1", t0());
+    store.insert_token(&record).await.unwrap();
+    store.insert_token(&other).await.unwrap();
+
+    let used = t0() + Duration::minutes(3) + Duration::milliseconds(125);
+    store.touch_token(&record.id, used).await.unwrap();
+    assert_eq!(
+        store.token_by_hash(&record.hash).await.unwrap(),
+        Some(TokenRecord {
+            last_used_at: Some(used),
+            ..record.clone()
+        })
+    );
+
+    let again = used + Duration::seconds(1);
+    store.touch_token(&record.id, again).await.unwrap();
+    let touched = store.token_by_hash(&record.hash).await.unwrap().unwrap();
+    assert_eq!(touched.last_used_at, Some(again));
+    assert_eq!(touched.created_at, t0());
+    assert!(!touched.revoked);
+
+    assert_eq!(
+        store.token_by_hash(&other.hash).await.unwrap(),
+        Some(other),
+        "other tokens are untouched"
+    );
+    // Touching an unknown token is not an error.
+    store
+        .touch_token(&TokenId::from_random([1; 12]), again)
+        .await
+        .unwrap();
+}
+
+async fn duplicate_token_hash_or_id_is_a_conflict(db: TestDb) {
+    let store = db.store().await;
+    let (original, _) = token("ws-1", t0());
+    store.insert_token(&original).await.unwrap();
+
+    let same_hash = TokenRecord {
+        id: TokenId::from_random([2; 12]),
+        workspace_id: id("ws-2"),
+        created_at: t0() + Duration::seconds(1),
+        ..original.clone()
+    };
+    let err = store.insert_token(&same_hash).await.unwrap_err();
+    assert!(matches!(err, StoreError::Conflict(_)), "{err:?}");
+
+    let same_id = TokenRecord {
+        hash: TokenHash::of("another secret"),
+        ..original.clone()
+    };
+    let err = store.insert_token(&same_id).await.unwrap_err();
+    assert!(matches!(err, StoreError::Conflict(_)), "{err:?}");
+
+    assert_eq!(
+        store.token_by_hash(&original.hash).await.unwrap(),
+        Some(original.clone())
+    );
+    assert_eq!(store.tokens(&id("ws-1")).await.unwrap(), vec![original]);
+    assert_eq!(store.tokens(&id("ws-2")).await.unwrap(), vec![]);
+}
+
+// -------------------------------------------------------------- allowlist
+
+async fn allowlist_of_an_unknown_org_is_empty(db: TestDb) {
+    let store = db.store().await;
+    assert_eq!(store.allowlist(&id("org-1")).await.unwrap(), vec![]);
+}
+
+async fn allowlist_replace_answers_the_stored_list_sorted(db: TestDb) {
+    let store = db.store().await;
+    let org = id("org-1");
+    let sent = plugins(&["zeta", "Alpha", "beta_1", "beta-2", "a.b", "9lives"]);
+
+    let answered = store
+        .replace_allowlist(&org, &sent, "alice", t0())
+        .await
+        .unwrap();
+    // Byte order, as the domain sorts plugin names.
+    let expected: Vec<AllowlistEntry> = ["9lives", "Alpha", "a.b", "beta-2", "beta_1", "zeta"]
+        .into_iter()
+        .map(|n| entry(n, "alice", t0()))
+        .collect();
+    assert_eq!(answered, expected);
+    assert_eq!(store.allowlist(&org).await.unwrap(), expected);
+}
+
+async fn allowlist_entries_that_stay_keep_who_and_when(db: TestDb) {
+    let store = db.store().await;
+    let org = id("org-1");
+    let t1 = t0() + Duration::hours(1) + Duration::milliseconds(1);
+
+    store
+        .replace_allowlist(&org, &plugins(&["keep-a", "drop", "keep-b"]), "alice", t0())
+        .await
+        .unwrap();
+    let answered = store
+        .replace_allowlist(&org, &plugins(&["new", "keep-b", "keep-a"]), "bob", t1)
+        .await
+        .unwrap();
+
+    let expected = vec![
+        entry("keep-a", "alice", t0()),
+        entry("keep-b", "alice", t0()),
+        entry("new", "bob", t1),
+    ];
+    assert_eq!(answered, expected);
+    assert_eq!(store.allowlist(&org).await.unwrap(), expected);
+
+    // Replacing with the same list changes nothing at all.
+    let t2 = t1 + Duration::hours(1);
+    let same = store
+        .replace_allowlist(&org, &plugins(&["keep-a", "keep-b", "new"]), "carol", t2)
+        .await
+        .unwrap();
+    assert_eq!(same, expected);
+}
+
+async fn allowlist_replace_with_nothing_clears_it(db: TestDb) {
+    let store = db.store().await;
+    let org = id("org-1");
+    store
+        .replace_allowlist(&org, &plugins(&["a", "b"]), "alice", t0())
+        .await
+        .unwrap();
+
+    let answered = store
+        .replace_allowlist(&org, &[], "bob", t0() + Duration::seconds(1))
+        .await
+        .unwrap();
+    assert_eq!(answered, vec![]);
+    assert_eq!(store.allowlist(&org).await.unwrap(), vec![]);
+
+    // An empty list stays empty, and can be filled again from scratch.
+    assert_eq!(
+        store
+            .replace_allowlist(&org, &[], "bob", t0() + Duration::seconds(2))
+            .await
+            .unwrap(),
+        vec![]
+    );
+    let t3 = t0() + Duration::seconds(3);
+    assert_eq!(
+        store
+            .replace_allowlist(&org, &plugins(&["a"]), "carol", t3)
+            .await
+            .unwrap(),
+        vec![entry("a", "carol", t3)],
+        "a re-added entry is new: new who, new when"
+    );
+}
+
+async fn allowlists_of_orgs_are_independent(db: TestDb) {
+    let store = db.store().await;
+    let (one, two) = (id("org-1"), id("org-2"));
+    let t1 = t0() + Duration::seconds(1);
+
+    store
+        .replace_allowlist(&one, &plugins(&["shared", "only-one"]), "alice", t0())
+        .await
+        .unwrap();
+    store
+        .replace_allowlist(&two, &plugins(&["shared", "only-two"]), "bob", t1)
+        .await
+        .unwrap();
+    assert_eq!(
+        store.allowlist(&one).await.unwrap(),
+        vec![
+            entry("only-one", "alice", t0()),
+            entry("shared", "alice", t0())
+        ]
+    );
+    assert_eq!(
+        store.allowlist(&two).await.unwrap(),
+        vec![entry("only-two", "bob", t1), entry("shared", "bob", t1)]
+    );
+
+    store
+        .replace_allowlist(&one, &[], "alice", t1)
+        .await
+        .unwrap();
+    assert_eq!(store.allowlist(&one).await.unwrap(), vec![]);
+    assert_eq!(
+        store.allowlist(&two).await.unwrap(),
+        vec![entry("only-two", "bob", t1), entry("shared", "bob", t1)],
+        "clearing org-1 leaves org-2 alone"
+    );
+    assert_eq!(store.allowlist(&id("org-3")).await.unwrap(), vec![]);
+}
+
+async fn allowlist_replace_is_atomic(db: TestDb) {
+    let store = db.store().await;
+    let org = id("org-1");
+    let before = store
+        .replace_allowlist(&org, &plugins(&["x", "y"]), "alice", t0())
+        .await
+        .unwrap();
+    assert_eq!(
+        before,
+        vec![entry("x", "alice", t0()), entry("y", "alice", t0())]
+    );
+
+    db.fail_allowlist_inserts_of("boom").await;
+
+    // Deleting x and y succeeds, inserting a succeeds, boom fails: all of
+    // it must be rolled back.
+    let err = store
+        .replace_allowlist(
+            &org,
+            &plugins(&["a", "boom"]),
+            "mallory",
+            t0() + Duration::seconds(1),
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Other(_)), "{err:?}");
+    assert!(
+        error_chain(&err).contains("injected failure"),
+        "failed because of the trigger: {}",
+        error_chain(&err)
+    );
+    assert_eq!(store.allowlist(&org).await.unwrap(), before);
+
+    // The failed attempt left nothing behind: the store still works.
+    let t2 = t0() + Duration::seconds(2);
+    assert_eq!(
+        store
+            .replace_allowlist(&org, &plugins(&["a", "y"]), "bob", t2)
+            .await
+            .unwrap(),
+        vec![entry("a", "bob", t2), entry("y", "alice", t0())]
+    );
+}
+
+// ------------------------------------------------------ migrations, health
+
+async fn migrations_are_idempotent_and_keep_data(db: TestDb) {
+    let first = db.store().await;
+    let (ws, _) = first
+        .upsert_workspace(&id("ws-1"), &spec("w"), t0())
+        .await
+        .unwrap();
+    let (tok, _) = token("ws-1", t0());
+    first.insert_token(&tok).await.unwrap();
+    let list = first
+        .replace_allowlist(&id("ws-1"), &plugins(&["p"]), "alice", t0())
+        .await
+        .unwrap();
+    drop(first);
+
+    // Connecting runs the migrations again, over a migrated database.
+    let second = db.store().await;
+    let third = db.store().await;
+    for store in [&second, &third] {
+        assert_eq!(
+            store.workspace(&id("ws-1")).await.unwrap(),
+            Some(ws.clone())
+        );
+        assert_eq!(
+            store.token_by_hash(&tok.hash).await.unwrap(),
+            Some(tok.clone())
+        );
+        assert_eq!(store.allowlist(&id("ws-1")).await.unwrap(), list);
+    }
+    let (_, outcome) = third
+        .upsert_workspace(&id("ws-1"), &spec("w2"), t0() + Duration::seconds(1))
+        .await
+        .unwrap();
+    assert_eq!(outcome, Upserted::Updated);
+}
+
+async fn ping_answers_when_the_database_is_up(db: TestDb) {
+    let store = db.store().await;
+    store.ping().await.unwrap();
+    store.ping().await.unwrap();
+}
+
+async fn unreachable_database_is_unavailable(db: TestDb) {
+    let url = db.unreachable_url();
+    let result = SeaOrmStore::connect(&url).await;
+    assert!(
+        matches!(result, Err(StoreError::Unavailable(_))),
+        "{url}: {:?}",
+        result.err()
+    );
+}
