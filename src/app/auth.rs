@@ -220,7 +220,9 @@ mod tests {
         let mut workspaces = MockWorkspaceStore::new();
         workspaces.expect_workspace().returning(|_| Err(down()));
         let st = state(workspaces, MockTokenStore::new(), false);
-        let err = authorize_workspace(&st, &bearer(ADMIN), "ws-1").await.unwrap_err();
+        let err = authorize_workspace(&st, &bearer(ADMIN), "ws-1")
+            .await
+            .unwrap_err();
         assert!(matches!(err, AppError::WorkspaceLookupFailed(_)), "{err:?}");
         assert!(authorize_admin(&st, &bearer(ADMIN)).await.is_ok());
     }
@@ -230,7 +232,9 @@ mod tests {
         let mut tokens = MockTokenStore::new();
         tokens.expect_token_by_hash().returning(|_| Err(down()));
         let st = state(MockWorkspaceStore::new(), tokens, false);
-        let err = authorize_workspace(&st, &bearer("t"), "ws-1").await.unwrap_err();
+        let err = authorize_workspace(&st, &bearer("t"), "ws-1")
+            .await
+            .unwrap_err();
         assert!(matches!(err, AppError::AuthCheckFailed(_)), "{err:?}");
         let err = authorize_admin(&st, &bearer("t")).await.unwrap_err();
         assert!(matches!(err, AppError::AuthCheckFailed(_)), "{err:?}");
@@ -242,17 +246,27 @@ mod tests {
         tokens
             .expect_token_by_hash()
             .returning(|_| Ok(Some(token("t", "ws-1", false))));
-        tokens.expect_touch_token().times(1).returning(|_, _| Ok(()));
+        tokens
+            .expect_touch_token()
+            .times(1)
+            .returning(|_, _| Ok(()));
         let mut workspaces = MockWorkspaceStore::new();
         workspaces
             .expect_workspace()
             .returning(|id| Ok(Some(workspace(id.as_str(), "online"))));
         let st = state(workspaces, tokens, false);
-        let (principal, ws) = authorize_workspace(&st, &bearer("t"), "ws-1").await.unwrap();
+        let (principal, ws) = authorize_workspace(&st, &bearer("t"), "ws-1")
+            .await
+            .unwrap();
         assert_eq!(ws.id.as_str(), "ws-1");
         assert!(matches!(principal, Principal::Workspace(_)));
-        let err = authorize_workspace(&st, &bearer("t"), "ws-2").await.unwrap_err();
-        assert!(matches!(err, AppError::InvalidToken), "another workspace: {err:?}");
+        let err = authorize_workspace(&st, &bearer("t"), "ws-2")
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(err, AppError::InvalidToken),
+            "another workspace: {err:?}"
+        );
         let err = authorize_admin(&st, &bearer("t")).await.unwrap_err();
         assert!(matches!(err, AppError::AdminRequired), "{err:?}");
     }
@@ -270,19 +284,31 @@ mod tests {
                 .expect_workspace()
                 .returning(move |id| Ok(Some(workspace(id.as_str(), status))));
             let st = state(workspaces, tokens, false);
-            let err = authorize_workspace(&st, &bearer("t"), "ws-1").await.unwrap_err();
-            assert!(matches!(err, AppError::InvalidToken), "{revoked} {status}: {err:?}");
+            let err = authorize_workspace(&st, &bearer("t"), "ws-1")
+                .await
+                .unwrap_err();
+            assert!(
+                matches!(err, AppError::InvalidToken),
+                "{revoked} {status}: {err:?}"
+            );
             let err = authorize_admin(&st, &bearer("t")).await.unwrap_err();
-            assert!(matches!(err, AppError::InvalidToken), "{revoked} {status}: {err:?}");
+            assert!(
+                matches!(err, AppError::InvalidToken),
+                "{revoked} {status}: {err:?}"
+            );
         }
     }
 
     #[tokio::test]
     async fn no_token_is_missing_unless_tokenless_access_applies() {
         let st = state(MockWorkspaceStore::new(), MockTokenStore::new(), false);
-        let err = authorize_workspace(&st, &Presented::Missing, "ws-1").await.unwrap_err();
+        let err = authorize_workspace(&st, &Presented::Missing, "ws-1")
+            .await
+            .unwrap_err();
         assert!(matches!(err, AppError::MissingToken));
-        let err = authorize_workspace(&st, &Presented::Malformed, "ws-1").await.unwrap_err();
+        let err = authorize_workspace(&st, &Presented::Malformed, "ws-1")
+            .await
+            .unwrap_err();
         assert!(matches!(err, AppError::InvalidToken));
 
         let mut workspaces = MockWorkspaceStore::new();
@@ -294,9 +320,13 @@ mod tests {
             .expect_has_live_token()
             .returning(|id| Ok(id.as_str() == "guarded"));
         let st = state(workspaces, tokens, true);
-        let (principal, _) = authorize_workspace(&st, &Presented::Missing, "open").await.unwrap();
+        let (principal, _) = authorize_workspace(&st, &Presented::Missing, "open")
+            .await
+            .unwrap();
         assert_eq!(principal, Principal::Tokenless);
-        let err = authorize_workspace(&st, &Presented::Missing, "guarded").await.unwrap_err();
+        let err = authorize_workspace(&st, &Presented::Missing, "guarded")
+            .await
+            .unwrap_err();
         assert!(matches!(err, AppError::MissingToken));
     }
 }

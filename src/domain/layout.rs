@@ -63,7 +63,11 @@ rm -rf -- "$old"
 
 pub fn swap_argv(name: &PluginName, nonce: &str) -> Vec<String> {
     let mut v = argv(&["sh", "-c", SWAP_SCRIPT, "sh"]);
-    v.extend([staging_dir(name, nonce), plugin_dir(name), old_dir(name, nonce)]);
+    v.extend([
+        staging_dir(name, nonce),
+        plugin_dir(name),
+        old_dir(name, nonce),
+    ]);
     v
 }
 
@@ -146,16 +150,28 @@ mod tests {
     #[test]
     fn paths_follow_the_in_container_layout() {
         assert_eq!(plugin_dir(&n("demo")), "/configs/plugins/demo");
-        assert_eq!(plugin_file(&n("demo"), "rules/a.md"), "/configs/plugins/demo/rules/a.md");
+        assert_eq!(
+            plugin_file(&n("demo"), "rules/a.md"),
+            "/configs/plugins/demo/rules/a.md"
+        );
         assert_eq!(skill_dir(&n("review")), "/configs/skills/review");
-        assert_eq!(staging_dir(&n("demo"), "ab12"), "/configs/plugins/.demo.staging-ab12");
-        assert_eq!(old_dir(&n("demo"), "ab12"), "/configs/plugins/.demo.old-ab12");
+        assert_eq!(
+            staging_dir(&n("demo"), "ab12"),
+            "/configs/plugins/.demo.staging-ab12"
+        );
+        assert_eq!(
+            old_dir(&n("demo"), "ab12"),
+            "/configs/plugins/.demo.old-ab12"
+        );
     }
 
     #[test]
     fn dot_entries_and_invalid_names_are_never_plugins() {
         let listing = b"zeta\n.demo.staging-1\n.demo.old-2\nalpha\n\nbad\\name\nalpha\n";
-        let names: Vec<String> = parse_plugin_listing(listing).iter().map(ToString::to_string).collect();
+        let names: Vec<String> = parse_plugin_listing(listing)
+            .iter()
+            .map(ToString::to_string)
+            .collect();
         assert_eq!(names, ["alpha", "zeta"]);
     }
 
@@ -166,14 +182,20 @@ mod tests {
         assert_eq!(swap[..2], ["sh", "-c"]);
         assert_eq!(swap[2], SWAP_SCRIPT, "the script never contains the name");
         assert!(!swap[2].contains("rm -rf $HOME"));
-        assert_eq!(swap[4..], [
-            "/configs/plugins/.x;rm -rf $HOME.staging-n1".to_owned(),
-            "/configs/plugins/x;rm -rf $HOME".to_owned(),
-            "/configs/plugins/.x;rm -rf $HOME.old-n1".to_owned(),
-        ]);
+        assert_eq!(
+            swap[4..],
+            [
+                "/configs/plugins/.x;rm -rf $HOME.staging-n1".to_owned(),
+                "/configs/plugins/x;rm -rf $HOME".to_owned(),
+                "/configs/plugins/.x;rm -rf $HOME.old-n1".to_owned(),
+            ]
+        );
         let md = list_markdown_argv(&hostile);
         assert_eq!(md[2], MARKDOWN_SCRIPT);
         assert_eq!(md.last().unwrap(), "/configs/plugins/x;rm -rf $HOME");
-        assert_eq!(remove_argv(&["/a".into(), "-b".into()]), ["rm", "-rf", "--", "/a", "-b"]);
+        assert_eq!(
+            remove_argv(&["/a".into(), "-b".into()]),
+            ["rm", "-rf", "--", "/a", "-b"]
+        );
     }
 }

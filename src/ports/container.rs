@@ -88,13 +88,28 @@ pub trait ContainerEngine: Send + Sync {
     /// new directory `dest_dir` (absolute; its parent exists, it does not),
     /// every entry owned by 1000:1000. Only directories and regular files
     /// are sent.
-    async fn copy_dir_in(&self, container_id: &str, local_dir: &Path, dest_dir: &str) -> Result<(), EngineError>;
+    async fn copy_dir_in(
+        &self,
+        container_id: &str,
+        local_dir: &Path,
+        dest_dir: &str,
+    ) -> Result<(), EngineError>;
 
     /// Reads a regular file of at most `max_bytes`.
-    async fn read_file(&self, container_id: &str, path: &str, max_bytes: u64) -> Result<ContainerFile, ReadFileError>;
+    async fn read_file(
+        &self,
+        container_id: &str,
+        path: &str,
+        max_bytes: u64,
+    ) -> Result<ContainerFile, ReadFileError>;
 
     /// Writes (replaces) a regular file with the given mode and owner.
-    async fn write_file(&self, container_id: &str, path: &str, file: &ContainerFile) -> Result<(), EngineError>;
+    async fn write_file(
+        &self,
+        container_id: &str,
+        path: &str,
+        file: &ContainerFile,
+    ) -> Result<(), EngineError>;
 
     /// Runs `argv` (no shell unless argv names one with a constant script)
     /// and waits for it to end.

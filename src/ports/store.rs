@@ -95,6 +95,8 @@ pub trait AllowlistStore: Send + Sync {
 
     /// Replaces the org's list atomically: on any failure the old list
     /// stays. Entries that stay keep their `enabled_by` and `enabled_at`.
+    /// `plugins` must be free of duplicates (`normalize_allowlist`);
+    /// duplicates are a `Conflict`.
     async fn replace_allowlist(
         &self,
         org: &WorkspaceId,

@@ -290,3 +290,28 @@ async fn tokens_are_shown_once_listed_without_secrets_and_revocable() {
         .await;
     assert_eq!(status, 404, "no token for a workspace that does not exist");
 }
+
+#[tokio::test]
+async fn concurrent_creates_of_one_id_give_one_201_and_no_error() {
+    let app = spawn_app().await;
+    let calls = (0..8).map(|i| {
+        app.call(
+            Method::PUT,
+            "/workspaces/racy",
+            Some(ADMIN_TOKEN),
+            Some(json!({"name": format!("n{i}"), "runtime": "x"})),
+        )
+    });
+    let results = futures_util::future::join_all(calls).await;
+    let statuses: Vec<u16> = results.iter().map(|(s, _)| *s).collect();
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 201).count(),
+        1,
+        "{statuses:?}"
+    );
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 200).count(),
+        7,
+        "{statuses:?}"
+    );
+}

@@ -46,6 +46,17 @@ enum AllowlistEntries {
     EnabledAt,
 }
 
+/// A string key column that sorts and compares bytewise on every backend:
+/// PostgreSQL's default collation follows the server's locale, which would
+/// make pagination order (and `id > cursor`) differ from SQLite's.
+fn key_string<T: IntoIden>(col: T, backend: sea_orm::DatabaseBackend) -> ColumnDef {
+    let mut def = string(col);
+    if backend == sea_orm::DatabaseBackend::Postgres {
+        def.extra("COLLATE \"C\"");
+    }
+    def
+}
+
 mod m20261125_000001_initial {
     use super::*;
 
@@ -62,12 +73,13 @@ mod m20261125_000001_initial {
     #[async_trait::async_trait]
     impl MigrationTrait for Migration {
         async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+            let backend = manager.get_database_backend();
             manager
                 .create_table(
                     Table::create()
                         .table(Workspaces::Table)
                         .if_not_exists()
-                        .col(string(Workspaces::Id).primary_key())
+                        .col(key_string(Workspaces::Id, backend).primary_key())
                         .col(string(Workspaces::Name))
                         .col(string(Workspaces::Runtime))
                         .col(string_null(Workspaces::ParentId))
@@ -107,8 +119,8 @@ mod m20261125_000001_initial {
                     Table::create()
                         .table(AllowlistEntries::Table)
                         .if_not_exists()
-                        .col(string(AllowlistEntries::OrgId))
-                        .col(string(AllowlistEntries::PluginName))
+                        .col(key_string(AllowlistEntries::OrgId, backend))
+                        .col(key_string(AllowlistEntries::PluginName, backend))
                         .col(string(AllowlistEntries::EnabledBy))
                         .col(timestamp_with_time_zone(AllowlistEntries::EnabledAt))
                         .primary_key(

@@ -66,6 +66,33 @@ impl SeaOrmStore {
     }
 }
 
+impl SeaOrmStore {
+    async fn try_upsert(
+        &self,
+        id: &WorkspaceId,
+        spec: &WorkspaceSpec,
+        now: DateTime<Utc>,
+    ) -> Result<(Workspace, Upserted), StoreError> {
+        let txn = self.db.begin().await.map_err(map_err)?;
+        let existing = workspace::Entity::find_by_id(id.as_str())
+            .one(&txn)
+            .await
+            .map_err(map_err)?;
+        let (row, outcome) = match existing {
+            Some(old) => {
+                let row = workspace_row(id, spec, old.created_at, now);
+                (row.update(&txn).await.map_err(map_err)?, Upserted::Updated)
+            }
+            None => {
+                let row = workspace_row(id, spec, now, now);
+                (row.insert(&txn).await.map_err(map_err)?, Upserted::Created)
+            }
+        };
+        txn.commit().await.map_err(map_err)?;
+        Ok((Workspace::try_from(row)?, outcome))
+    }
+}
+
 impl TryFrom<workspace::Model> for Workspace {
     type Error = StoreError;
 
@@ -162,23 +189,12 @@ impl WorkspaceStore for SeaOrmStore {
         spec: &WorkspaceSpec,
         now: DateTime<Utc>,
     ) -> Result<(Workspace, Upserted), StoreError> {
-        let txn = self.db.begin().await.map_err(map_err)?;
-        let existing = workspace::Entity::find_by_id(id.as_str())
-            .one(&txn)
-            .await
-            .map_err(map_err)?;
-        let (row, outcome) = match existing {
-            Some(old) => {
-                let row = workspace_row(id, spec, old.created_at, now);
-                (row.update(&txn).await.map_err(map_err)?, Upserted::Updated)
-            }
-            None => {
-                let row = workspace_row(id, spec, now, now);
-                (row.insert(&txn).await.map_err(map_err)?, Upserted::Created)
-            }
-        };
-        txn.commit().await.map_err(map_err)?;
-        Ok((Workspace::try_from(row)?, outcome))
+        match self.try_upsert(id, spec, now).await {
+            // A concurrent create of the same id won the insert: this
+            // request is an update of the record it created.
+            Err(StoreError::Conflict(_)) => self.try_upsert(id, spec, now).await,
+            other => other,
+        }
     }
 
     async fn list_workspaces(

@@ -11,6 +11,8 @@ use crate::app::state::AppState;
 
 pub struct HealthApi;
 
+const READY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// The process is up.
 #[derive(Debug, Object)]
 pub struct Health {
@@ -51,10 +53,15 @@ impl HealthApi {
     /// Readiness: the database answers
     #[oai(path = "/readyz", method = "get", operation_id = "readyz")]
     async fn readyz(&self, state: Data<&Arc<AppState>>) -> ReadyResponse {
-        let database = match state.store_health.ping().await {
-            Ok(()) => true,
-            Err(e) => {
+        // Bounded: an orchestrator's probe must not hang on a dead database.
+        let database = match tokio::time::timeout(READY_TIMEOUT, state.store_health.ping()).await {
+            Ok(Ok(())) => true,
+            Ok(Err(e)) => {
                 tracing::warn!(error = ?e, "readiness: database unavailable");
+                false
+            }
+            Err(_) => {
+                tracing::warn!("readiness: database did not answer in time");
                 false
             }
         };
