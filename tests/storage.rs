@@ -11,12 +11,15 @@ use tempfile::TempDir;
 
 use support::db;
 use workspace_plugins::adapters::db::SeaOrmStore;
+use workspace_plugins::domain::digest::{FileDigest, sha256, tree_digest};
 use workspace_plugins::domain::name::{PluginName, WorkspaceId};
+use workspace_plugins::domain::receipt::Receipt;
 use workspace_plugins::domain::runtime::Runtime;
 use workspace_plugins::domain::token::{TokenHash, TokenId, TokenRecord};
 use workspace_plugins::domain::workspace::{
     ContainerName, Workspace, WorkspaceSpec, WorkspaceStatus,
 };
+use workspace_plugins::ports::receipts::ReceiptStore;
 use workspace_plugins::ports::store::{
     AllowlistEntry, AllowlistStore, StoreError, StoreHealth, TokenStore, Upserted, WorkspaceStore,
 };
@@ -136,6 +139,7 @@ all_backends!(
     migrations_are_idempotent_and_keep_data,
     ping_answers_when_the_database_is_up,
     unreachable_database_is_unavailable,
+    receipts_are_put_replaced_listed_and_deleted,
 );
 
 // ---------------------------------------------------------------- helpers
@@ -851,5 +855,55 @@ async fn unreachable_database_is_unavailable(db: TestDb) {
         matches!(result, Err(StoreError::Unavailable(_))),
         "{url}: {:?}",
         result.err()
+    );
+}
+
+// ---------------------------------------------------------------- receipts
+
+fn receipt(workspace: &str, name: &str, content: &str, at: DateTime<Utc>) -> Receipt {
+    Receipt {
+        workspace_id: id(workspace),
+        plugin: plugin(name),
+        source: format!("local://{name}"),
+        digest: tree_digest(&[FileDigest {
+            path: "plugin.yaml".into(),
+            sha256: sha256(content.as_bytes()),
+        }]),
+        size_bytes: content.len() as u64,
+        installed_at: at,
+        installed_by: "admin".into(),
+    }
+}
+
+async fn receipts_are_put_replaced_listed_and_deleted(db: TestDb) {
+    let store = db.store().await;
+    assert_eq!(store.receipt(&id("ws"), &plugin("a")).await.unwrap(), None);
+    let first = receipt("ws", "b", "v1", t0());
+    store.put_receipt(&first).await.unwrap();
+    store
+        .put_receipt(&receipt("ws", "a", "x", t0()))
+        .await
+        .unwrap();
+    store
+        .put_receipt(&receipt("other", "a", "y", t0()))
+        .await
+        .unwrap();
+    let mut second = receipt("ws", "b", "v2", t0() + Duration::seconds(5));
+    second.installed_by = "tok_000000000000000000000001".into();
+    store.put_receipt(&second).await.unwrap();
+    assert_eq!(
+        store.receipt(&id("ws"), &plugin("b")).await.unwrap(),
+        Some(second.clone()),
+        "replaced"
+    );
+    let listed = store.receipts(&id("ws")).await.unwrap();
+    let names: Vec<&str> = listed.iter().map(|r| r.plugin.as_str()).collect();
+    assert_eq!(names, ["a", "b"]);
+    assert!(store.delete_receipt(&id("ws"), &plugin("b")).await.unwrap());
+    assert!(!store.delete_receipt(&id("ws"), &plugin("b")).await.unwrap());
+    assert_eq!(
+        store.receipts(&id("other")).await.unwrap().len(),
+        1,
+        "other workspaces untouched"
     );
 }

@@ -6,8 +6,10 @@
 //! tests.
 
 pub mod container;
+pub mod receipts;
 pub mod registry;
 pub mod resolver;
+pub mod staging;
 pub mod store;
 
 /// The error type adapters box when no meaning-level variant fits.

@@ -66,3 +66,26 @@ pub mod allowlist_entry {
 
     impl ActiveModelBehavior for ActiveModel {}
 }
+
+pub mod receipt {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "receipts")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub workspace_id: String,
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub plugin_name: String,
+        pub source: String,
+        pub digest: String,
+        pub size_bytes: i64,
+        pub installed_at: DateTimeUtc,
+        pub installed_by: String,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}

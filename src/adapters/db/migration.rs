@@ -9,7 +9,10 @@ pub struct Migrator;
 #[async_trait::async_trait]
 impl MigratorTrait for Migrator {
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {
-        vec![Box::new(m20261125_000001_initial::Migration)]
+        vec![
+            Box::new(m20261125_000001_initial::Migration),
+            Box::new(m20261125_000002_receipts::Migration),
+        ]
     }
 }
 
@@ -55,6 +58,63 @@ fn key_string<T: IntoIden>(col: T, backend: sea_orm::DatabaseBackend) -> ColumnD
         def.extra("COLLATE \"C\"");
     }
     def
+}
+
+#[derive(DeriveIden)]
+enum Receipts {
+    Table,
+    WorkspaceId,
+    PluginName,
+    Source,
+    Digest,
+    SizeBytes,
+    InstalledAt,
+    InstalledBy,
+}
+
+mod m20261125_000002_receipts {
+    use super::*;
+
+    pub struct Migration;
+
+    impl MigrationName for Migration {
+        fn name(&self) -> &str {
+            "m20261125_000002_receipts"
+        }
+    }
+
+    #[async_trait::async_trait]
+    impl MigrationTrait for Migration {
+        async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+            let backend = manager.get_database_backend();
+            manager
+                .create_table(
+                    Table::create()
+                        .table(Receipts::Table)
+                        .if_not_exists()
+                        .col(key_string(Receipts::WorkspaceId, backend))
+                        .col(key_string(Receipts::PluginName, backend))
+                        .col(string(Receipts::Source))
+                        .col(string(Receipts::Digest))
+                        .col(big_integer(Receipts::SizeBytes))
+                        .col(timestamp_with_time_zone(Receipts::InstalledAt))
+                        .col(string(Receipts::InstalledBy))
+                        .primary_key(
+                            Index::create()
+                                .col(Receipts::WorkspaceId)
+                                .col(Receipts::PluginName),
+                        )
+                        .to_owned(),
+                )
+                .await
+        }
+
+        async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+            manager
+                .drop_table(Table::drop().table(Receipts::Table).if_exists().to_owned())
+                .await
+        }
+    }
 }
 
 mod m20261125_000001_initial {

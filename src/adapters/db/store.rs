@@ -13,12 +13,15 @@ use sea_orm::{
 };
 use sea_orm_migration::MigratorTrait;
 
-use super::entities::{allowlist_entry, token, workspace};
+use super::entities::{allowlist_entry, receipt, token, workspace};
 use super::migration::Migrator;
+use crate::domain::digest::TreeDigest;
 use crate::domain::name::{PluginName, WorkspaceId};
+use crate::domain::receipt::Receipt;
 use crate::domain::runtime::Runtime;
 use crate::domain::token::{TokenHash, TokenId, TokenRecord};
 use crate::domain::workspace::{ContainerName, Workspace, WorkspaceSpec};
+use crate::ports::receipts::ReceiptStore;
 use crate::ports::store::{
     AllowlistEntry, AllowlistStore, StoreError, StoreHealth, TokenStore, Upserted, WorkspaceStore,
 };
@@ -385,5 +388,96 @@ impl StoreHealth for SeaOrmStore {
             .ping()
             .await
             .map_err(|e| StoreError::Unavailable(Box::new(e)))
+    }
+}
+
+impl TryFrom<receipt::Model> for Receipt {
+    type Error = StoreError;
+
+    fn try_from(row: receipt::Model) -> Result<Self, StoreError> {
+        let bad = || corrupt("receipt", &row.plugin_name);
+        Ok(Receipt {
+            workspace_id: WorkspaceId::parse(&row.workspace_id).map_err(|_| bad())?,
+            plugin: PluginName::parse(&row.plugin_name).map_err(|_| bad())?,
+            digest: TreeDigest::parse(&row.digest).ok_or_else(bad)?,
+            size_bytes: u64::try_from(row.size_bytes).map_err(|_| bad())?,
+            source: row.source,
+            installed_at: row.installed_at,
+            installed_by: row.installed_by,
+        })
+    }
+}
+
+#[async_trait]
+impl ReceiptStore for SeaOrmStore {
+    async fn put_receipt(&self, r: &Receipt) -> Result<(), StoreError> {
+        let row = receipt::ActiveModel {
+            workspace_id: Set(r.workspace_id.as_str().to_owned()),
+            plugin_name: Set(r.plugin.as_str().to_owned()),
+            source: Set(r.source.clone()),
+            digest: Set(r.digest.as_str().to_owned()),
+            size_bytes: Set(i64::try_from(r.size_bytes).unwrap_or(i64::MAX)),
+            installed_at: Set(r.installed_at),
+            installed_by: Set(r.installed_by.clone()),
+        };
+        receipt::Entity::insert(row)
+            .on_conflict(
+                sea_orm::sea_query::OnConflict::columns([
+                    receipt::Column::WorkspaceId,
+                    receipt::Column::PluginName,
+                ])
+                .update_columns([
+                    receipt::Column::Source,
+                    receipt::Column::Digest,
+                    receipt::Column::SizeBytes,
+                    receipt::Column::InstalledAt,
+                    receipt::Column::InstalledBy,
+                ])
+                .to_owned(),
+            )
+            .exec(&self.db)
+            .await
+            .map_err(map_err)?;
+        Ok(())
+    }
+
+    async fn receipt(
+        &self,
+        workspace: &WorkspaceId,
+        plugin: &PluginName,
+    ) -> Result<Option<Receipt>, StoreError> {
+        receipt::Entity::find_by_id((workspace.as_str().to_owned(), plugin.as_str().to_owned()))
+            .one(&self.db)
+            .await
+            .map_err(map_err)?
+            .map(Receipt::try_from)
+            .transpose()
+    }
+
+    async fn receipts(&self, workspace: &WorkspaceId) -> Result<Vec<Receipt>, StoreError> {
+        receipt::Entity::find()
+            .filter(receipt::Column::WorkspaceId.eq(workspace.as_str()))
+            .order_by_asc(receipt::Column::PluginName)
+            .all(&self.db)
+            .await
+            .map_err(map_err)?
+            .into_iter()
+            .map(Receipt::try_from)
+            .collect()
+    }
+
+    async fn delete_receipt(
+        &self,
+        workspace: &WorkspaceId,
+        plugin: &PluginName,
+    ) -> Result<bool, StoreError> {
+        let result = receipt::Entity::delete_by_id((
+            workspace.as_str().to_owned(),
+            plugin.as_str().to_owned(),
+        ))
+        .exec(&self.db)
+        .await
+        .map_err(map_err)?;
+        Ok(result.rows_affected > 0)
     }
 }

@@ -2,7 +2,9 @@
 //! `local://` resolver that stages a copy of one of its plugins.
 
 mod registry;
+mod staging;
 mod tree;
 
 pub use registry::{LocalRegistry, LocalResolver};
+pub use staging::FsStaging;
 pub use tree::copy_tree;
