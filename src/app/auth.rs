@@ -147,36 +147,11 @@ mod tests {
     use std::sync::Arc;
 
     use super::*;
-    use crate::app::state::Policy;
-    use crate::domain::policy::AllowlistFailure;
-    use crate::domain::workspace::{WorkspaceInput, WorkspaceSpec};
-    use crate::ports::registry::MockPluginRegistry;
-    use crate::ports::resolver::ResolverRegistry;
-    use crate::ports::store::{
-        MockAllowlistStore, MockStoreHealth, MockTokenStore, MockWorkspaceStore, StoreError,
-    };
-
-    const ADMIN: &str = "admin-secret";
+    use crate::app::testing::{ADMIN, Ports};
+    use crate::ports::store::{MockTokenStore, MockWorkspaceStore, StoreError};
 
     fn workspace(id: &str, status: &str) -> Workspace {
-        let wid = WorkspaceId::parse(id).unwrap();
-        let spec = WorkspaceSpec::validate(
-            &wid,
-            WorkspaceInput {
-                name: Some("W"),
-                runtime: Some("x"),
-                status: Some(status),
-                ..Default::default()
-            },
-        )
-        .unwrap();
-        let now = crate::app::now();
-        Workspace {
-            id: wid,
-            spec,
-            created_at: now,
-            updated_at: now,
-        }
+        crate::app::testing::workspace(id, "x", status)
     }
 
     fn token(secret: &str, workspace: &str, revoked: bool) -> TokenRecord {
@@ -191,20 +166,13 @@ mod tests {
     }
 
     fn state(workspaces: MockWorkspaceStore, tokens: MockTokenStore, tokenless: bool) -> AppState {
-        AppState {
+        let mut ports = Ports {
             workspaces: Arc::new(workspaces),
             tokens: Arc::new(tokens),
-            allowlists: Arc::new(MockAllowlistStore::new()),
-            store_health: Arc::new(MockStoreHealth::new()),
-            registry: Arc::new(MockPluginRegistry::new()),
-            resolvers: ResolverRegistry::new(),
-            admin_token: TokenHash::of(ADMIN),
-            policy: Policy {
-                body_max_bytes: 1024,
-                allow_tokenless_workspaces: tokenless,
-                allowlist_failure: AllowlistFailure::Closed,
-            },
-        }
+            ..Ports::default()
+        };
+        ports.policy.allow_tokenless_workspaces = tokenless;
+        ports.into_state()
     }
 
     fn bearer(s: &str) -> Presented {

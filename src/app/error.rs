@@ -56,6 +56,21 @@ pub enum AppError {
     #[error(transparent)]
     NameMismatch(NameMismatch),
 
+    #[error("container engine unavailable")]
+    EngineUnavailable(#[source] crate::ports::container::EngineError),
+    #[error("workspace container not running")]
+    ContainerNotRunning,
+    #[error("plugin install timed out")]
+    InstallTimedOut { source_text: String },
+    #[error("failed to copy plugin to container")]
+    CopyFailed(#[source] crate::ports::BoxError),
+    #[error("failed to remove plugin")]
+    RemoveFailed(#[source] crate::ports::BoxError),
+    #[error("failed to list installed plugins")]
+    ListFailed(#[source] crate::ports::BoxError),
+    #[error("plugin \"{0}\" is not installed")]
+    NotInstalled(crate::domain::name::PluginName),
+
     #[error("failed to list plugins")]
     Registry(#[source] RegistryError),
     #[error("internal error")]

@@ -4,9 +4,14 @@
 pub mod auth;
 pub mod error;
 pub mod http;
+pub mod plugins;
+pub mod restart;
 pub mod server;
 pub mod settings;
+pub mod staging;
 pub mod state;
+#[cfg(test)]
+pub mod testing;
 
 /// The current time as stored: microseconds, the finest precision every
 /// supported database keeps, so responses do not depend on the backend.

@@ -13,9 +13,11 @@ use poem::listener::{Acceptor, Listener, TcpListener};
 use rand::RngCore;
 
 use crate::adapters::db::SeaOrmStore;
-use crate::adapters::fs::{LocalRegistry, LocalResolver};
+use crate::adapters::docker::DockerEngine;
+use crate::adapters::fs::{FsStaging, LocalRegistry, LocalResolver};
 use crate::app::http;
 use crate::app::http::metrics::Metrics;
+use crate::app::restart::{Restarter, WorkspaceLocks};
 use crate::app::settings::Settings;
 use crate::app::state::{AppState, Policy};
 use crate::domain::policy::AllowlistFailure;
@@ -39,6 +41,13 @@ pub enum StartupError {
     EmptyAdminToken(PathBuf),
     #[error("cannot open the database (DATABASE_URL): {0}")]
     Database(String),
+    #[error("cannot set up the container engine client (DOCKER_HOST): {0}")]
+    Engine(String),
+    #[error("cannot prepare the staging directory {path}: {source}")]
+    Staging {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("cannot listen on {addr} (PLUGIN_LISTEN): {source}")]
     Listen {
         addr: SocketAddr,
@@ -115,13 +124,29 @@ pub async fn build_state(settings: &Settings) -> Result<Arc<AppState>, StartupEr
     let registry = LocalRegistry::new(&settings.plugins_dir);
     let mut resolvers = ResolverRegistry::new();
     resolvers.register(Arc::new(LocalResolver::new(registry.clone())));
+    let staging_root = settings.data_dir.join("staging");
+    let staging = FsStaging::open(&staging_root).map_err(|source| StartupError::Staging {
+        path: staging_root,
+        source,
+    })?;
+    // The engine is reached lazily: a daemon that is down at start-up makes
+    // the service not ready (and 503s), not unable to start.
+    let engine: Arc<dyn crate::ports::container::ContainerEngine> = Arc::new(
+        DockerEngine::new(settings.docker_host.as_deref(), settings.engine_timeout)
+            .map_err(|e| StartupError::Engine(e.to_string()))?,
+    );
     Ok(Arc::new(AppState {
         workspaces: store.clone(),
         tokens: store.clone(),
         allowlists: store.clone(),
+        receipts: store.clone(),
         store_health: store,
         registry: Arc::new(registry),
         resolvers,
+        staging: Arc::new(staging),
+        restarts: Restarter::new(engine.clone(), settings.restart_delay),
+        engine,
+        locks: WorkspaceLocks::default(),
         admin_token,
         policy: Policy {
             body_max_bytes: settings.body_max_bytes,
@@ -131,6 +156,9 @@ pub async fn build_state(settings: &Settings) -> Result<Arc<AppState>, StartupEr
             } else {
                 AllowlistFailure::Closed
             },
+            fetch_timeout: settings.fetch_timeout,
+            max_dir_bytes: settings.max_dir_bytes,
+            allow_unpinned: settings.allow_unpinned,
         },
     }))
 }
@@ -155,11 +183,16 @@ impl Bound {
         self,
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> Result<(), StartupError> {
+        let restarts = self.state.restarts.clone();
         let app = http::app(self.state, &self.cors_origins, Metrics::new()?);
-        poem::Server::new_with_acceptor(self.acceptor)
+        let served = poem::Server::new_with_acceptor(self.acceptor)
             .run_with_graceful_shutdown(app, shutdown, Some(Duration::from_secs(30)))
             .await
-            .map_err(StartupError::Serve)
+            .map_err(StartupError::Serve);
+        // A restart still pending is carried out before the process exits,
+        // so a plugin installed just before shutdown is loaded.
+        restarts.flush().await;
+        served
     }
 }
 

@@ -2,10 +2,16 @@
 
 use std::sync::Arc;
 
+use std::time::Duration;
+
+use crate::app::restart::{Restarter, WorkspaceLocks};
 use crate::domain::policy::AllowlistFailure;
 use crate::domain::token::TokenHash;
+use crate::ports::container::ContainerEngine;
+use crate::ports::receipts::ReceiptStore;
 use crate::ports::registry::PluginRegistry;
 use crate::ports::resolver::ResolverRegistry;
+use crate::ports::staging::StagingArea;
 use crate::ports::store::{AllowlistStore, StoreHealth, TokenStore, WorkspaceStore};
 
 /// Policy knobs from the settings, as the use cases need them.
@@ -14,6 +20,11 @@ pub struct Policy {
     pub body_max_bytes: u64,
     pub allow_tokenless_workspaces: bool,
     pub allowlist_failure: AllowlistFailure,
+    /// Bounds fetching (and, for install, delivering) a plugin.
+    pub fetch_timeout: Duration,
+    /// Cap on a staged plugin, enforced while writing.
+    pub max_dir_bytes: u64,
+    pub allow_unpinned: bool,
 }
 
 /// The ports and policy behind the HTTP layer.
@@ -23,8 +34,13 @@ pub struct AppState {
     pub tokens: Arc<dyn TokenStore>,
     pub allowlists: Arc<dyn AllowlistStore>,
     pub store_health: Arc<dyn StoreHealth>,
+    pub receipts: Arc<dyn ReceiptStore>,
     pub registry: Arc<dyn PluginRegistry>,
     pub resolvers: ResolverRegistry,
+    pub staging: Arc<dyn StagingArea>,
+    pub engine: Arc<dyn ContainerEngine>,
+    pub restarts: Restarter,
+    pub locks: WorkspaceLocks,
     /// Only the hash of the admin token is kept in memory.
     pub admin_token: TokenHash,
     pub policy: Policy,

@@ -24,6 +24,7 @@ pub struct Health {
 #[derive(Debug, Object)]
 pub struct Readiness {
     pub database: String,
+    pub container_engine: String,
 }
 
 #[derive(ApiResponse)]
@@ -50,7 +51,7 @@ impl HealthApi {
         })
     }
 
-    /// Readiness: the database answers
+    /// Readiness: the database and the container engine answer
     #[oai(path = "/readyz", method = "get", operation_id = "readyz")]
     async fn readyz(&self, state: Data<&Arc<AppState>>) -> ReadyResponse {
         // Bounded: an orchestrator's probe must not hang on a dead database.
@@ -65,10 +66,22 @@ impl HealthApi {
                 false
             }
         };
+        let engine = match tokio::time::timeout(READY_TIMEOUT, state.engine.ping()).await {
+            Ok(Ok(())) => true,
+            Ok(Err(e)) => {
+                tracing::warn!(error = ?e, "readiness: container engine unavailable");
+                false
+            }
+            Err(_) => {
+                tracing::warn!("readiness: container engine did not answer in time");
+                false
+            }
+        };
         let body = Readiness {
             database: word(database),
+            container_engine: word(engine),
         };
-        if database {
+        if database && engine {
             ReadyResponse::Ready(Json(body))
         } else {
             ReadyResponse::NotReady(Json(body), 5)

@@ -9,6 +9,7 @@ pub mod health;
 pub mod metrics;
 pub mod plugins;
 pub mod problem;
+pub mod workspace_plugins;
 pub mod workspaces;
 
 use std::sync::Arc;
@@ -29,6 +30,8 @@ pub enum ApiTags {
     Plugins,
     /// Workspace records and tokens
     Workspaces,
+    /// Plugins in a workspace: install, uninstall, list
+    WorkspacePlugins,
     /// Org plugin allowlists
     Allowlist,
     /// Liveness and readiness
@@ -38,6 +41,7 @@ pub enum ApiTags {
 type Apis = (
     plugins::PluginsApi,
     workspaces::WorkspacesApi,
+    workspace_plugins::WorkspacePluginsApi,
     allowlist::AllowlistApi,
     health::HealthApi,
 );
@@ -48,6 +52,7 @@ pub fn openapi_service() -> OpenApiService<Apis, ()> {
         (
             plugins::PluginsApi,
             workspaces::WorkspacesApi,
+            workspace_plugins::WorkspacePluginsApi,
             allowlist::AllowlistApi,
             health::HealthApi,
         ),

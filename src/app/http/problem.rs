@@ -171,7 +171,21 @@ impl From<AppError> for Problem {
                     ..ErrorBody::new(message)
                 },
             ),
-            E::AuthCheckFailed(_)
+            E::EngineUnavailable(_) | E::ContainerNotRunning => {
+                (StatusCode::SERVICE_UNAVAILABLE, ErrorBody::new(message))
+            }
+            E::InstallTimedOut { source_text } => (
+                StatusCode::GATEWAY_TIMEOUT,
+                ErrorBody {
+                    source: Some(source_text.clone()),
+                    ..ErrorBody::new(message)
+                },
+            ),
+            E::NotInstalled(_) => (StatusCode::NOT_FOUND, ErrorBody::new(message)),
+            E::CopyFailed(_)
+            | E::RemoveFailed(_)
+            | E::ListFailed(_)
+            | E::AuthCheckFailed(_)
             | E::WorkspaceLookupFailed(_)
             | E::Registry(_)
             | E::Store(_)

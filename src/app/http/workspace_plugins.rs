@@ -1,0 +1,247 @@
+//! `/workspaces/:id/plugins…`: install, uninstall, installed list,
+//! available and compatibility (SPEC §5). The workspace's token or the
+//! admin token.
+
+use std::sync::Arc;
+
+use poem::web::Data;
+use poem_openapi::param::{Path, Query};
+use poem_openapi::payload::Json;
+use poem_openapi::{Object, OpenApi};
+
+use crate::app::auth::authorize_workspace;
+use crate::app::error::AppError;
+use crate::app::http::ApiTags;
+use crate::app::http::dto::PluginInfo;
+use crate::app::http::extract::{Caller, JsonBody};
+use crate::app::http::plugins::registry_listing;
+use crate::app::http::problem::Problem;
+use crate::app::plugins::{self, Installed};
+use crate::app::state::AppState;
+use crate::domain::runtime::Runtime;
+
+pub struct WorkspacePluginsApi;
+
+/// What to install.
+#[derive(Debug, Object, serde::Deserialize)]
+pub struct InstallRequest {
+    /// `<scheme>://<spec>`, e.g. `local://my-plugin`, or a bare registry name.
+    pub source: Option<String>,
+    /// Optional SHA-256 (64 hex) the staged `plugin.yaml` must have.
+    pub sha256: Option<String>,
+}
+
+/// The outcome of an install.
+#[derive(Debug, Object)]
+pub struct InstallResult {
+    /// `installed`, or `unchanged` when the same content was already there
+    /// (nothing copied, no restart).
+    pub status: String,
+    pub plugin: String,
+    /// The normalized source.
+    pub source: String,
+    /// The plugin's `h1:` content digest.
+    pub digest: String,
+}
+
+/// The outcome of an uninstall.
+#[derive(Debug, Object)]
+pub struct UninstallResult {
+    /// Always `uninstalled`.
+    pub status: String,
+    pub plugin: String,
+}
+
+/// An installed plugin.
+#[derive(Debug, Object)]
+pub struct InstalledPlugin {
+    pub name: String,
+    pub version: String,
+    pub description: String,
+    pub author: String,
+    pub tags: Vec<String>,
+    pub skills: Vec<String>,
+    pub runtimes: Vec<String>,
+    /// Whether it supports the workspace's current runtime.
+    pub supported_on_runtime: bool,
+    /// The `h1:` digest from its install receipt; null when something
+    /// else put it there.
+    pub digest: Option<String>,
+}
+
+/// The preflight for a runtime change.
+#[derive(Debug, Object)]
+pub struct CompatibilityReport {
+    /// The runtime asked about, normalized.
+    pub target_runtime: String,
+    pub compatible: Vec<PluginInfo>,
+    pub incompatible: Vec<PluginInfo>,
+    pub all_compatible: bool,
+}
+
+#[OpenApi(tag = "ApiTags::WorkspacePlugins")]
+impl WorkspacePluginsApi {
+    /// List the plugins installed in the workspace
+    ///
+    /// Empty when the container is not running.
+    #[oai(
+        path = "/workspaces/:id/plugins",
+        method = "get",
+        operation_id = "listInstalled"
+    )]
+    async fn installed(
+        &self,
+        state: Data<&Arc<AppState>>,
+        caller: Caller,
+        id: Path<String>,
+    ) -> Result<Json<Vec<InstalledPlugin>>, Problem> {
+        let (_, workspace) = authorize_workspace(&state, &caller.0, &id).await?;
+        let runtime = &workspace.spec.runtime;
+        let listed = plugins::installed(&state, &workspace).await?;
+        Ok(Json(
+            listed
+                .into_iter()
+                .map(|(m, digest)| InstalledPlugin {
+                    supported_on_runtime: m.supports(runtime),
+                    digest: digest.map(|d| d.to_string()),
+                    name: m.name.to_string(),
+                    version: m.version,
+                    description: m.description,
+                    author: m.author,
+                    tags: m.tags,
+                    skills: m.skills,
+                    runtimes: m.runtimes,
+                })
+                .collect(),
+        ))
+    }
+
+    /// List the registry plugins the workspace's runtime supports
+    #[oai(
+        path = "/workspaces/:id/plugins/available",
+        method = "get",
+        operation_id = "listAvailable"
+    )]
+    async fn available(
+        &self,
+        state: Data<&Arc<AppState>>,
+        caller: Caller,
+        id: Path<String>,
+    ) -> Result<Json<Vec<PluginInfo>>, Problem> {
+        let (_, workspace) = authorize_workspace(&state, &caller.0, &id).await?;
+        let runtime = &workspace.spec.runtime;
+        let plugins = registry_listing(&state, Some(runtime)).await?;
+        Ok(Json(
+            plugins
+                .into_iter()
+                .map(|m| PluginInfo::from_manifest(m, Some(runtime)))
+                .collect(),
+        ))
+    }
+
+    /// Preflight a runtime change: which installed plugins keep working
+    #[oai(
+        path = "/workspaces/:id/plugins/compatibility",
+        method = "get",
+        operation_id = "checkCompatibility"
+    )]
+    async fn compatibility(
+        &self,
+        state: Data<&Arc<AppState>>,
+        caller: Caller,
+        id: Path<String>,
+        /// The runtime to switch to.
+        runtime: Query<Option<String>>,
+    ) -> Result<Json<CompatibilityReport>, Problem> {
+        let (_, workspace) = authorize_workspace(&state, &caller.0, &id).await?;
+        let raw = runtime
+            .0
+            .as_deref()
+            .map(str::trim)
+            .filter(|r| !r.is_empty())
+            .ok_or(AppError::RuntimeRequired)?;
+        let target = Runtime::parse(raw).map_err(|_| AppError::InvalidRuntime)?;
+        let report = plugins::compatibility(&state, &workspace, target).await?;
+        let all_compatible = report.all_compatible();
+        let target = report.target_runtime.clone();
+        let info = |list: Vec<crate::domain::manifest::Manifest>| {
+            list.into_iter()
+                .map(|m| PluginInfo::from_manifest(m, Some(&target)))
+                .collect()
+        };
+        Ok(Json(CompatibilityReport {
+            target_runtime: report.target_runtime.to_string(),
+            compatible: info(report.compatible),
+            incompatible: info(report.incompatible),
+            all_compatible,
+        }))
+    }
+
+    /// Install a plugin into the workspace container
+    ///
+    /// Stages the source, checks policy, copies it into
+    /// `/configs/plugins/<name>` atomically and restarts the workspace
+    /// (debounced). External workspaces get 422: they pull via download.
+    #[oai(
+        path = "/workspaces/:id/plugins",
+        method = "post",
+        operation_id = "installPlugin"
+    )]
+    async fn install(
+        &self,
+        state: Data<&Arc<AppState>>,
+        caller: Caller,
+        id: Path<String>,
+        body: JsonBody<InstallRequest>,
+    ) -> Result<Json<InstallResult>, Problem> {
+        let (principal, workspace) = authorize_workspace(&state, &caller.0, &id).await?;
+        let limit = state.policy.body_max_bytes;
+        let read_body = async move {
+            let req = body.read(limit).await?;
+            Ok((req.source, req.sha256))
+        };
+        let (status, plugin, source, digest) =
+            match plugins::install(&state, &principal, &workspace, read_body).await? {
+                Installed::Installed {
+                    plugin,
+                    source,
+                    digest,
+                } => ("installed", plugin, source, digest),
+                Installed::Unchanged {
+                    plugin,
+                    source,
+                    digest,
+                } => ("unchanged", plugin, source, digest),
+            };
+        Ok(Json(InstallResult {
+            status: status.into(),
+            plugin: plugin.to_string(),
+            source,
+            digest: digest.to_string(),
+        }))
+    }
+
+    /// Uninstall a plugin from the workspace container
+    ///
+    /// Strips its memory blocks from CLAUDE.md, removes its declared
+    /// skills and its directory, then restarts the workspace (debounced).
+    #[oai(
+        path = "/workspaces/:id/plugins/:name",
+        method = "delete",
+        operation_id = "uninstallPlugin"
+    )]
+    async fn uninstall(
+        &self,
+        state: Data<&Arc<AppState>>,
+        caller: Caller,
+        id: Path<String>,
+        name: Path<String>,
+    ) -> Result<Json<UninstallResult>, Problem> {
+        let (_, workspace) = authorize_workspace(&state, &caller.0, &id).await?;
+        let plugin = plugins::uninstall(&state, &workspace, &name).await?;
+        Ok(Json(UninstallResult {
+            status: "uninstalled".into(),
+            plugin: plugin.to_string(),
+        }))
+    }
+}

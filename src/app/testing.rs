@@ -1,0 +1,102 @@
+//! Test doubles for use-case tests: an `AppState` over mocked ports,
+//! where each test sets only the expectations it is about.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::app::restart::{Restarter, WorkspaceLocks};
+use crate::app::state::{AppState, Policy};
+use crate::domain::name::WorkspaceId;
+use crate::domain::policy::AllowlistFailure;
+use crate::domain::token::TokenHash;
+use crate::domain::workspace::{Workspace, WorkspaceInput, WorkspaceSpec};
+use crate::ports::container::{ContainerEngine, MockContainerEngine};
+use crate::ports::receipts::{MockReceiptStore, ReceiptStore};
+use crate::ports::registry::MockPluginRegistry;
+use crate::ports::resolver::ResolverRegistry;
+use crate::ports::staging::{MockStagingArea, StagingArea};
+use crate::ports::store::{
+    AllowlistStore, MockAllowlistStore, MockStoreHealth, MockTokenStore, MockWorkspaceStore,
+    TokenStore, WorkspaceStore,
+};
+
+pub const ADMIN: &str = "admin-secret";
+
+/// The ports of a test state; unset ones are mocks with no expectations
+/// (any call to them fails the test).
+pub struct Ports {
+    pub workspaces: Arc<dyn WorkspaceStore>,
+    pub tokens: Arc<dyn TokenStore>,
+    pub allowlists: Arc<dyn AllowlistStore>,
+    pub receipts: Arc<dyn ReceiptStore>,
+    pub staging: Arc<dyn StagingArea>,
+    pub engine: Arc<dyn ContainerEngine>,
+    pub resolvers: ResolverRegistry,
+    pub policy: Policy,
+    pub restart_delay: Duration,
+}
+
+impl Default for Ports {
+    fn default() -> Self {
+        Self {
+            workspaces: Arc::new(MockWorkspaceStore::new()),
+            tokens: Arc::new(MockTokenStore::new()),
+            allowlists: Arc::new(MockAllowlistStore::new()),
+            receipts: Arc::new(MockReceiptStore::new()),
+            staging: Arc::new(MockStagingArea::new()),
+            engine: Arc::new(MockContainerEngine::new()),
+            resolvers: ResolverRegistry::new(),
+            policy: Policy {
+                body_max_bytes: 1024,
+                allow_tokenless_workspaces: false,
+                allowlist_failure: AllowlistFailure::Closed,
+                fetch_timeout: Duration::from_secs(30),
+                max_dir_bytes: 1024 * 1024,
+                allow_unpinned: false,
+            },
+            restart_delay: Duration::from_secs(3600),
+        }
+    }
+}
+
+impl Ports {
+    pub fn into_state(self) -> AppState {
+        AppState {
+            workspaces: self.workspaces,
+            tokens: self.tokens,
+            allowlists: self.allowlists,
+            receipts: self.receipts,
+            store_health: Arc::new(MockStoreHealth::new()),
+            registry: Arc::new(MockPluginRegistry::new()),
+            resolvers: self.resolvers,
+            staging: self.staging,
+            restarts: Restarter::new(self.engine.clone(), self.restart_delay),
+            engine: self.engine,
+            locks: WorkspaceLocks::default(),
+            admin_token: TokenHash::of(ADMIN),
+            policy: self.policy,
+        }
+    }
+}
+
+/// A workspace record with the given runtime and status.
+pub fn workspace(id: &str, runtime: &str, status: &str) -> Workspace {
+    let wid = WorkspaceId::parse(id).unwrap();
+    let spec = WorkspaceSpec::validate(
+        &wid,
+        WorkspaceInput {
+            name: Some("W"),
+            runtime: Some(runtime),
+            status: Some(status),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let now = crate::app::now();
+    Workspace {
+        id: wid,
+        spec,
+        created_at: now,
+        updated_at: now,
+    }
+}

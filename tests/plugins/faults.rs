@@ -1,0 +1,179 @@
+use reqwest::Method;
+use serde_json::json;
+
+use crate::support::app::{ADMIN_TOKEN, Options, json, spawn_app_with};
+use crate::support::docker::{EngineProxy, ProxyMode, TestContainer};
+use crate::{Registry, wait_for_restart, world};
+
+fn big_plugin(registry: &Registry, name: &str, marker: &str) {
+    let payload = "x".repeat(4 * 1024 * 1024);
+    registry.plugin(
+        name,
+        &[
+            ("plugin.yaml", "version: 1.0.0\n"),
+            ("marker.txt", marker),
+            ("blob.bin", &payload),
+        ],
+    );
+}
+
+/// A second app on the same database and registry whose engine calls go
+/// through `docker_host`.
+async fn app_via(
+    registry: &Registry,
+    docker_host: &str,
+    extra: &[&str],
+) -> crate::support::app::TestApp {
+    let mut args = vec![
+        "--docker-host".to_owned(),
+        docker_host.to_owned(),
+        "--plugin-engine-timeout".into(),
+        "1s".into(),
+    ];
+    args.extend(extra.iter().map(|s| s.to_string()));
+    spawn_app_with(Options {
+        plugins_dir: Some(registry.path()),
+        extra_args: args,
+    })
+    .await
+}
+
+async fn bind_workspace(app: &crate::support::app::TestApp, container: &TestContainer) {
+    app.create_workspace(
+        "ws-1",
+        json!({"name": "A", "runtime": "x", "container": container.name}),
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_engine_is_503_engine_unavailable_with_retry_after_and_not_ready() {
+    let registry = Registry::new();
+    registry.plugin("demo", &[("plugin.yaml", "version: 1.0.0\n")]);
+    let container = TestContainer::running();
+    let app = app_via(&registry, "unix:///nonexistent/docker.sock", &[]).await;
+    bind_workspace(&app, &container).await;
+    let resp = app
+        .req(Method::POST, "/workspaces/ws-1/plugins", Some(ADMIN_TOKEN))
+        .json(&json!({"source": "demo"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.headers()["retry-after"], "5");
+    assert_eq!(
+        json(resp).await,
+        (503, json!({"error": "container engine unavailable"}))
+    );
+    for path in [
+        "/workspaces/ws-1/plugins",
+        "/workspaces/ws-1/plugins/compatibility?runtime=x",
+    ] {
+        let (status, body) = app.call(Method::GET, path, Some(ADMIN_TOKEN), None).await;
+        assert_eq!(
+            (status, body),
+            (503, json!({"error": "container engine unavailable"})),
+            "{path}"
+        );
+    }
+    let (status, body) = app
+        .call(
+            Method::DELETE,
+            "/workspaces/ws-1/plugins/demo",
+            Some(ADMIN_TOKEN),
+            None,
+        )
+        .await;
+    assert_eq!(
+        (status, body),
+        (503, json!({"error": "container engine unavailable"})),
+        "never treated as stopped"
+    );
+    let (status, body) = app.call(Method::GET, "/readyz", None, None).await;
+    assert_eq!(
+        (status, body),
+        (
+            503,
+            json!({"database": "ok", "container_engine": "unavailable"})
+        )
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_engine_is_unknown_not_stopped() {
+    let registry = Registry::new();
+    registry.plugin("demo", &[("plugin.yaml", "version: 1.0.0\n")]);
+    let container = TestContainer::running();
+    let proxy = EngineProxy::start(ProxyMode::Stall).await;
+    let app = app_via(&registry, &proxy.docker_host(), &[]).await;
+    bind_workspace(&app, &container).await;
+    let (status, body) = app
+        .call(
+            Method::POST,
+            "/workspaces/ws-1/plugins",
+            Some(ADMIN_TOKEN),
+            Some(json!({"source": "demo"})),
+        )
+        .await;
+    assert_eq!(
+        (status, body),
+        (503, json!({"error": "container engine unavailable"}))
+    );
+    assert_eq!(container.sh("ls -A /configs/plugins"), "");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_dropped_mid_copy_leaves_the_previous_version_intact() {
+    let registry = Registry::new();
+    big_plugin(&registry, "big", "v1");
+    let w = world(registry).await;
+    let fresh = w.container.inspect("{{.State.StartedAt}}");
+    let (status, _) = w
+        .app
+        .call(
+            Method::POST,
+            "/workspaces/ws-1/plugins",
+            Some(ADMIN_TOKEN),
+            Some(json!({"source": "big"})),
+        )
+        .await;
+    assert_eq!(status, 200);
+    assert!(wait_for_restart(&w.container, &fresh).await);
+    big_plugin(&w.registry, "big", "v2");
+    // Small calls pass; the 4 MiB upload is cut after 1 MiB.
+    let proxy = EngineProxy::start(ProxyMode::DropAfter(1024 * 1024)).await;
+    let faulty = app_via(&w.registry, &proxy.docker_host(), &[]).await;
+    bind_workspace(&faulty, &w.container).await;
+    let (status, body) = faulty
+        .call(
+            Method::POST,
+            "/workspaces/ws-1/plugins",
+            Some(ADMIN_TOKEN),
+            Some(json!({"source": "big"})),
+        )
+        .await;
+    assert!(status == 503 || status == 500, "{status} {body}");
+    assert!(
+        !body.to_string().contains("/var/"),
+        "no internal detail: {body}"
+    );
+    assert_eq!(
+        w.container.cat("/configs/plugins/big/marker.txt"),
+        b"v1",
+        "the previous version stays"
+    );
+    // The next operation cleans the half-copied staging directory.
+    let before = w.container.inspect("{{.State.StartedAt}}");
+    let (status, _) = w
+        .app
+        .call(
+            Method::POST,
+            "/workspaces/ws-1/plugins",
+            Some(ADMIN_TOKEN),
+            Some(json!({"source": "big"})),
+        )
+        .await;
+    assert_eq!(status, 200);
+    assert!(wait_for_restart(&w.container, &before).await);
+    assert_eq!(w.container.cat("/configs/plugins/big/marker.txt"), b"v2");
+    assert_eq!(w.container.sh("ls -A /configs/plugins"), "big");
+}
