@@ -2,3 +2,4 @@
 //! Shared test harness: the real server, real databases.
 
 pub mod app;
+pub mod docker;
