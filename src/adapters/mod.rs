@@ -3,4 +3,5 @@
 //! types and errors into domain ones at the boundary.
 
 pub mod db;
+pub mod docker;
 pub mod fs;

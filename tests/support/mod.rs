@@ -1,5 +1,7 @@
 #![allow(dead_code)]
-//! Shared test harness: the real server, real databases.
+//! Shared test harness: the real server, real databases, a real Docker
+//! engine.
 
 pub mod app;
 pub mod db;
+pub mod docker;
