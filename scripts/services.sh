@@ -4,6 +4,8 @@
 #
 # Any failure exits non-zero with a message: CI must fail, never skip.
 #
+#   Docker      the engine (installed and started when missing) and the
+#               locally built test image workspace-plugins-test:busybox
 #   PostgreSQL  a local cluster on 127.0.0.1:5432 with a role
 #               workspace_plugins/workspace_plugins (LOGIN CREATEDB); the
 #               tests' default TEST_DATABASE_URL is
@@ -108,9 +110,9 @@ ensure_role() {
     log "role $PG_ROLE ready (LOGIN CREATEDB)"
 }
 
+# The Docker engine and the test image (scripts/docker.sh).
 start_docker() {
-    # added with the container engine adapter
-    :
+    bash "$(dirname "${BASH_SOURCE[0]}")/docker.sh" || die "the Docker engine is not available (see scripts/docker.sh)"
 }
 
 main() {

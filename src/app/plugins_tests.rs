@@ -83,6 +83,9 @@ impl SourceResolver for FakeResolver {
     }
 }
 
+/// Which staging refusal a case expects.
+type Expect = fn(&StagingError) -> bool;
+
 const YAML: &str = "version: 1.0.0\nskills: [review, ../evil]\n";
 
 fn demo_digest() -> crate::domain::digest::TreeDigest {
@@ -204,7 +207,7 @@ async fn a_bad_body_is_refused_before_anything_is_fetched() {
 
 #[tokio::test]
 async fn pipeline_refusals_before_the_fetch_come_in_spec_order() {
-    let cases: [(&str, Option<&str>, fn(&StagingError) -> bool); 5] = [
+    let cases: [(&str, Option<&str>, Expect); 5] = [
         ("  ", None, |e| matches!(e, StagingError::SourceRequired)),
         ("9bad://x", None, |e| matches!(e, StagingError::Unparsable)),
         (
@@ -251,7 +254,7 @@ async fn an_unpinned_source_is_422_unless_allowed() {
 
 #[tokio::test]
 async fn fetch_failures_map_to_404_502_and_504_without_the_cause() {
-    let cases: [(fn() -> FetchError, fn(&StagingError) -> bool); 3] = [
+    let cases: [(fn() -> FetchError, Expect); 3] = [
         (
             || FetchError::NotFound,
             |e| matches!(e, StagingError::NotFound { .. }),

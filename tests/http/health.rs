@@ -12,7 +12,7 @@ async fn healthz_and_readyz_answer_without_a_token() {
     );
     assert_eq!(
         app.call(Method::GET, "/readyz", None, None).await,
-        (200, json!({"database": "ok"}))
+        (200, json!({"database": "ok", "container_engine": "ok"}))
     );
 }
 
@@ -22,7 +22,13 @@ async fn readyz_is_503_with_retry_after_when_the_database_does_not_answer() {
     app.store.set_broken(true);
     let resp = app.client.get(app.url("/readyz")).send().await.unwrap();
     assert_eq!(resp.headers()["retry-after"], "5");
-    assert_eq!(json(resp).await, (503, json!({"database": "unavailable"})));
+    assert_eq!(
+        json(resp).await,
+        (
+            503,
+            json!({"database": "unavailable", "container_engine": "ok"})
+        )
+    );
 }
 
 #[tokio::test]

@@ -177,3 +177,64 @@ async fn a_connection_dropped_mid_copy_leaves_the_previous_version_intact() {
     assert_eq!(w.container.cat("/configs/plugins/big/marker.txt"), b"v2");
     assert_eq!(w.container.sh("ls -A /configs/plugins"), "big");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_deadline_firing_mid_copy_is_504_and_the_previous_version_stays() {
+    let registry = Registry::new();
+    big_plugin(&registry, "big", "v1");
+    let w = world(registry).await;
+    let fresh = w.container.inspect("{{.State.StartedAt}}");
+    let (status, _) = w
+        .app
+        .call(
+            Method::POST,
+            "/workspaces/ws-1/plugins",
+            Some(ADMIN_TOKEN),
+            Some(json!({"source": "big"})),
+        )
+        .await;
+    assert_eq!(status, 200);
+    assert!(wait_for_restart(&w.container, &fresh).await);
+    big_plugin(&w.registry, "big", "v2");
+    // The engine answers small calls, then stops answering mid-upload;
+    // the install deadline (2 s) is shorter than the engine timeout (10 s).
+    let proxy = EngineProxy::start(ProxyMode::StallAfter(1024 * 1024)).await;
+    let mut args = vec!["--docker-host".to_owned(), proxy.docker_host()];
+    args.extend(
+        [
+            "--plugin-engine-timeout",
+            "10s",
+            "--plugin-install-fetch-timeout",
+            "2s",
+        ]
+        .map(String::from),
+    );
+    let slow = spawn_app_with(Options {
+        plugins_dir: Some(w.registry.path()),
+        extra_args: args,
+    })
+    .await;
+    bind_workspace(&slow, &w.container).await;
+    let (status, body) = slow
+        .call(
+            Method::POST,
+            "/workspaces/ws-1/plugins",
+            Some(ADMIN_TOKEN),
+            Some(json!({"source": "big"})),
+        )
+        .await;
+    assert_eq!(
+        (status, body),
+        (
+            504,
+            json!({"error": "plugin install timed out", "source": "local://big"})
+        )
+    );
+    // The daemon holds the container while an upload is open: closing the
+    // stalled connection (as a dead peer's would be) releases it.
+    drop(slow);
+    drop(proxy);
+    assert_eq!(w.container.cat("/configs/plugins/big/marker.txt"), b"v1");
+    let listing = w.container.sh("ls /configs/plugins");
+    assert_eq!(listing, "big", "only the old version is visible");
+}

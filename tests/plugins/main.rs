@@ -20,6 +20,12 @@ pub struct Registry {
     pub dir: tempfile::TempDir,
 }
 
+impl Default for Registry {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 impl Registry {
     pub fn new() -> Self {
         Self {

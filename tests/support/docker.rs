@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UnixStream};
 use tokio::task::{JoinHandle, JoinSet};
 use workspace_plugins::adapters::docker::DockerEngine;
@@ -195,6 +195,10 @@ pub enum ProxyMode {
     /// of the request (client to engine) have gone through on it. Small
     /// calls pass, a large upload breaks mid-stream.
     DropAfter(usize),
+    /// Forwards, but once this many request bytes have gone through on a
+    /// connection, swallows the rest and never answers: an engine that
+    /// stops answering mid-upload.
+    StallAfter(usize),
 }
 
 /// A TCP proxy on 127.0.0.1 in front of the engine the CLI uses: point a
@@ -324,6 +328,40 @@ async fn serve(mut client: TcpStream, upstream: Upstream, mode: ProxyMode) {
                         let _ = (&mut down).await;
                     }
                 }
+                _ = &mut down => {}
+            }
+        }
+        ProxyMode::StallAfter(limit) => {
+            let Ok(engine) = upstream.connect().await else {
+                return;
+            };
+            let (mut client_read, mut client_write) = client.into_split();
+            let (mut engine_read, mut engine_write) = tokio::io::split(engine);
+            // Both directions live in this task, so dropping the proxy
+            // (which aborts it) closes the engine connection too.
+            let down = tokio::io::copy(&mut engine_read, &mut client_write);
+            let up = async {
+                let mut sent = 0usize;
+                let mut buf = vec![0u8; 16 * 1024];
+                loop {
+                    let n = match client_read.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => n,
+                    };
+                    if sent + n > limit {
+                        // Swallow what the client still sends; answer nothing.
+                        let _ = tokio::io::copy(&mut client_read, &mut tokio::io::sink()).await;
+                        std::future::pending::<()>().await;
+                    }
+                    if engine_write.write_all(&buf[..n]).await.is_err() {
+                        return;
+                    }
+                    sent += n;
+                }
+            };
+            tokio::pin!(down, up);
+            tokio::select! {
+                () = &mut up => { let _ = (&mut down).await; }
                 _ = &mut down => {}
             }
         }
