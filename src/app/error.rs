@@ -71,6 +71,11 @@ pub enum AppError {
     #[error("plugin \"{0}\" is not installed")]
     NotInstalled(crate::domain::name::PluginName),
 
+    #[error("unsupported format (use tar.gz or tar.zst)")]
+    UnsupportedFormat,
+    #[error("failed to pack plugin")]
+    PackFailed(#[source] crate::ports::archives::PackError),
+
     #[error("failed to list plugins")]
     Registry(#[source] RegistryError),
     #[error("internal error")]

@@ -2,6 +2,7 @@
 //! and wiring. No business rule lives here: it calls the domain.
 
 pub mod auth;
+pub mod download;
 pub mod error;
 pub mod http;
 pub mod plugins;

@@ -14,7 +14,7 @@ use rand::RngCore;
 
 use crate::adapters::db::SeaOrmStore;
 use crate::adapters::docker::DockerEngine;
-use crate::adapters::fs::{FsStaging, LocalRegistry, LocalResolver};
+use crate::adapters::fs::{FsArchiveStore, FsStaging, LocalRegistry, LocalResolver};
 use crate::app::http;
 use crate::app::http::metrics::Metrics;
 use crate::app::restart::{Restarter, WorkspaceLocks};
@@ -43,7 +43,7 @@ pub enum StartupError {
     Database(String),
     #[error("cannot set up the container engine client (DOCKER_HOST): {0}")]
     Engine(String),
-    #[error("cannot prepare the staging directory {path}: {source}")]
+    #[error("cannot prepare the directory {path}: {source}")]
     Staging {
         path: PathBuf,
         source: std::io::Error,
@@ -129,6 +129,14 @@ pub async fn build_state(settings: &Settings) -> Result<Arc<AppState>, StartupEr
         path: staging_root,
         source,
     })?;
+    let cache_root = settings.data_dir.join("cache");
+    let archives =
+        FsArchiveStore::open(&cache_root, settings.cache_max_bytes).map_err(|source| {
+            StartupError::Staging {
+                path: cache_root,
+                source,
+            }
+        })?;
     // The engine is reached lazily: a daemon that is down at start-up makes
     // the service not ready (and 503s), not unable to start.
     let engine: Arc<dyn crate::ports::container::ContainerEngine> = Arc::new(
@@ -147,6 +155,8 @@ pub async fn build_state(settings: &Settings) -> Result<Arc<AppState>, StartupEr
         restarts: Restarter::new(engine.clone(), settings.restart_delay),
         engine,
         locks: WorkspaceLocks::default(),
+        archives: Arc::new(archives),
+        local_digests: Default::default(),
         admin_token,
         policy: Policy {
             body_max_bytes: settings.body_max_bytes,

@@ -4,9 +4,11 @@ use std::sync::Arc;
 
 use std::time::Duration;
 
+use crate::app::download::LocalDigests;
 use crate::app::restart::{Restarter, WorkspaceLocks};
 use crate::domain::policy::AllowlistFailure;
 use crate::domain::token::TokenHash;
+use crate::ports::archives::ArchiveStore;
 use crate::ports::container::ContainerEngine;
 use crate::ports::receipts::ReceiptStore;
 use crate::ports::registry::PluginRegistry;
@@ -41,6 +43,8 @@ pub struct AppState {
     pub engine: Arc<dyn ContainerEngine>,
     pub restarts: Restarter,
     pub locks: WorkspaceLocks,
+    pub archives: Arc<dyn ArchiveStore>,
+    pub local_digests: Arc<LocalDigests>,
     /// Only the hash of the admin token is kept in memory.
     pub admin_token: TokenHash,
     pub policy: Policy,

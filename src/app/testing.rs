@@ -32,6 +32,7 @@ pub struct Ports {
     pub staging: Arc<dyn StagingArea>,
     pub engine: Arc<dyn ContainerEngine>,
     pub resolvers: ResolverRegistry,
+    pub archives: Arc<dyn crate::ports::archives::ArchiveStore>,
     pub policy: Policy,
     pub restart_delay: Duration,
 }
@@ -46,6 +47,7 @@ impl Default for Ports {
             staging: Arc::new(MockStagingArea::new()),
             engine: Arc::new(MockContainerEngine::new()),
             resolvers: ResolverRegistry::new(),
+            archives: Arc::new(crate::ports::archives::MockArchiveStore::new()),
             policy: Policy {
                 body_max_bytes: 1024,
                 allow_tokenless_workspaces: false,
@@ -73,6 +75,8 @@ impl Ports {
             restarts: Restarter::new(self.engine.clone(), self.restart_delay),
             engine: self.engine,
             locks: WorkspaceLocks::default(),
+            archives: self.archives,
+            local_digests: Default::default(),
             admin_token: TokenHash::of(ADMIN),
             policy: self.policy,
         }

@@ -5,6 +5,7 @@
 //! crate type crosses a port. Each trait is mockable (mockall) for use-case
 //! tests.
 
+pub mod archives;
 pub mod container;
 pub mod receipts;
 pub mod registry;

@@ -3,6 +3,7 @@
 use async_trait::async_trait;
 
 use crate::domain::manifest::Manifest;
+use crate::domain::name::PluginName;
 use crate::ports::BoxError;
 
 #[derive(Debug, thiserror::Error)]
@@ -19,4 +20,9 @@ pub trait PluginRegistry: Send + Sync {
     /// name. Entries that are not plugins (files, symlinks, invalid names)
     /// are skipped and logged, never errors.
     async fn list(&self) -> Result<Vec<Manifest>, RegistryError>;
+
+    /// A fingerprint of the plugin directory `name` (its paths, sizes and
+    /// modification times), or None when there is no such plugin. Equal
+    /// fingerprints let a download skip re-copying and re-hashing.
+    async fn fingerprint(&self, name: &PluginName) -> Result<Option<String>, RegistryError>;
 }

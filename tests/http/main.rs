@@ -5,6 +5,7 @@ mod support;
 
 mod allowlist;
 mod auth;
+mod download;
 mod health;
 mod openapi;
 mod plugins;

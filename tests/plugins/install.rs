@@ -2,7 +2,7 @@ use reqwest::Method;
 use serde_json::{Value, json};
 
 use crate::support::app::ADMIN_TOKEN;
-use crate::{Registry, owners, wait_for_restart, world};
+use crate::{Registry, owners, wait_for_restart, world, world_restarting};
 
 fn demo(registry: &Registry, version: &str) {
     registry.plugin(
@@ -39,7 +39,7 @@ async fn install(w: &crate::World, source: &str) -> (u16, Value) {
 async fn install_copies_the_plugin_owned_by_the_agent_and_restarts_once() {
     let registry = Registry::new();
     demo(&registry, "1.0.0");
-    let w = world(registry).await;
+    let w = world_restarting(registry).await;
     let started = w.container.inspect("{{.State.StartedAt}}");
     let (status, body) = install(&w, "demo").await;
     assert_eq!(status, 200, "{body}");
@@ -70,7 +70,7 @@ async fn install_copies_the_plugin_owned_by_the_agent_and_restarts_once() {
 async fn reinstalling_the_same_content_is_unchanged_and_does_not_restart() {
     let registry = Registry::new();
     demo(&registry, "1.0.0");
-    let w = world(registry).await;
+    let w = world_restarting(registry).await;
     let before = w.container.inspect("{{.State.StartedAt}}");
     let (_, first) = install(&w, "local://demo").await;
     assert!(
@@ -260,7 +260,7 @@ async fn installs_of_different_plugins_at_once_both_land_with_one_restart() {
     let registry = Registry::new();
     demo(&registry, "1.0.0");
     registry.plugin("other", &[("plugin.yaml", "version: 0.1.0\n")]);
-    let w = world(registry).await;
+    let w = world_restarting(registry).await;
     let started = w.container.inspect("{{.State.StartedAt}}");
     let (a, b) = tokio::join!(install(&w, "demo"), install(&w, "other"));
     assert_eq!((a.0, b.0), (200, 200), "{a:?} {b:?}");

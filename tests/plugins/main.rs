@@ -70,11 +70,11 @@ pub struct World {
     pub container: TestContainer,
 }
 
-pub async fn world_with(registry: Registry, extra_args: &[&str]) -> World {
+pub async fn world_with(registry: Registry, restart_delay: &str, extra_args: &[&str]) -> World {
     let container = TestContainer::running();
     let mut args: Vec<String> = vec![
         "--plugin-restart-delay".into(),
-        "300ms".into(),
+        restart_delay.into(),
         "--plugin-engine-timeout".into(),
         "5s".into(),
     ];
@@ -82,6 +82,7 @@ pub async fn world_with(registry: Registry, extra_args: &[&str]) -> World {
     let app = spawn_app_with(Options {
         plugins_dir: Some(registry.path()),
         extra_args: args,
+        ..Options::default()
     })
     .await;
     app.create_workspace(
@@ -96,8 +97,16 @@ pub async fn world_with(registry: Registry, extra_args: &[&str]) -> World {
     }
 }
 
+/// Restarts are pushed an hour out, so the container never restarts
+/// under a test that does not watch for it (pending restarts run at
+/// shutdown, after the test).
 pub async fn world(registry: Registry) -> World {
-    world_with(registry, &[]).await
+    world_with(registry, "1h", &[]).await
+}
+
+/// Restarts 300 ms after the last operation, for tests that assert them.
+pub async fn world_restarting(registry: Registry) -> World {
+    world_with(registry, "300ms", &[]).await
 }
 
 /// Waits until the container's start time differs from `before` and it

@@ -2,7 +2,7 @@ use reqwest::Method;
 use serde_json::json;
 
 use crate::support::app::ADMIN_TOKEN;
-use crate::{Registry, wait_for_restart, world};
+use crate::{Registry, wait_for_restart, world, world_restarting};
 
 const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/memory-blocks");
 const SUPERPOWERS: &str = "molecule-ai-plugin-superpowers";
@@ -32,7 +32,7 @@ async fn uninstall(w: &crate::World, name: &str) -> (u16, serde_json::Value) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn uninstall_restores_claude_md_byte_for_byte_removes_skills_and_keeps_owner_and_mode() {
-    let w = world(fixture_registry()).await;
+    let w = world_restarting(fixture_registry()).await;
     let fresh = w.container.inspect("{{.State.StartedAt}}");
     for name in [SUPERPOWERS, CAREFUL] {
         let (status, body) = w

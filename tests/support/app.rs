@@ -14,9 +14,11 @@ use tokio::sync::oneshot;
 use workspace_plugins::adapters::db::SeaOrmStore;
 use workspace_plugins::app::server;
 use workspace_plugins::app::settings::Settings;
+use workspace_plugins::domain::digest::TreeDigest;
 use workspace_plugins::domain::name::{PluginName, WorkspaceId};
 use workspace_plugins::domain::token::{TokenHash, TokenId, TokenRecord};
 use workspace_plugins::domain::workspace::{Workspace, WorkspaceSpec};
+use workspace_plugins::ports::archives::{ArchiveKind, ArchiveStore, PackError, PackedArchive};
 use workspace_plugins::ports::store::{
     AllowlistEntry, AllowlistStore, StoreError, StoreHealth, TokenStore, Upserted, WorkspaceStore,
 };
@@ -139,6 +141,26 @@ impl StoreHealth for BreakableStore {
 pub struct Options {
     pub plugins_dir: Option<PathBuf>,
     pub extra_args: Vec<String>,
+    /// Replace the download archive store with one whose packing fails.
+    pub failing_archives: bool,
+}
+
+/// An archive store that finds nothing and fails every pack.
+pub struct FailingArchives;
+
+#[async_trait]
+impl ArchiveStore for FailingArchives {
+    async fn cached(&self, _: &TreeDigest, _: ArchiveKind) -> Option<PackedArchive> {
+        None
+    }
+    async fn pack(
+        &self,
+        _: &std::path::Path,
+        _: &TreeDigest,
+        _: ArchiveKind,
+    ) -> Result<PackedArchive, PackError> {
+        Err(PackError("disk full at /srv/secret".into()))
+    }
 }
 
 pub struct TestApp {
@@ -203,6 +225,9 @@ pub async fn spawn_app_with(options: Options) -> TestApp {
     state.tokens = store.clone();
     state.allowlists = store.clone();
     state.store_health = store.clone();
+    if options.failing_archives {
+        state.archives = Arc::new(FailingArchives);
+    }
     let bound = server::bind_with_state(&settings, Arc::new(state))
         .await
         .expect("bind");

@@ -6,19 +6,17 @@
 //! streams and maps the outcomes to the port's errors.
 
 use std::fmt;
-use std::fs;
-use std::io::{self, BufWriter, Read, Write};
-use std::path::{Path, PathBuf};
+use std::io::{self, Write};
+use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
 
 use bytes::Bytes;
 use futures_util::{Stream, StreamExt};
 use tokio::sync::mpsc;
 
-use crate::ports::container::{AGENT_GID, AGENT_UID, ContainerFile};
+use crate::adapters::tartree::{TreeEntry, write_tree_tar};
+use crate::ports::container::ContainerFile;
 
-/// Size of the chunks the tree stream is cut into.
-const CHUNK: usize = 64 * 1024;
 /// Chunks in flight between the tar writer and the upload: with `CHUNK`,
 /// what a copy holds in memory whatever the size of the tree.
 const CHANNEL_DEPTH: usize = 4;
@@ -27,156 +25,6 @@ const CHANNEL_DEPTH: usize = 4;
 const MAX_META_ENTRIES: usize = 8;
 const MAX_META_BYTES: u64 = 64 * 1024;
 const BLOCK: usize = 512;
-
-/// One entry of a local tree, relative to its root (`""` is the root).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(super) struct TreeEntry {
-    pub rel: PathBuf,
-    pub kind: EntryKind,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum EntryKind {
-    Dir,
-    File { executable: bool },
-}
-
-/// Why a local tree cannot be sent.
-#[derive(Debug, thiserror::Error)]
-pub(super) enum TreeError {
-    #[error("local tree contains a symlink: {0}")]
-    Symlink(String),
-    #[error("local tree contains a special file: {0}")]
-    SpecialFile(String),
-    #[error("reading the local tree: {0}")]
-    Io(#[from] io::Error),
-}
-
-/// Lists the tree at `root` (directories and regular files only), sorted
-/// by path, parents before children. Staging already refuses symlinks and
-/// special files, so meeting one here is an error rather than something to
-/// skip: a copy must never silently differ from what was staged.
-pub(super) fn plan_tree(root: &Path) -> Result<Vec<TreeEntry>, TreeError> {
-    let meta = fs::symlink_metadata(root)?;
-    if !meta.is_dir() {
-        return Err(TreeError::SpecialFile(root.display().to_string()));
-    }
-    let mut entries = vec![TreeEntry {
-        rel: PathBuf::new(),
-        kind: EntryKind::Dir,
-    }];
-    plan_dir(root, Path::new(""), &mut entries)?;
-    Ok(entries)
-}
-
-fn plan_dir(root: &Path, rel: &Path, out: &mut Vec<TreeEntry>) -> Result<(), TreeError> {
-    let mut children = fs::read_dir(root.join(rel))?.collect::<Result<Vec<_>, _>>()?;
-    children.sort_by_key(|e| e.file_name());
-    for child in children {
-        let rel_path = rel.join(child.file_name());
-        let kind = child.file_type()?;
-        if kind.is_symlink() {
-            return Err(TreeError::Symlink(rel_path.display().to_string()));
-        }
-        if kind.is_dir() {
-            out.push(TreeEntry {
-                rel: rel_path.clone(),
-                kind: EntryKind::Dir,
-            });
-            plan_dir(root, &rel_path, out)?;
-        } else if kind.is_file() {
-            use std::os::unix::fs::PermissionsExt;
-            let mode = child.metadata()?.permissions().mode();
-            out.push(TreeEntry {
-                rel: rel_path,
-                kind: EntryKind::File {
-                    executable: mode & 0o111 != 0,
-                },
-            });
-        } else {
-            return Err(TreeError::SpecialFile(rel_path.display().to_string()));
-        }
-    }
-    Ok(())
-}
-
-/// Writes `entries` of the tree at `root` as a tar whose top-level entry is
-/// `top`: every header owned by the agent (1000:1000, no user or group
-/// names, so the engine keeps the numbers), mode 0755 for directories and
-/// executable files, 0644 otherwise.
-pub(super) fn write_tree_tar<W: Write>(
-    out: W,
-    root: &Path,
-    top: &str,
-    entries: &[TreeEntry],
-    mtime: u64,
-) -> io::Result<()> {
-    let mut builder = tar::Builder::new(BufWriter::with_capacity(CHUNK, out));
-    for entry in entries {
-        let name = if entry.rel.as_os_str().is_empty() {
-            PathBuf::from(top)
-        } else {
-            Path::new(top).join(&entry.rel)
-        };
-        let mut header = agent_header(mtime);
-        match entry.kind {
-            EntryKind::Dir => {
-                header.set_entry_type(tar::EntryType::Directory);
-                header.set_mode(0o755);
-                header.set_size(0);
-                builder.append_data(&mut header, &name, io::empty())?;
-            }
-            EntryKind::File { executable } => {
-                let file = fs::File::open(root.join(&entry.rel))?;
-                let meta = file.metadata()?;
-                if !meta.is_file() {
-                    return Err(io::Error::other(format!(
-                        "{} is no longer a regular file",
-                        entry.rel.display()
-                    )));
-                }
-                header.set_entry_type(tar::EntryType::Regular);
-                header.set_mode(if executable { 0o755 } else { 0o644 });
-                header.set_size(meta.len());
-                // A file that shrank while being read would leave the
-                // header lying about its size: count what was sent.
-                let mut counted = Counted {
-                    inner: file.take(meta.len()),
-                    count: 0,
-                };
-                builder.append_data(&mut header, &name, &mut counted)?;
-                if counted.count != meta.len() {
-                    return Err(io::Error::other(format!(
-                        "{} changed while being read",
-                        entry.rel.display()
-                    )));
-                }
-            }
-        }
-    }
-    builder.into_inner()?.flush()
-}
-
-struct Counted<R> {
-    inner: R,
-    count: u64,
-}
-
-impl<R: Read> Read for Counted<R> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        self.count += n as u64;
-        Ok(n)
-    }
-}
-
-fn agent_header(mtime: u64) -> tar::Header {
-    let mut header = tar::Header::new_gnu();
-    header.set_uid(AGENT_UID);
-    header.set_gid(AGENT_GID);
-    header.set_mtime(mtime);
-    header
-}
 
 /// The archive of a tree, produced on the blocking pool while it is being
 /// uploaded. `failure` is set when the writer itself failed (as opposed to
@@ -201,7 +49,7 @@ pub(super) fn stream_tree_tar(
     let writer_failure = Arc::clone(&failure);
     tokio::task::spawn_blocking(move || {
         let out = ChannelWriter { tx: tx.clone() };
-        if let Err(e) = write_tree_tar(out, &root, &top, &entries, mtime)
+        if let Err(e) = write_tree_tar(out, &root, Some(&top), &entries, mtime)
             && e.kind() != io::ErrorKind::BrokenPipe
         {
             let _ = writer_failure.set(e.to_string());
@@ -433,6 +281,9 @@ mod tests {
     use std::os::unix::fs::PermissionsExt;
 
     use super::*;
+    use crate::adapters::tartree::{TreeError, plan_tree};
+    use std::fs;
+    use std::path::Path;
 
     fn tree() -> tempfile::TempDir {
         let dir = tempfile::tempdir().unwrap();
@@ -451,7 +302,7 @@ mod tests {
         let dir = tree();
         let entries = plan_tree(dir.path()).unwrap();
         let mut out = Vec::new();
-        write_tree_tar(&mut out, dir.path(), "p", &entries, 0).unwrap();
+        write_tree_tar(&mut out, dir.path(), Some("p"), &entries, 0).unwrap();
 
         let mut archive = tar::Archive::new(out.as_slice());
         let seen: Vec<(String, u64, u64, u32)> = archive
@@ -490,7 +341,7 @@ mod tests {
         fs::write(dir.path().join(&deep).join(&deep).join("f"), "x").unwrap();
         let entries = plan_tree(dir.path()).unwrap();
         let mut out = Vec::new();
-        write_tree_tar(&mut out, dir.path(), "p", &entries, 0).unwrap();
+        write_tree_tar(&mut out, dir.path(), Some("p"), &entries, 0).unwrap();
         let mut archive = tar::Archive::new(out.as_slice());
         let last = archive.entries().unwrap().last().unwrap().unwrap();
         assert_eq!(
@@ -515,7 +366,7 @@ mod tests {
         let dir = tree();
         let entries = plan_tree(dir.path()).unwrap();
         let mut expected = Vec::new();
-        write_tree_tar(&mut expected, dir.path(), "p", &entries, 7).unwrap();
+        write_tree_tar(&mut expected, dir.path(), Some("p"), &entries, 7).unwrap();
 
         let streamed = stream_tree_tar(dir.path().to_owned(), "p".into(), entries, 7);
         let chunks: Vec<Bytes> = streamed.body.map(|c| c.unwrap()).collect().await;
@@ -568,7 +419,7 @@ mod tests {
         let dir = tree();
         let entries = plan_tree(dir.path()).unwrap();
         let mut out = Vec::new();
-        write_tree_tar(&mut out, dir.path(), "p", &entries, 0).unwrap();
+        write_tree_tar(&mut out, dir.path(), Some("p"), &entries, 0).unwrap();
         let err = read_single_file(chunked(out, 512), 1 << 20)
             .await
             .unwrap_err();

@@ -193,10 +193,11 @@ impl DockerEngine {
         // Planning only reads metadata, but a large tree is still disk I/O:
         // keep it off the async workers. It refuses symlinks and special
         // files before anything reaches the engine.
-        let entries = tokio::task::spawn_blocking(move || archive::plan_tree(&root))
-            .await
-            .map_err(|e| other(format!("planning the copy: {e}")))?
-            .map_err(|e| EngineError::Other(Box::new(e)))?;
+        let entries =
+            tokio::task::spawn_blocking(move || crate::adapters::tartree::plan_tree(&root))
+                .await
+                .map_err(|e| other(format!("planning the copy: {e}")))?
+                .map_err(|e| EngineError::Other(Box::new(e)))?;
         let tree = archive::stream_tree_tar(local_dir.to_owned(), name.to_owned(), entries, now());
         let options = UploadToContainerOptionsBuilder::default()
             .path(parent)

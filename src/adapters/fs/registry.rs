@@ -81,6 +81,43 @@ fn list_blocking(root: &Path) -> Result<Vec<Manifest>, RegistryError> {
     Ok(plugins)
 }
 
+/// Hashes every entry's relative path, kind, size and mtime (nanoseconds),
+/// in walk order; symlinks and special files count too, so adding one
+/// changes the fingerprint (and staging then refuses it).
+fn fingerprint_blocking(dir: &Path) -> std::io::Result<Option<String>> {
+    use sha2::{Digest as _, Sha256};
+    use std::os::unix::fs::MetadataExt;
+    match std::fs::symlink_metadata(dir) {
+        Ok(meta) if meta.is_dir() => {}
+        Ok(_) => return Ok(None),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e),
+    }
+    fn walk(dir: &Path, rel: &Path, hasher: &mut Sha256) -> std::io::Result<()> {
+        let mut children = std::fs::read_dir(dir.join(rel))?.collect::<Result<Vec<_>, _>>()?;
+        children.sort_by_key(|e| e.file_name());
+        for child in children {
+            let rel_path = rel.join(child.file_name());
+            let meta = std::fs::symlink_metadata(child.path())?;
+            hasher.update(rel_path.as_os_str().as_encoded_bytes());
+            hasher.update(format!(
+                "\0{:o}\0{}\0{}.{}\n",
+                meta.mode(),
+                meta.len(),
+                meta.mtime(),
+                meta.mtime_nsec()
+            ));
+            if meta.is_dir() {
+                walk(dir, &rel_path, hasher)?;
+            }
+        }
+        Ok(())
+    }
+    let mut hasher = Sha256::new();
+    walk(dir, Path::new(""), &mut hasher)?;
+    Ok(Some(hex::encode(hasher.finalize())))
+}
+
 #[async_trait]
 impl PluginRegistry for LocalRegistry {
     async fn list(&self) -> Result<Vec<Manifest>, RegistryError> {
@@ -88,6 +125,14 @@ impl PluginRegistry for LocalRegistry {
         tokio::task::spawn_blocking(move || list_blocking(&root))
             .await
             .map_err(|e| RegistryError::Unavailable(Box::new(e)))?
+    }
+
+    async fn fingerprint(&self, name: &PluginName) -> Result<Option<String>, RegistryError> {
+        let dir = self.root.join(name.as_str());
+        tokio::task::spawn_blocking(move || fingerprint_blocking(&dir))
+            .await
+            .map_err(|e| RegistryError::Unavailable(Box::new(e)))?
+            .map_err(|e| RegistryError::Unavailable(Box::new(e)))
     }
 }
 
@@ -183,6 +228,23 @@ mod tests {
             .map(|m| format!("{}@{}", m.name, m.version))
             .collect();
         assert_eq!(names, ["alpha@1.0.0", "zeta@"]);
+    }
+
+    #[tokio::test]
+    async fn the_fingerprint_changes_with_content_and_is_none_for_missing_plugins() {
+        let (dir, registry) = registry_with(&["demo/rules"]);
+        fs::write(dir.path().join("demo/plugin.yaml"), "a").unwrap();
+        let name = PluginName::parse("demo").unwrap();
+        let first = registry.fingerprint(&name).await.unwrap().unwrap();
+        assert_eq!(
+            registry.fingerprint(&name).await.unwrap(),
+            Some(first.clone()),
+            "stable"
+        );
+        fs::write(dir.path().join("demo/rules/new.md"), "b").unwrap();
+        assert_ne!(registry.fingerprint(&name).await.unwrap(), Some(first));
+        let missing = PluginName::parse("missing").unwrap();
+        assert_eq!(registry.fingerprint(&missing).await.unwrap(), None);
     }
 
     #[tokio::test]

@@ -3,6 +3,7 @@
 //! shape the answer; rules live in the domain.
 
 pub mod allowlist;
+pub mod download;
 pub mod dto;
 pub mod extract;
 pub mod health;
@@ -42,6 +43,7 @@ type Apis = (
     plugins::PluginsApi,
     workspaces::WorkspacesApi,
     workspace_plugins::WorkspacePluginsApi,
+    download::DownloadApi,
     allowlist::AllowlistApi,
     health::HealthApi,
 );
@@ -53,6 +55,7 @@ pub fn openapi_service() -> OpenApiService<Apis, ()> {
             plugins::PluginsApi,
             workspaces::WorkspacesApi,
             workspace_plugins::WorkspacePluginsApi,
+            download::DownloadApi,
             allowlist::AllowlistApi,
             health::HealthApi,
         ),

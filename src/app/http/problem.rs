@@ -133,6 +133,7 @@ impl From<AppError> for Problem {
             | E::RuntimeRequired
             | E::InvalidRuntime
             | E::InvalidQuery(_)
+            | E::UnsupportedFormat
             | E::InvalidBody => (StatusCode::BAD_REQUEST, ErrorBody::new(message)),
             E::InvalidField(field) => (
                 StatusCode::BAD_REQUEST,
@@ -183,6 +184,7 @@ impl From<AppError> for Problem {
             ),
             E::NotInstalled(_) => (StatusCode::NOT_FOUND, ErrorBody::new(message)),
             E::CopyFailed(_)
+            | E::PackFailed(_)
             | E::RemoveFailed(_)
             | E::ListFailed(_)
             | E::AuthCheckFailed(_)

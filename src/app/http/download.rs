@@ -1,0 +1,196 @@
+//! `GET /workspaces/:id/plugins/:name/download`: the plugin as a tarball
+//! for external agents (SPEC §5 Download).
+
+use std::sync::Arc;
+
+use poem::http::{HeaderValue, StatusCode, header};
+use poem::web::Data;
+use poem::{Body, IntoResponse, Response};
+use poem_openapi::param::{Header, Path, Query};
+use poem_openapi::registry::{
+    MetaHeader, MetaMediaType, MetaResponse, MetaResponses, MetaSchema, MetaSchemaRef, Registry,
+};
+use poem_openapi::{ApiResponse, OpenApi};
+
+use crate::app::auth::authorize_workspace;
+use crate::app::download::{Download, download, negotiate_format};
+use crate::app::error::AppError;
+use crate::app::http::ApiTags;
+use crate::app::http::extract::Caller;
+use crate::app::http::problem::Problem;
+use crate::app::state::AppState;
+
+/// Chunk size when streaming an archive: few syscalls, bounded memory.
+const STREAM_CHUNK: usize = 256 * 1024;
+
+pub struct DownloadApi;
+
+/// The archive, or 304 when the client already has this content.
+pub enum DownloadResponse {
+    Archive { download: Download, body: Body },
+    NotModified { download: Download },
+}
+
+fn header_value(s: &str) -> HeaderValue {
+    HeaderValue::from_str(s).unwrap_or_else(|_| HeaderValue::from_static("invalid"))
+}
+
+impl IntoResponse for DownloadResponse {
+    fn into_response(self) -> Response {
+        let (download, body, status) = match self {
+            Self::Archive { download, body } => (download, Some(body), StatusCode::OK),
+            Self::NotModified { download } => (download, None, StatusCode::NOT_MODIFIED),
+        };
+        let mut builder = Response::builder()
+            .status(status)
+            .header(header::VARY, "Accept");
+        match &download {
+            Download::NotModified { name, source, etag } => {
+                builder = builder
+                    .header(header::ETAG, header_value(etag))
+                    .header("X-Plugin-Name", header_value(name.as_str()))
+                    .header("X-Plugin-Source", header_value(source));
+            }
+            Download::Archive {
+                name,
+                source,
+                etag,
+                kind,
+                archive,
+            } => {
+                builder = builder
+                    .header(header::ETAG, header_value(etag))
+                    .header(header::CONTENT_TYPE, kind.content_type())
+                    .header(
+                        header::CONTENT_DISPOSITION,
+                        header_value(&format!(
+                            "attachment; filename=\"{name}.{}\"",
+                            kind.extension()
+                        )),
+                    )
+                    .header(header::CONTENT_LENGTH, archive.len)
+                    .header("X-Plugin-Name", header_value(name.as_str()))
+                    .header("X-Plugin-Source", header_value(source));
+            }
+        }
+        match body {
+            Some(body) => builder.body(body),
+            None => builder.finish(),
+        }
+    }
+}
+
+fn string_header(name: &str, description: &str) -> MetaHeader {
+    MetaHeader {
+        name: name.to_owned(),
+        description: Some(description.to_owned()),
+        required: true,
+        deprecated: false,
+        schema: MetaSchemaRef::Inline(Box::new(MetaSchema::new("string"))),
+    }
+}
+
+impl ApiResponse for DownloadResponse {
+    fn meta() -> MetaResponses {
+        let binary =
+            || MetaSchemaRef::Inline(Box::new(MetaSchema::new_with_format("string", "binary")));
+        MetaResponses {
+            responses: vec![
+                MetaResponse {
+                    description: "The plugin's regular files as a tarball: gzip by default, zstd with `Accept: application/zstd` or `?format=tar.zst`. No Content-Encoding: the body is the archive.",
+                    status: Some(200),
+                    status_range: None,
+                    content: vec![
+                        MetaMediaType {
+                            content_type: "application/gzip",
+                            schema: binary(),
+                        },
+                        MetaMediaType {
+                            content_type: "application/zstd",
+                            schema: binary(),
+                        },
+                    ],
+                    headers: vec![
+                        string_header("ETag", "Strong: the plugin's h1 digest and the format"),
+                        string_header(
+                            "Content-Disposition",
+                            "attachment; filename=\"<name>.tar.gz\"",
+                        ),
+                        string_header("X-Plugin-Name", "The plugin's name"),
+                        string_header("X-Plugin-Source", "The normalized source"),
+                    ],
+                },
+                MetaResponse {
+                    description: "`If-None-Match` holds the current ETag: the client's copy is current.",
+                    status: Some(304),
+                    status_range: None,
+                    content: vec![],
+                    headers: vec![string_header("ETag", "The current ETag")],
+                },
+            ],
+        }
+    }
+
+    fn register(_registry: &mut Registry) {}
+}
+
+#[OpenApi(tag = "ApiTags::WorkspacePlugins")]
+impl DownloadApi {
+    /// Download a plugin as a tarball (external agents pull plugins here)
+    ///
+    /// Any workspace may download; the name-mismatch rule and the org
+    /// allowlist apply. The same content always gives the same bytes.
+    #[oai(
+        path = "/workspaces/:id/plugins/:name/download",
+        method = "get",
+        operation_id = "downloadPlugin"
+    )]
+    #[allow(clippy::too_many_arguments)]
+    async fn download(
+        &self,
+        state: Data<&Arc<AppState>>,
+        caller: Caller,
+        id: Path<String>,
+        name: Path<String>,
+        /// Where to take the plugin from; default `local://<name>`.
+        source: Query<Option<String>>,
+        /// `tar.gz` (default) or `tar.zst`.
+        format: Query<Option<String>>,
+        #[oai(name = "Accept")] accept: Header<Option<String>>,
+        #[oai(name = "If-None-Match")] if_none_match: Header<Option<String>>,
+    ) -> Result<DownloadResponse, Problem> {
+        let (_, workspace) = authorize_workspace(&state, &caller.0, &id).await?;
+        // The name rule comes before the format (SPEC §5 Download step 2).
+        if crate::domain::name::PluginName::parse(&name).is_err() {
+            return Err(AppError::InvalidPluginName.into());
+        }
+        let kind = negotiate_format(format.0.as_deref(), accept.0.as_deref())?;
+        let outcome = download(
+            &state,
+            &workspace,
+            &name,
+            source.0.as_deref(),
+            kind,
+            if_none_match.0.as_deref(),
+        )
+        .await?;
+        match outcome {
+            Download::NotModified { .. } => Ok(DownloadResponse::NotModified { download: outcome }),
+            Download::Archive { ref archive, .. } => {
+                // The archive is complete on disk before the first byte is
+                // sent: Content-Length is exact, never a truncated 200.
+                let file = tokio::fs::File::open(&archive.path).await.map_err(|e| {
+                    AppError::PackFailed(crate::ports::archives::PackError(Box::new(e)))
+                })?;
+                let body = Body::from_bytes_stream(tokio_util::io::ReaderStream::with_capacity(
+                    file,
+                    STREAM_CHUNK,
+                ));
+                Ok(DownloadResponse::Archive {
+                    download: outcome,
+                    body,
+                })
+            }
+        }
+    }
+}
