@@ -34,7 +34,13 @@ fn write_plugin(root: &Path) {
             }
         } else {
             while bytes.len() < per_file {
-                bytes.extend_from_slice(format!("line {} of a plugin rule file, fairly ordinary text\n", bytes.len()).as_bytes());
+                bytes.extend_from_slice(
+                    format!(
+                        "line {} of a plugin rule file, fairly ordinary text\n",
+                        bytes.len()
+                    )
+                    .as_bytes(),
+                );
             }
         }
         bytes.truncate(per_file);
@@ -53,13 +59,19 @@ fn rss_kib(pid: u32, field: &str) -> u64 {
 }
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 fn wait_ready(base: &str) {
     let deadline = Instant::now() + Duration::from_secs(30);
     while Instant::now() < deadline {
-        if let Ok(out) = Command::new("curl").args(["-sf", &format!("{base}/healthz")]).output()
+        if let Ok(out) = Command::new("curl")
+            .args(["-sf", &format!("{base}/healthz")])
+            .output()
             && out.status.success()
         {
             return;
@@ -72,7 +84,13 @@ fn wait_ready(base: &str) {
 /// Times `curl` fetching `url` to /dev/null (bytes counted, nothing kept).
 fn curl(url: &str, headers: &[&str]) -> Duration {
     let mut cmd = Command::new("curl");
-    cmd.args(["-sf", "-o", "/dev/null", "-H", &format!("Authorization: Bearer {ADMIN}")]);
+    cmd.args([
+        "-sf",
+        "-o",
+        "/dev/null",
+        "-H",
+        &format!("Authorization: Bearer {ADMIN}"),
+    ]);
     for h in headers {
         cmd.args(["-H", h]);
     }
@@ -119,6 +137,8 @@ fn start_server(data: &Path, plugins: &Path) -> Server {
         .env("PLUGIN_DATA_DIR", data)
         .env("PLUGINS_DIR", plugins)
         .env("PLUGIN_ADMIN_TOKEN", ADMIN)
+        // A 100 MiB plugin is just over the default cap.
+        .env("PLUGIN_INSTALL_MAX_DIR_BYTES", (2 * SIZE).to_string())
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -138,7 +158,17 @@ fn main() {
     std::thread::sleep(Duration::from_millis(500));
     let idle = rss_kib(pid, "VmRSS:");
     let put = Command::new("curl")
-        .args(["-sf", "-X", "PUT", "-H", &format!("Authorization: Bearer {ADMIN}"), "-d", r#"{"name":"bench","runtime":"external"}"#])
+        .args([
+            "-sf",
+            "-o",
+            "/dev/null",
+            "-X",
+            "PUT",
+            "-H",
+            &format!("Authorization: Bearer {ADMIN}"),
+            "-d",
+            r#"{"name":"bench","runtime":"external"}"#,
+        ])
         .arg(format!("{}/workspaces/bench", server.base))
         .status()
         .unwrap();
@@ -151,8 +181,24 @@ fn main() {
     let first_zst = curl(&zst_url, &[]);
     // The same work on the command line: tar and compress the tree.
     let dir = plugins.path().display().to_string();
-    let cli_gz = median((0..3).map(|_| shell(&format!("tar -C {dir}/{PLUGIN} -cf - . | gzip -1 > /dev/null"))).collect());
-    let cli_zst = median((0..3).map(|_| shell(&format!("tar -C {dir}/{PLUGIN} -cf - . | zstd -1 -q > /dev/null"))).collect());
+    let cli_gz = median(
+        (0..3)
+            .map(|_| {
+                shell(&format!(
+                    "tar -C {dir}/{PLUGIN} -cf - . | gzip -1 > /dev/null"
+                ))
+            })
+            .collect(),
+    );
+    let cli_zst = median(
+        (0..3)
+            .map(|_| {
+                shell(&format!(
+                    "tar -C {dir}/{PLUGIN} -cf - . | zstd -1 -q > /dev/null"
+                ))
+            })
+            .collect(),
+    );
     let cached_gz = median((0..7).map(|_| curl(&url, &[])).collect());
 
     // 64 concurrent cached downloads; peak RSS over the run.
@@ -160,7 +206,13 @@ fn main() {
     let children: Vec<Child> = (0..64)
         .map(|_| {
             Command::new("curl")
-                .args(["-sf", "-o", "/dev/null", "-H", &format!("Authorization: Bearer {ADMIN}")])
+                .args([
+                    "-sf",
+                    "-o",
+                    "/dev/null",
+                    "-H",
+                    &format!("Authorization: Bearer {ADMIN}"),
+                ])
                 .arg(&url)
                 .spawn()
                 .unwrap()
@@ -210,27 +262,42 @@ fn main() {
     println!("| --- | --- | --- | --- | --- |");
     println!(
         "| first download, tar.gz (stage + pack + stream) vs `tar -c \\| gzip -1` | {} ({:.0} MiB/s) | {} | {:.2}× | ≥ 0.9× |",
-        secs(first_gz), mib(first_gz), secs(cli_gz), cli_gz.as_secs_f64() / first_gz.as_secs_f64()
+        secs(first_gz),
+        mib(first_gz),
+        secs(cli_gz),
+        cli_gz.as_secs_f64() / first_gz.as_secs_f64()
     );
     println!(
         "| first download, tar.zst vs `tar -c \\| zstd -1` | {} ({:.0} MiB/s) | {} | {:.2}× | ≥ 0.9× |",
-        secs(first_zst), mib(first_zst), secs(cli_zst), cli_zst.as_secs_f64() / first_zst.as_secs_f64()
+        secs(first_zst),
+        mib(first_zst),
+        secs(cli_zst),
+        cli_zst.as_secs_f64() / first_zst.as_secs_f64()
     );
     println!(
         "| cached vs first download (tar.gz) | {} | {} | {:.1}× faster | ≥ 10× |",
-        secs(cached_gz), secs(first_gz), first_gz.as_secs_f64() / cached_gz.as_secs_f64()
+        secs(cached_gz),
+        secs(first_gz),
+        first_gz.as_secs_f64() / cached_gz.as_secs_f64()
     );
     match nginx_row {
         Some(n) => println!(
             "| cached download vs nginx serving the same file | {} | {} | {:.2}× | ≥ 0.8× |",
-            secs(cached_gz), secs(n), n.as_secs_f64() / cached_gz.as_secs_f64()
+            secs(cached_gz),
+            secs(n),
+            n.as_secs_f64() / cached_gz.as_secs_f64()
         ),
-        None => println!("| cached download vs nginx | not measured: nginx not installed | | | ≥ 0.8× |"),
+        None => println!(
+            "| cached download vs nginx | not measured: nginx not installed | | | ≥ 0.8× |"
+        ),
     }
     println!(
         "| peak RSS during 64 concurrent downloads, above idle | {} MiB | | | ≤ 64 MiB |",
         peak.saturating_sub(idle) / 1024
     );
-    println!("| idle RSS | {:.1} MiB | | | ≤ 30 MiB |", idle as f64 / 1024.0);
+    println!(
+        "| idle RSS | {:.1} MiB | | | ≤ 30 MiB |",
+        idle as f64 / 1024.0
+    );
     println!("\nrerun: cargo bench --bench download");
 }

@@ -91,7 +91,7 @@ pub async fn stage(
     check_integrity(
         &source,
         tree.manifest_json.as_deref(),
-        &tree.legacy_sha256,
+        tree.legacy_sha256.as_deref(),
         &digest,
     )
     .map_err(staging)?;

@@ -170,14 +170,14 @@ impl SizeBudget {
 pub fn check_integrity(
     source: &Source,
     manifest_json: Option<&[u8]>,
-    legacy_sha256_hex: &str,
+    legacy_sha256_hex: Option<&str>,
     digest: &TreeDigest,
 ) -> Result<(), StagingError> {
     let Some(bytes) = manifest_json else {
         return Ok(());
     };
     IntegrityManifest::parse(bytes)
-        .and_then(|m| m.verify(legacy_sha256_hex, digest))
+        .and_then(|m| m.verify(legacy_sha256_hex.unwrap_or_default(), digest))
         .map_err(|_| StagingError::Integrity {
             source_text: source.redacted(),
         })
@@ -344,14 +344,14 @@ mod tests {
             path: "a".into(),
             sha256: sha256(b"1"),
         }]);
-        assert_eq!(check_integrity(&s, None, "00", &digest), Ok(()));
+        assert_eq!(check_integrity(&s, None, Some("00"), &digest), Ok(()));
         let good = format!(r#"{{"digest":"{digest}"}}"#);
         assert_eq!(
-            check_integrity(&s, Some(good.as_bytes()), "00", &digest),
+            check_integrity(&s, Some(good.as_bytes()), None, &digest),
             Ok(())
         );
         assert!(matches!(
-            check_integrity(&s, Some(b"{"), "00", &digest),
+            check_integrity(&s, Some(b"{"), Some("00"), &digest),
             Err(StagingError::Integrity { .. })
         ));
     }

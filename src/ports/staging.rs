@@ -54,8 +54,9 @@ pub struct StagedTree {
     pub files: Vec<FileDigest>,
     /// Sum of the regular files' lengths.
     pub total_bytes: u64,
-    /// The legacy `manifest.json` `sha256` of the tree.
-    pub legacy_sha256: String,
+    /// The legacy `manifest.json` `sha256` of the tree; computed only when
+    /// the root `manifest.json` declares one (it doubles the hashing).
+    pub legacy_sha256: Option<String>,
     /// The root `manifest.json`, when present (bounded; larger is unparsable).
     pub manifest_json: Option<Vec<u8>>,
     /// The root `plugin.yaml`, when present and within the manifest cap.

@@ -151,7 +151,13 @@ pub fn pack_tree(dir: &Path, kind: ArchiveKind, out: fs::File) -> std::io::Resul
             write_tree_tar(encoder, dir, None, &entries, 0)?.finish()
         }
         ArchiveKind::TarZst => {
-            let encoder = zstd::stream::write::Encoder::new(out, ZSTD_LEVEL)?;
+            let mut encoder = zstd::stream::write::Encoder::new(out, ZSTD_LEVEL)?;
+            // Compression dominates packing: use the cores. zstd's threaded
+            // mode gives the same bytes for any worker count >= 1 (but not
+            // the same as its unthreaded mode), so it is always on: a strong
+            // ETag must mean the same bytes on every machine.
+            let workers = std::thread::available_parallelism().map_or(1, |n| n.get() as u32);
+            encoder.multithread(workers.max(1))?;
             write_tree_tar(encoder, dir, None, &entries, 0)?.finish()
         }
     }

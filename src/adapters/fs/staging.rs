@@ -10,7 +10,7 @@ use async_trait::async_trait;
 use rand::RngCore;
 use sha2::{Digest as _, Sha256};
 
-use crate::domain::digest::{FileDigest, INTEGRITY_MANIFEST, LegacyTreeHasher};
+use crate::domain::digest::{FileDigest, INTEGRITY_MANIFEST, IntegrityManifest, LegacyTreeHasher};
 use crate::domain::manifest::MANIFEST_MAX_BYTES;
 use crate::domain::staging::{UnsafeEntry, check_entry_path, escape_path};
 use crate::ports::staging::{StagedTree, StagingArea, StagingAreaError, StagingDir};
@@ -90,6 +90,14 @@ fn inspect_blocking(dir: &Path) -> Result<StagedTree, StagingAreaError> {
     // Both digests are defined over paths sorted bytewise, which is not
     // the order of a directory walk ("a-b" < "a/b").
     entries.sort_by(|a, b| a.rel.as_bytes().cmp(b.rel.as_bytes()));
+    // The legacy digest is a second full SHA-256 pass: only pay for it
+    // when the root manifest.json asks for it.
+    let need_legacy = entries
+        .iter()
+        .find(|e| e.rel == INTEGRITY_MANIFEST)
+        .and_then(|e| fs::read(&e.abs).ok())
+        .and_then(|bytes| IntegrityManifest::parse(&bytes).ok())
+        .is_some_and(|m| m.sha256.is_some());
     let mut legacy = LegacyTreeHasher::new();
     let mut files = Vec::with_capacity(entries.len());
     let mut total_bytes = 0u64;
@@ -98,7 +106,7 @@ fn inspect_blocking(dir: &Path) -> Result<StagedTree, StagingAreaError> {
     let mut buf = vec![0u8; 64 * 1024];
     for entry in entries {
         let mut file = fs::File::open(&entry.abs).map_err(io)?;
-        let feeds_legacy = legacy.begin_file(&entry.rel);
+        let feeds_legacy = need_legacy && legacy.begin_file(&entry.rel);
         let keep = (entry.rel == INTEGRITY_MANIFEST || entry.rel == "plugin.yaml")
             && file.metadata().map_err(io)?.len() <= MANIFEST_MAX_BYTES as u64;
         let mut kept = Vec::new();
@@ -135,7 +143,7 @@ fn inspect_blocking(dir: &Path) -> Result<StagedTree, StagingAreaError> {
     Ok(StagedTree {
         files,
         total_bytes,
-        legacy_sha256: legacy.finish_hex(),
+        legacy_sha256: need_legacy.then(|| legacy.finish_hex()),
         manifest_json,
         plugin_yaml,
     })
@@ -192,19 +200,27 @@ mod tests {
         fs::write(dir.path().join("a/b"), "slash").unwrap();
         fs::write(dir.path().join("a-b"), "dash").unwrap();
         fs::write(dir.path().join("plugin.yaml"), "version: 1.0.0\n").unwrap();
-        fs::write(dir.path().join("manifest.json"), "{}").unwrap();
+        let declared = hex::encode(sha256(b"a-b\0dasha/b\0slashplugin.yaml\0version: 1.0.0\n"));
+        fs::write(
+            dir.path().join("manifest.json"),
+            format!(r#"{{"sha256":"{declared}"}}"#),
+        )
+        .unwrap();
         let tree = staging.inspect(dir.path()).await.unwrap();
         let paths: Vec<&str> = tree.files.iter().map(|f| f.path.as_str()).collect();
         assert_eq!(paths, ["a-b", "a/b", "manifest.json", "plugin.yaml"]);
-        assert_eq!(tree.total_bytes, 5 + 4 + 15 + 2);
+        assert_eq!(tree.total_bytes, 5 + 4 + 15 + 77);
         assert_eq!(tree.plugin_yaml.as_deref(), Some(&b"version: 1.0.0\n"[..]));
-        assert_eq!(tree.manifest_json.as_deref(), Some(&b"{}"[..]));
+        assert!(tree.manifest_json.is_some());
         assert_eq!(
             tree.plugin_yaml_sha256(),
             Some(&sha256(b"version: 1.0.0\n"))
         );
-        let legacy = hex::encode(sha256(b"a-b\0dasha/b\0slashplugin.yaml\0version: 1.0.0\n"));
-        assert_eq!(tree.legacy_sha256, legacy);
+        assert_eq!(
+            tree.legacy_sha256,
+            Some(declared),
+            "computed because manifest.json declares it"
+        );
         assert_eq!(
             tree_digest(&tree.files),
             tree_digest(

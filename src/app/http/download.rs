@@ -21,7 +21,7 @@ use crate::app::http::problem::Problem;
 use crate::app::state::AppState;
 
 /// Chunk size when streaming an archive: few syscalls, bounded memory.
-const STREAM_CHUNK: usize = 256 * 1024;
+const STREAM_CHUNK: usize = 64 * 1024;
 
 pub struct DownloadApi;
 
