@@ -5,3 +5,4 @@
 pub mod db;
 pub mod docker;
 pub mod fs;
+pub mod git;
