@@ -5,4 +5,5 @@
 pub mod db;
 pub mod docker;
 pub mod fs;
+pub mod git;
 pub(crate) mod tartree;

@@ -15,6 +15,7 @@ use rand::RngCore;
 use crate::adapters::db::SeaOrmStore;
 use crate::adapters::docker::DockerEngine;
 use crate::adapters::fs::{FsArchiveStore, FsStaging, LocalRegistry, LocalResolver};
+use crate::adapters::git::GitResolver;
 use crate::app::http;
 use crate::app::http::metrics::Metrics;
 use crate::app::restart::{Restarter, WorkspaceLocks};
@@ -43,6 +44,8 @@ pub enum StartupError {
     Database(String),
     #[error("cannot set up the container engine client (DOCKER_HOST): {0}")]
     Engine(String),
+    #[error("cannot set up the git client: {0}")]
+    Git(#[from] crate::adapters::git::GitSetupError),
     #[error("cannot prepare the directory {path}: {source}")]
     Staging {
         path: PathBuf,
@@ -124,6 +127,15 @@ pub async fn build_state(settings: &Settings) -> Result<Arc<AppState>, StartupEr
     let registry = LocalRegistry::new(&settings.plugins_dir);
     let mut resolvers = ResolverRegistry::new();
     resolvers.register(Arc::new(LocalResolver::new(registry.clone())));
+    let github = GitResolver::new(
+        &settings.github_base_url,
+        settings
+            .github_token
+            .as_ref()
+            .map(|t| t.expose().to_owned()),
+        settings.https_ca_file.as_deref(),
+    )?;
+    resolvers.register(Arc::new(github));
     let staging_root = settings.data_dir.join("staging");
     let staging = FsStaging::open(&staging_root).map_err(|source| StartupError::Staging {
         path: staging_root,
