@@ -15,6 +15,7 @@ use rand::RngCore;
 use crate::adapters::db::SeaOrmStore;
 use crate::adapters::docker::DockerEngine;
 use crate::adapters::fs::{FsStaging, LocalRegistry, LocalResolver};
+use crate::adapters::https::HttpsResolver;
 use crate::app::http;
 use crate::app::http::metrics::Metrics;
 use crate::app::restart::{Restarter, WorkspaceLocks};
@@ -48,6 +49,8 @@ pub enum StartupError {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error("cannot set up the https resolver: {0}")]
+    Https(#[from] crate::adapters::https::HttpsSetupError),
     #[error("cannot listen on {addr} (PLUGIN_LISTEN): {source}")]
     Listen {
         addr: SocketAddr,
@@ -124,6 +127,10 @@ pub async fn build_state(settings: &Settings) -> Result<Arc<AppState>, StartupEr
     let registry = LocalRegistry::new(&settings.plugins_dir);
     let mut resolvers = ResolverRegistry::new();
     resolvers.register(Arc::new(LocalResolver::new(registry.clone())));
+    resolvers.register(Arc::new(HttpsResolver::new(
+        &settings.https_allowed_hosts,
+        settings.https_ca_file.as_deref(),
+    )?));
     let staging_root = settings.data_dir.join("staging");
     let staging = FsStaging::open(&staging_root).map_err(|source| StartupError::Staging {
         path: staging_root,
