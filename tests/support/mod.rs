@@ -5,3 +5,5 @@
 pub mod app;
 pub mod db;
 pub mod docker;
+pub mod hostile;
+pub mod https;
