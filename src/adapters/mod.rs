@@ -1,9 +1,10 @@
 //! Adapters: the only place infrastructure crates (SeaORM, bollard, git2,
-//! the filesystem) appear. Each implements ports and converts its own
+//! reqwest, the filesystem) appear. Each implements ports and converts its own
 //! types and errors into domain ones at the boundary.
 
 pub mod db;
 pub mod docker;
 pub mod fs;
 pub mod git;
+pub mod https;
 pub(crate) mod tartree;

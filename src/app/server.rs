@@ -16,6 +16,7 @@ use crate::adapters::db::SeaOrmStore;
 use crate::adapters::docker::DockerEngine;
 use crate::adapters::fs::{FsArchiveStore, FsStaging, LocalRegistry, LocalResolver};
 use crate::adapters::git::GitResolver;
+use crate::adapters::https::HttpsResolver;
 use crate::app::http;
 use crate::app::http::metrics::Metrics;
 use crate::app::restart::{Restarter, WorkspaceLocks};
@@ -51,6 +52,8 @@ pub enum StartupError {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error("cannot set up the https resolver: {0}")]
+    Https(#[from] crate::adapters::https::HttpsSetupError),
     #[error("cannot listen on {addr} (PLUGIN_LISTEN): {source}")]
     Listen {
         addr: SocketAddr,
@@ -136,6 +139,10 @@ pub async fn build_state(settings: &Settings) -> Result<Arc<AppState>, StartupEr
         settings.https_ca_file.as_deref(),
     )?;
     resolvers.register(Arc::new(github));
+    resolvers.register(Arc::new(HttpsResolver::new(
+        &settings.https_allowed_hosts,
+        settings.https_ca_file.as_deref(),
+    )?));
     let staging_root = settings.data_dir.join("staging");
     let staging = FsStaging::open(&staging_root).map_err(|source| StartupError::Staging {
         path: staging_root,

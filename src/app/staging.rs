@@ -114,6 +114,10 @@ fn fetch_refusal(source: &Source, error: FetchError) -> AppError {
         FetchError::NotFound => StagingError::NotFound { source_text },
         FetchError::TooLarge => StagingError::TooLarge { source_text },
         FetchError::Unsafe(entry) => entry.into_staging_error(source),
+        FetchError::Refused(message) => StagingError::Refused {
+            source_text,
+            message,
+        },
         FetchError::Cancelled => StagingError::Timeout { source_text },
         FetchError::Other(cause) => {
             tracing::warn!(source = %source_text, error = %cause, "fetch failed");
@@ -123,4 +127,24 @@ fn fetch_refusal(source: &Source, error: FetchError) -> AppError {
             }
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_refused_fetch_keeps_its_message_and_echoes_the_redacted_source() {
+        let source = Source::parse("https://u:p@h.test/p.tar.gz").unwrap();
+        let refusal = fetch_refusal(
+            &source,
+            FetchError::Refused("archive sha256 mismatch".into()),
+        );
+        let AppError::Staging(error) = refusal else {
+            panic!("not a staging error: {refusal:?}");
+        };
+        assert_eq!(error.to_string(), "archive sha256 mismatch");
+        assert_eq!(error.source_echo(), Some("https://h.test/p.tar.gz"));
+        assert!(matches!(error, StagingError::Refused { .. }));
+    }
 }

@@ -450,10 +450,7 @@ impl HttpsSpec {
         }
 
         let host = host.to_ascii_lowercase();
-        if !allowed_hosts
-            .iter()
-            .any(|allowed| same_host(allowed, &host))
-        {
+        if !host_is_allowed(&host, allowed_hosts) {
             return Err(SpecError::Refused {
                 message: format!("https source host \"{host}\" is not allowed"),
             });
@@ -566,6 +563,13 @@ fn is_url_text(s: &str, extra: &[u8]) -> bool {
 
 /// Host equality for the allow-list: ASCII case-insensitive, surrounding
 /// whitespace and IPv6 brackets ignored.
+/// Whether `host` (no port; `[..]` around an IPv6 address optional) is one
+/// of `allowed_hosts`, case-insensitively. The https resolver applies the
+/// same rule to every redirect target (SPEC §3).
+pub fn host_is_allowed(host: &str, allowed_hosts: &[String]) -> bool {
+    allowed_hosts.iter().any(|allowed| same_host(allowed, host))
+}
+
 fn same_host(allowed: &str, host: &str) -> bool {
     let bare = |h: &str| {
         let h = h.trim();

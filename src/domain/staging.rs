@@ -233,12 +233,14 @@ pub fn escape_path(raw: &[u8]) -> String {
 }
 
 /// The path rule for an entry of a staged tree: relative, no `..`, valid
-/// UTF-8 and no control character. Returns the path with `.` and empty
+/// UTF-8, no control character and no `\` (a harmless byte here, but a
+/// separator to an external agent unpacking the download on Windows, where
+/// `..\..\x` climbs out). Returns the path with `.` and empty
 /// components dropped (`/`-separated), or `None` for the root itself.
 pub fn check_entry_path(raw: &[u8]) -> Result<Option<String>, UnsafeEntry> {
     let unsafe_path = || UnsafeEntry::Path(escape_path(raw));
     let text = std::str::from_utf8(raw).map_err(|_| unsafe_path())?;
-    if text.starts_with('/') || text.chars().any(char::is_control) {
+    if text.starts_with('/') || text.contains('\\') || text.chars().any(char::is_control) {
         return Err(unsafe_path());
     }
     let mut parts = Vec::new();
@@ -394,6 +396,8 @@ mod tests {
             (b"a\0b", "a\\0b"),
             (b"a\x1bb", "a\\u{1b}b"),
             (b"\xff\xfe", "\\xff\\xfe"),
+            (b"..\\..\\x", "..\\\\..\\\\x"),
+            (b"a\\b", "a\\\\b"),
         ];
         for (raw, shown) in bad {
             assert_eq!(

@@ -57,6 +57,11 @@ pub enum FetchError {
     /// The tree holds an entry staging refuses.
     #[error(transparent)]
     Unsafe(UnsafeEntry),
+    /// The source broke a rule of its scheme once fetched (e.g. the archive
+    /// does not hash to its pinned digest): 422 with this user-facing text,
+    /// which must name no path, token or upstream detail.
+    #[error("{0}")]
+    Refused(String),
     /// The caller cancelled the fetch.
     #[error("fetch cancelled")]
     Cancelled,

@@ -106,5 +106,5 @@ async fn sources_lists_the_registered_schemes() {
         .unwrap();
     assert_eq!(resp.status(), 200);
     let body: serde_json::Value = resp.json().await.unwrap();
-    assert_eq!(body, json!({"schemes": ["github", "local"]}));
+    assert_eq!(body, json!({"schemes": ["github", "https", "local"]}));
 }

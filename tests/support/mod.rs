@@ -6,3 +6,5 @@ pub mod app;
 pub mod db;
 pub mod docker;
 pub mod git;
+pub mod hostile;
+pub mod https;
