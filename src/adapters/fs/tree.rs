@@ -78,7 +78,7 @@ fn copy_file(
     limits: &FetchLimits,
 ) -> Result<(), FetchError> {
     let mut input = fs::File::open(from).map_err(io)?;
-    let mut output = fs::File::create_new(to).map_err(io)?;
+    let mut output = super::create_plugin_file(to, mode & 0o111 != 0).map_err(io)?;
     let mut buf = vec![0u8; CHUNK];
     loop {
         let n = input.read(&mut buf).map_err(io)?;
@@ -91,11 +91,6 @@ fn copy_file(
         if limits.cancel.is_cancelled() {
             return Err(FetchError::Cancelled);
         }
-    }
-    // Only the executable bit matters to a plugin; keep it, drop the rest.
-    if mode & 0o111 != 0 {
-        use std::os::unix::fs::PermissionsExt;
-        fs::set_permissions(to, fs::Permissions::from_mode(0o755)).map_err(io)?;
     }
     Ok(())
 }

@@ -24,7 +24,6 @@
 use std::cell::Cell;
 use std::fs;
 use std::io::{self, Read, Write};
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
 use tar::EntryType;
@@ -346,12 +345,7 @@ fn write_file<R: Read>(
     raw: &[u8],
 ) -> Result<(), FetchError> {
     let declared = entry.size();
-    let mut output = fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(if executable { 0o755 } else { 0o644 })
-        .open(path)
-        .map_err(|e| conflict(e, raw))?;
+    let mut output = super::create_plugin_file(path, executable).map_err(|e| conflict(e, raw))?;
     let mut buf = vec![0u8; CHUNK];
     let mut written = 0u64;
     loop {

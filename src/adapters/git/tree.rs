@@ -5,11 +5,11 @@
 
 use std::fs;
 use std::io::Write;
-use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
 use git2::{Oid, Repository, Tree};
 
+use crate::adapters::fs::create_plugin_file;
 use crate::domain::staging::{SizeBudget, UnsafeEntry, check_entry_path, escape_path};
 use crate::ports::resolver::{FetchError, FetchLimits};
 
@@ -106,11 +106,8 @@ fn write_blob(
         .charge(size as u64)
         .map_err(|_| FetchError::TooLarge)?;
     let blob = repo.find_blob(id).map_err(git)?;
-    let mut file = fs::File::create_new(target).map_err(io)?;
+    let mut file = create_plugin_file(target, mode & 0o111 != 0).map_err(io)?;
     file.write_all(blob.content()).map_err(io)?;
-    // Only the executable bit matters to a plugin; keep it, drop the rest.
-    let perm = if mode & 0o111 != 0 { 0o755 } else { 0o644 };
-    fs::set_permissions(target, fs::Permissions::from_mode(perm)).map_err(io)?;
     Ok(())
 }
 
@@ -119,6 +116,7 @@ mod tests {
     use super::*;
     use crate::ports::resolver::Cancellation;
     use git2::ObjectType;
+    use std::os::unix::fs::PermissionsExt;
 
     fn limits(max_bytes: u64) -> FetchLimits {
         FetchLimits {
