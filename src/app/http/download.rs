@@ -145,7 +145,10 @@ impl DownloadApi {
         method = "get",
         operation_id = "downloadPlugin"
     )]
-    #[allow(clippy::too_many_arguments)]
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "poem-openapi takes each parameter and header as an argument"
+    )]
     async fn download(
         &self,
         state: Data<&Arc<AppState>>,
