@@ -24,24 +24,13 @@ fn demo(registry: &Registry, version: &str) {
     );
 }
 
-async fn install(w: &crate::World, source: &str) -> (u16, Value) {
-    w.app
-        .call(
-            Method::POST,
-            "/workspaces/ws-1/plugins",
-            Some(ADMIN_TOKEN),
-            Some(json!({"source": source})),
-        )
-        .await
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn install_copies_the_plugin_owned_by_the_agent_and_restarts_once() {
     let registry = Registry::new();
     demo(&registry, "1.0.0");
     let w = world_restarting(registry).await;
     let started = w.container.inspect("{{.State.StartedAt}}");
-    let (status, body) = install(&w, "demo").await;
+    let (status, body) = crate::install(&w.app, "demo").await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["status"], "installed");
     assert_eq!(body["plugin"], "demo");
@@ -72,13 +61,13 @@ async fn reinstalling_the_same_content_is_unchanged_and_does_not_restart() {
     demo(&registry, "1.0.0");
     let w = world_restarting(registry).await;
     let before = w.container.inspect("{{.State.StartedAt}}");
-    let (_, first) = install(&w, "local://demo").await;
+    let (_, first) = crate::install(&w.app, "local://demo").await;
     assert!(
         wait_for_restart(&w.container, &before).await,
         "the first install restarts"
     );
     let after_first = w.container.inspect("{{.State.StartedAt}}");
-    let (status, second) = install(&w, "local://demo").await;
+    let (status, second) = crate::install(&w.app, "local://demo").await;
     assert_eq!(status, 200);
     assert_eq!(second["status"], "unchanged");
     assert_eq!(second["digest"], first["digest"]);
@@ -95,9 +84,9 @@ async fn a_new_version_replaces_the_old_one_without_stale_files() {
     let registry = Registry::new();
     demo(&registry, "1.0.0");
     let w = world(registry).await;
-    install(&w, "demo").await;
+    crate::install(&w.app, "demo").await;
     demo(&w.registry, "2.0.0");
-    let (status, body) = install(&w, "demo").await;
+    let (status, body) = crate::install(&w.app, "demo").await;
     assert_eq!((status, body["status"].as_str()), (200, Some("installed")));
     let files = w
         .container
@@ -114,8 +103,8 @@ async fn the_installed_list_reports_manifest_info_digest_and_runtime_support() {
     demo(&registry, "1.0.0");
     registry.plugin("hermes-only", &[("plugin.yaml", "runtimes: [hermes]\n")]);
     let w = world(registry).await;
-    let (_, installed) = install(&w, "demo").await;
-    install(&w, "hermes-only").await;
+    let (_, installed) = crate::install(&w.app, "demo").await;
+    crate::install(&w.app, "hermes-only").await;
     // Put there by something else: listed, without a digest. Dot entries
     // and files are never plugins.
     w.container.sh("mkdir -p /configs/plugins/manual /configs/plugins/.x.staging-1 && touch /configs/plugins/file");
@@ -226,7 +215,7 @@ async fn a_stopped_container_lists_nothing_is_compatible_and_refuses_installs() 
         report,
         json!({"target_runtime": "x", "compatible": [], "incompatible": [], "all_compatible": true})
     );
-    let (status, body) = install(&w, "demo").await;
+    let (status, body) = crate::install(&w.app, "demo").await;
     assert_eq!(
         (status, body),
         (503, json!({"error": "workspace container not running"}))
@@ -262,7 +251,10 @@ async fn installs_of_different_plugins_at_once_both_land_with_one_restart() {
     registry.plugin("other", &[("plugin.yaml", "version: 0.1.0\n")]);
     let w = world_restarting(registry).await;
     let started = w.container.inspect("{{.State.StartedAt}}");
-    let (a, b) = tokio::join!(install(&w, "demo"), install(&w, "other"));
+    let (a, b) = tokio::join!(
+        crate::install(&w.app, "demo"),
+        crate::install(&w.app, "other")
+    );
     assert_eq!((a.0, b.0), (200, 200), "{a:?} {b:?}");
     assert_eq!(w.container.sh("ls /configs/plugins"), "demo\nother");
     assert!(wait_for_restart(&w.container, &started).await);
@@ -288,7 +280,7 @@ async fn policy_refusals_change_nothing_in_the_container() {
             Some(json!({"plugins": ["other"]})),
         )
         .await;
-    let (status, body) = install(&w, "demo").await;
+    let (status, body) = crate::install(&w.app, "demo").await;
     assert_eq!(
         (status, body),
         (
@@ -296,12 +288,12 @@ async fn policy_refusals_change_nothing_in_the_container() {
             json!({"error": "plugin \"demo\" is not in the org allowlist"})
         )
     );
-    let (status, body) = install(&w, "local://Nope").await;
+    let (status, body) = crate::install(&w.app, "local://Nope").await;
     assert_eq!(
         (status, body["error"].as_str()),
         (400, Some("invalid plugin name"))
     );
-    let (status, body) = install(&w, "local://missing").await;
+    let (status, body) = crate::install(&w.app, "local://missing").await;
     assert_eq!(status, 404, "{body}");
     let (status, body) = w
         .app

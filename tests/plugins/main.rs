@@ -109,6 +109,17 @@ pub async fn world_restarting(registry: Registry) -> World {
     world_with(registry, "300ms", &[]).await
 }
 
+/// `POST /workspaces/ws-1/plugins` with `source`, as the admin.
+pub async fn install(app: &TestApp, source: &str) -> (u16, serde_json::Value) {
+    app.call(
+        reqwest::Method::POST,
+        "/workspaces/ws-1/plugins",
+        Some(support::app::ADMIN_TOKEN),
+        Some(json!({ "source": source })),
+    )
+    .await
+}
+
 /// Waits until the container's start time differs from `before` and it
 /// runs again.
 pub async fn wait_for_restart(container: &TestContainer, before: &str) -> bool {

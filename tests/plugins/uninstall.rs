@@ -35,15 +35,7 @@ async fn uninstall_restores_claude_md_byte_for_byte_removes_skills_and_keeps_own
     let w = world_restarting(fixture_registry()).await;
     let fresh = w.container.inspect("{{.State.StartedAt}}");
     for name in [SUPERPOWERS, CAREFUL] {
-        let (status, body) = w
-            .app
-            .call(
-                Method::POST,
-                "/workspaces/ws-1/plugins",
-                Some(ADMIN_TOKEN),
-                Some(json!({"source": name})),
-            )
-            .await;
+        let (status, body) = crate::install(&w.app, name).await;
         assert_eq!(status, 200, "{body}");
     }
     assert!(
@@ -103,14 +95,7 @@ async fn uninstall_restores_claude_md_byte_for_byte_removes_skills_and_keeps_own
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_half_deleted_plugin_still_uninstalls() {
     let w = world(fixture_registry()).await;
-    w.app
-        .call(
-            Method::POST,
-            "/workspaces/ws-1/plugins",
-            Some(ADMIN_TOKEN),
-            Some(json!({"source": CAREFUL})),
-        )
-        .await;
+    crate::install(&w.app, CAREFUL).await;
     w.container.sh(&format!(
         "rm -f /configs/plugins/{CAREFUL}/plugin.yaml /configs/plugins/{CAREFUL}/*.md"
     ));
