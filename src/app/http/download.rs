@@ -17,11 +17,9 @@ use crate::app::download::{Download, download, negotiate_format};
 use crate::app::error::AppError;
 use crate::app::http::ApiTags;
 use crate::app::http::extract::Caller;
+use crate::app::http::file_body::FileBody;
 use crate::app::http::problem::Problem;
 use crate::app::state::AppState;
-
-/// Chunk size when streaming an archive: few syscalls, bounded memory.
-const STREAM_CHUNK: usize = 64 * 1024;
 
 pub struct DownloadApi;
 
@@ -185,10 +183,8 @@ impl DownloadApi {
                 let file = tokio::fs::File::open(&archive.path).await.map_err(|e| {
                     AppError::PackFailed(crate::ports::archives::PackError(Box::new(e)))
                 })?;
-                let body = Body::from_bytes_stream(tokio_util::io::ReaderStream::with_capacity(
-                    file,
-                    STREAM_CHUNK,
-                ));
+                let body =
+                    Body::from_bytes_stream(FileBody::new(file.into_std().await, archive.len));
                 Ok(DownloadResponse::Archive {
                     download: outcome,
                     body,

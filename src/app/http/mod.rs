@@ -6,6 +6,7 @@ pub mod allowlist;
 pub mod download;
 pub mod dto;
 pub mod extract;
+pub mod file_body;
 pub mod health;
 pub mod metrics;
 pub mod plugins;
