@@ -19,7 +19,7 @@ use crate::domain::policy::check_name_matches;
 use crate::domain::source::{Source, parse_local_spec};
 use crate::domain::staging::require_source;
 use crate::domain::workspace::Workspace;
-use crate::ports::archives::{ArchiveKind, PackedArchive};
+use crate::ports::archives::{ArchiveKind, PackError, PackedArchive};
 
 /// Digests of local plugins by directory fingerprint.
 #[derive(Default)]
@@ -94,13 +94,21 @@ pub enum Download {
     },
 }
 
+/// Content to pack: a staged copy, or (for a local plugin whose directory
+/// is unchanged since it was hashed) the registry directory itself.
+enum Content {
+    Staged(Staged),
+    Unchanged(PluginName),
+}
+
 /// Resolves content: the memoized digest of an unchanged local plugin, or
-/// the staging pipeline (whose directory then feeds the packer).
+/// (first time, after a change, or with `fresh`) the staging pipeline.
 async fn resolve(
     state: &AppState,
     source: &Source,
     deadline: Instant,
-) -> Result<(PluginName, TreeDigest, Option<Staged>), AppError> {
+    fresh: bool,
+) -> Result<(PluginName, TreeDigest, Content), AppError> {
     let local = (source.scheme() == "local")
         .then(|| parse_local_spec(source.spec()).ok())
         .flatten();
@@ -112,16 +120,20 @@ async fn resolve(
             .map_err(AppError::Registry)?,
         None => None,
     };
-    if let (Some(name), Some(fp)) = (&local, &fingerprint)
+    if let (Some(name), Some(fp), false) = (&local, &fingerprint, fresh)
         && let Some(digest) = state.local_digests.get(name, fp)
     {
-        return Ok((name.clone(), digest, None));
+        return Ok((name.clone(), digest, Content::Unchanged(name.clone())));
     }
     let staged = stage(state, Some(&source.to_string()), None, deadline).await?;
     if let (Some(name), Some(fp)) = (local, fingerprint) {
         state.local_digests.put(name, fp, staged.digest.clone());
     }
-    Ok((staged.name.clone(), staged.digest.clone(), Some(staged)))
+    Ok((
+        staged.name.clone(),
+        staged.digest.clone(),
+        Content::Staged(staged),
+    ))
 }
 
 /// Download (SPEC §5), after auth and the workspace record.
@@ -139,40 +151,46 @@ pub async fn download(
         None => Source::local(&requested),
     };
     let deadline = Instant::now() + state.policy.fetch_timeout;
-    let (resolved, digest, staged) = resolve(state, &source, deadline).await?;
-    check_name_matches(&resolved, &requested).map_err(AppError::NameMismatch)?;
-    enforce_allowlist(state, workspace, &resolved).await?;
-    let tag = etag(&digest, kind);
-    let source_text = source.redacted();
-    if matches_if_none_match(if_none_match, &tag) {
-        return Ok(Download::NotModified {
-            name: resolved,
-            source: source_text,
-            etag: tag,
-        });
-    }
-    let archive = match state.archives.cached(&digest, kind).await {
-        Some(archive) => archive,
-        None => {
-            // A memoized digest whose archive was evicted: stage again.
-            let staged = match staged {
-                Some(staged) => staged,
-                None => stage(state, Some(&source.to_string()), None, deadline).await?,
-            };
-            state
-                .archives
-                .pack(staged.dir.path(), &staged.digest, kind)
-                .await
-                .map_err(AppError::PackFailed)?
+    let mut fresh = false;
+    loop {
+        let (resolved, digest, content) = resolve(state, &source, deadline, fresh).await?;
+        check_name_matches(&resolved, &requested).map_err(AppError::NameMismatch)?;
+        enforce_allowlist(state, workspace, &resolved).await?;
+        let tag = etag(&digest, kind);
+        let source_text = source.redacted();
+        if matches_if_none_match(if_none_match, &tag) {
+            return Ok(Download::NotModified {
+                name: resolved,
+                source: source_text,
+                etag: tag,
+            });
         }
-    };
-    Ok(Download::Archive {
-        name: resolved,
-        source: source_text,
-        etag: tag,
-        kind,
-        archive,
-    })
+        let packed = match state.archives.cached(&digest, kind).await {
+            Some(archive) => Ok(archive),
+            None => {
+                let dir = match &content {
+                    Content::Staged(staged) => staged.dir.path().to_owned(),
+                    Content::Unchanged(name) => state.registry.plugin_dir(name),
+                };
+                state.archives.pack(&dir, &digest, kind).await
+            }
+        };
+        match packed {
+            Ok(archive) => {
+                return Ok(Download::Archive {
+                    name: resolved,
+                    source: source_text,
+                    etag: tag,
+                    kind,
+                    archive,
+                });
+            }
+            // The directory changed after it was hashed: stage it anew, so
+            // every check runs on the new content.
+            Err(PackError::ContentChanged) if !fresh => fresh = true,
+            Err(e) => return Err(AppError::PackFailed(e)),
+        }
+    }
 }
 
 #[cfg(test)]

@@ -1,5 +1,7 @@
 //! The curated local registry (`PLUGINS_DIR`, SPEC §3 `local://`).
 
+use std::path::PathBuf;
+
 use async_trait::async_trait;
 
 use crate::domain::manifest::Manifest;
@@ -25,4 +27,8 @@ pub trait PluginRegistry: Send + Sync {
     /// modification times), or None when there is no such plugin. Equal
     /// fingerprints let a download skip re-copying and re-hashing.
     async fn fingerprint(&self, name: &PluginName) -> Result<Option<String>, RegistryError>;
+
+    /// Where the files of plugin `name` are: an unchanged plugin is packed
+    /// from here (verified against its digest) instead of a staged copy.
+    fn plugin_dir(&self, name: &PluginName) -> PathBuf;
 }

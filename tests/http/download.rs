@@ -162,6 +162,57 @@ async fn a_matching_etag_is_304_without_a_body_and_a_changed_plugin_gets_a_new_e
 }
 
 #[tokio::test]
+async fn a_file_rewritten_behind_an_unchanged_fingerprint_is_staged_anew_never_served_stale() {
+    let registry = tempfile::tempdir().unwrap();
+    Command::new("cp")
+        .arg("-r")
+        .arg(repo_plugins_dir().join("careful-bash"))
+        .arg(registry.path())
+        .status()
+        .unwrap();
+    let app = spawn_app_with(Options {
+        plugins_dir: Some(registry.path().to_owned()),
+        ..Options::default()
+    })
+    .await;
+    let token = external(&app).await;
+    let first = get(&app, PATH, Some(&token), &[]).await;
+    assert_eq!(first.status(), 200);
+    let gz_etag = first.headers()["etag"].to_str().unwrap().to_owned();
+
+    // Same size, mode and modification time: the directory's fingerprint
+    // cannot tell, only the bytes can.
+    let plugin = registry.path().join("careful-bash");
+    let file = plugin.join("rules/no-rm-rf.md");
+    let before = fs::metadata(&file).unwrap();
+    let mut bytes = fs::read(&file).unwrap();
+    let last = bytes.len() - 2;
+    bytes[last] = if bytes[last] == b'x' { b'y' } else { b'x' };
+    fs::write(&file, &bytes).unwrap();
+    fs::File::options()
+        .write(true)
+        .open(&file)
+        .unwrap()
+        .set_modified(before.modified().unwrap())
+        .unwrap();
+    assert_eq!(fs::metadata(&file).unwrap().len(), before.len());
+
+    let resp = get(&app, &format!("{PATH}?format=tar.zst"), Some(&token), &[]).await;
+    assert_eq!(resp.status(), 200);
+    let zst_etag = resp.headers()["etag"].to_str().unwrap().to_owned();
+    assert_ne!(
+        zst_etag.trim_end_matches(".tar.zst\""),
+        gz_etag.trim_end_matches(".tar.gz\""),
+        "the ETag names the new content"
+    );
+    assert_eq!(
+        unpack(&resp.bytes().await.unwrap(), true),
+        listing(&plugin),
+        "the archive holds the new bytes"
+    );
+}
+
+#[tokio::test]
 async fn bad_tokens_are_401_and_auth_comes_before_the_name() {
     let app = spawn_app().await;
     let token = external(&app).await;

@@ -159,7 +159,7 @@ impl ArchiveStore for FailingArchives {
         _: &TreeDigest,
         _: ArchiveKind,
     ) -> Result<PackedArchive, PackError> {
-        Err(PackError("disk full at /srv/secret".into()))
+        Err(PackError::Failed("disk full at /srv/secret".into()))
     }
 }
 

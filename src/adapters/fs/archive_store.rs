@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 use async_trait::async_trait;
 use base64::Engine as _;
 
-use crate::adapters::tartree::{plan_tree, write_tree_tar};
+use crate::adapters::tartree::{plan_tree, write_tree_tar_digested};
 use crate::domain::digest::TreeDigest;
 use crate::ports::archives::{ArchiveKind, ArchiveStore, PackError, PackedArchive};
 
@@ -54,7 +54,7 @@ fn file_name(digest: &TreeDigest, kind: ArchiveKind) -> String {
 }
 
 fn pack_error(e: impl Into<crate::ports::BoxError>) -> PackError {
-    PackError(e.into())
+    PackError::Failed(e.into())
 }
 
 impl FsArchiveStore {
@@ -142,13 +142,19 @@ impl FsArchiveStore {
     }
 }
 
-/// Writes the deterministic tarball of `dir` to `out`, compressed.
-pub fn pack_tree(dir: &Path, kind: ArchiveKind, out: fs::File) -> std::io::Result<fs::File> {
+/// Writes the deterministic tarball of `dir` to `out`, compressed, and
+/// returns the digest of what it wrote.
+pub fn pack_tree(
+    dir: &Path,
+    kind: ArchiveKind,
+    out: fs::File,
+) -> std::io::Result<(fs::File, TreeDigest)> {
     let entries = plan_tree(dir).map_err(std::io::Error::other)?;
     match kind {
         ArchiveKind::TarGz => {
             let encoder = flate2::write::GzEncoder::new(out, flate2::Compression::new(GZIP_LEVEL));
-            write_tree_tar(encoder, dir, None, &entries, 0)?.finish()
+            let (encoder, digest) = write_tree_tar_digested(encoder, dir, &entries)?;
+            Ok((encoder.finish()?, digest))
         }
         ArchiveKind::TarZst => {
             let mut encoder = zstd::stream::write::Encoder::new(out, ZSTD_LEVEL)?;
@@ -158,7 +164,8 @@ pub fn pack_tree(dir: &Path, kind: ArchiveKind, out: fs::File) -> std::io::Resul
             // ETag must mean the same bytes on every machine.
             let workers = std::thread::available_parallelism().map_or(1, |n| n.get() as u32);
             encoder.multithread(workers.max(1))?;
-            write_tree_tar(encoder, dir, None, &entries, 0)?.finish()
+            let (encoder, digest) = write_tree_tar_digested(encoder, dir, &entries)?;
+            Ok((encoder.finish()?, digest))
         }
     }
 }
@@ -201,18 +208,22 @@ impl ArchiveStore for FsArchiveStore {
             .join(format!("tmp-{:016x}-{name}", rand::random::<u64>()));
         let final_path = self.root.join(&name);
         let dir = dir.to_owned();
+        let expected = digest.clone();
         let tmp_for_pack = tmp.clone();
-        let packed = tokio::task::spawn_blocking(move || -> std::io::Result<u64> {
-            let file = fs::File::create_new(&tmp_for_pack)?;
-            let mut file = pack_tree(&dir, kind, file)?;
-            file.flush()?;
-            let len = file.metadata()?.len();
-            fs::rename(&tmp_for_pack, &final_path)?;
+        let packed = tokio::task::spawn_blocking(move || -> Result<u64, PackError> {
+            let file = fs::File::create_new(&tmp_for_pack).map_err(pack_error)?;
+            let (mut file, packed) = pack_tree(&dir, kind, file).map_err(pack_error)?;
+            if packed != expected {
+                return Err(PackError::ContentChanged);
+            }
+            file.flush().map_err(pack_error)?;
+            let len = file.metadata().map_err(pack_error)?.len();
+            fs::rename(&tmp_for_pack, &final_path).map_err(pack_error)?;
             Ok(len)
         })
         .await
         .map_err(pack_error)
-        .and_then(|r| r.map_err(pack_error));
+        .and_then(|r| r);
         let len = match packed {
             Ok(len) => len,
             Err(e) => {
@@ -248,46 +259,65 @@ mod tests {
     use super::*;
     use crate::domain::digest::{FileDigest, sha256, tree_digest};
 
-    fn digest(tag: &str) -> TreeDigest {
-        tree_digest(&[FileDigest {
-            path: tag.into(),
-            sha256: sha256(tag.as_bytes()),
-        }])
-    }
-
-    fn tree() -> tempfile::TempDir {
+    /// A small plugin whose rule reads `rule`, and its digest.
+    fn tree_with(rule: &str) -> (tempfile::TempDir, TreeDigest) {
         let dir = tempfile::tempdir().unwrap();
         fs::create_dir_all(dir.path().join("rules")).unwrap();
         fs::write(dir.path().join("plugin.yaml"), "version: 1.0.0\n").unwrap();
-        fs::write(dir.path().join("rules/a.md"), "rule").unwrap();
-        dir
+        fs::write(dir.path().join("rules/a.md"), rule).unwrap();
+        let digest = tree_digest(&[
+            FileDigest {
+                path: "plugin.yaml".into(),
+                sha256: sha256(b"version: 1.0.0\n"),
+            },
+            FileDigest {
+                path: "rules/a.md".into(),
+                sha256: sha256(rule.as_bytes()),
+            },
+        ]);
+        (dir, digest)
+    }
+
+    fn tree() -> tempfile::TempDir {
+        tree_with("rule").0
     }
 
     #[tokio::test]
     async fn the_same_tree_always_packs_to_the_same_bytes() {
+        for kind in [ArchiveKind::TarGz, ArchiveKind::TarZst] {
+            let mut packed = Vec::new();
+            for _ in 0..2 {
+                let cache = tempfile::tempdir().unwrap();
+                let store = FsArchiveStore::open(cache.path(), 1 << 30).unwrap();
+                let (dir, digest) = tree_with("rule");
+                let archive = store.pack(dir.path(), &digest, kind).await.unwrap();
+                assert_eq!(archive.len, fs::metadata(&archive.path).unwrap().len());
+                packed.push(fs::read(&archive.path).unwrap());
+            }
+            assert_eq!(packed[0], packed[1], "{kind:?}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_tree_that_is_not_its_digest_is_refused_and_nothing_is_cached() {
         let cache = tempfile::tempdir().unwrap();
         let store = FsArchiveStore::open(cache.path(), 1 << 30).unwrap();
-        for kind in [ArchiveKind::TarGz, ArchiveKind::TarZst] {
-            let a = tree();
-            let b = tree();
-            let first = store.pack(a.path(), &digest("a"), kind).await.unwrap();
-            let second = store.pack(b.path(), &digest("b"), kind).await.unwrap();
-            assert_eq!(
-                fs::read(&first.path).unwrap(),
-                fs::read(&second.path).unwrap(),
-                "{kind:?}"
-            );
-            assert_eq!(first.len, fs::metadata(&first.path).unwrap().len());
-        }
+        let (dir, _) = tree_with("rule");
+        let (_, other) = tree_with("changed");
+        let refused = store.pack(dir.path(), &other, ArchiveKind::TarZst).await;
+        assert!(matches!(refused, Err(PackError::ContentChanged)), "{refused:?}");
+        assert!(store.cached(&other, ArchiveKind::TarZst).await.is_none());
+        assert_eq!(fs::read_dir(cache.path()).unwrap().count(), 0);
+        assert_eq!(store.total_bytes(), 0);
     }
 
     #[tokio::test]
     async fn packed_entries_are_relative_sorted_owned_by_the_agent_with_mtime_zero() {
         let cache = tempfile::tempdir().unwrap();
         let store = FsArchiveStore::open(cache.path(), 1 << 30).unwrap();
-        let dir = tree();
+        let (dir, digest) = tree_with("rule");
         let packed = store
-            .pack(dir.path(), &digest("x"), ArchiveKind::TarGz)
+            .pack(dir.path(), &digest, ArchiveKind::TarGz)
             .await
             .unwrap();
         let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(
@@ -321,18 +351,21 @@ mod tests {
     #[tokio::test]
     async fn a_cached_entry_is_found_and_the_least_recently_used_is_evicted() {
         let cache = tempfile::tempdir().unwrap();
-        let dir = tree();
+        // Three plugins whose archives have the same size.
+        let trees: HashMap<&str, (tempfile::TempDir, TreeDigest)> =
+            ["a", "b", "c", "p"].map(|tag| (tag, tree_with(tag))).into();
+        let digest = |tag: &str| trees[tag].1.clone();
         let probe_dir = tempfile::tempdir().unwrap();
         let probe = FsArchiveStore::open(probe_dir.path(), 1 << 30).unwrap();
         let one = probe
-            .pack(dir.path(), &digest("probe"), ArchiveKind::TarGz)
+            .pack(trees["p"].0.path(), &digest("p"), ArchiveKind::TarGz)
             .await
             .unwrap()
             .len;
         let store = FsArchiveStore::open(cache.path(), one * 2).unwrap();
         for tag in ["a", "b"] {
             store
-                .pack(dir.path(), &digest(tag), ArchiveKind::TarGz)
+                .pack(trees[tag].0.path(), &digest(tag), ArchiveKind::TarGz)
                 .await
                 .unwrap();
         }
@@ -351,7 +384,7 @@ mod tests {
             "formats are distinct keys"
         );
         store
-            .pack(dir.path(), &digest("c"), ArchiveKind::TarGz)
+            .pack(trees["c"].0.path(), &digest("c"), ArchiveKind::TarGz)
             .await
             .unwrap();
         assert!(
@@ -386,7 +419,7 @@ mod tests {
         std::os::unix::fs::symlink("/etc/passwd", dir.path().join("leak")).unwrap();
         assert!(
             store
-                .pack(dir.path(), &digest("x"), ArchiveKind::TarGz)
+                .pack(dir.path(), &tree_with("rule").1, ArchiveKind::TarGz)
                 .await
                 .is_err()
         );

@@ -134,6 +134,10 @@ impl PluginRegistry for LocalRegistry {
             .map_err(|e| RegistryError::Unavailable(Box::new(e)))?
             .map_err(|e| RegistryError::Unavailable(Box::new(e)))
     }
+
+    fn plugin_dir(&self, name: &PluginName) -> PathBuf {
+        self.root.join(name.as_str())
+    }
 }
 
 /// `local://<name>`: a copy of `<plugins-dir>/<name>/`.
