@@ -176,9 +176,38 @@ fn main() {
     let url = format!("{}/workspaces/bench/plugins/{PLUGIN}/download", server.base);
     let zst_url = format!("{url}?format=tar.zst");
 
-    // First downloads: stage (copy + hash) and pack, then stream.
-    let first_gz = curl(&url, &[]);
-    let first_zst = curl(&zst_url, &[]);
+    // First downloads of never-seen content: a rewritten manifest gives the
+    // directory a new fingerprint, an emptied cache forces a pack; so each
+    // round stages (copy + hash), packs and streams.
+    let cache_dir = data.path().join("cache");
+    let clear_cache = |ext: &str| {
+        for entry in std::fs::read_dir(&cache_dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.to_string_lossy().ends_with(ext) {
+                std::fs::remove_file(path).unwrap();
+            }
+        }
+    };
+    let never_seen = |url: &str| {
+        let manifest = plugins.path().join(PLUGIN).join("plugin.yaml");
+        std::fs::write(&manifest, std::fs::read(&manifest).unwrap()).unwrap();
+        clear_cache(".tar.gz");
+        clear_cache(".tar.zst");
+        curl(url, &[])
+    };
+    let first_gz = median((0..3).map(|_| never_seen(&url)).collect());
+    let first_zst = median((0..3).map(|_| never_seen(&zst_url)).collect());
+    // An unchanged plugin in a format not packed yet: no copy, no re-hash
+    // (the directory's fingerprint vouches for its digest), pack + stream.
+    curl(&url, &[]);
+    let new_format_zst = median(
+        (0..5)
+            .map(|_| {
+                clear_cache(".tar.zst");
+                curl(&zst_url, &[])
+            })
+            .collect(),
+    );
     // The same work on the command line: tar and compress the tree.
     let dir = plugins.path().display().to_string();
     let cli_gz = median(
@@ -202,6 +231,9 @@ fn main() {
     let cached_gz = median((0..7).map(|_| curl(&url, &[])).collect());
 
     // 64 concurrent cached downloads; peak RSS over the run.
+    // Reset the kernel's high-water mark so the peak is this burst's, not
+    // the packing rounds' above.
+    std::fs::write(format!("/proc/{pid}/clear_refs"), "5").unwrap();
     let before_burst = rss_kib(pid, "VmHWM:");
     let children: Vec<Child> = (0..64)
         .map(|_| {
@@ -268,7 +300,14 @@ fn main() {
         cli_gz.as_secs_f64() / first_gz.as_secs_f64()
     );
     println!(
-        "| first download, tar.zst vs `tar -c \\| zstd -1` | {} ({:.0} MiB/s) | {} | {:.2}× | ≥ 0.9× |",
+        "| tar.zst of an unchanged plugin, not yet packed (pack + stream) vs `tar -c \\| zstd -1` | {} ({:.0} MiB/s) | {} | {:.2}× | ≥ 0.9× |",
+        secs(new_format_zst),
+        mib(new_format_zst),
+        secs(cli_zst),
+        cli_zst.as_secs_f64() / new_format_zst.as_secs_f64()
+    );
+    println!(
+        "| first download, tar.zst (stage + pack + stream) vs `tar -c \\| zstd -1` | {} ({:.0} MiB/s) | {} | {:.2}× | ≥ 0.9× |",
         secs(first_zst),
         mib(first_zst),
         secs(cli_zst),

@@ -6,9 +6,6 @@ use std::fs;
 use std::io::{self, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
 
-use sha2::{Digest as _, Sha256};
-
-use crate::domain::digest::{FileDigest, TreeDigest, tree_digest};
 use crate::ports::container::{AGENT_GID, AGENT_UID};
 
 const CHUNK: usize = 64 * 1024;
@@ -98,30 +95,6 @@ pub(crate) fn write_tree_tar<W: Write>(
     entries: &[TreeEntry],
     mtime: u64,
 ) -> io::Result<W> {
-    write_entries(out, root, top, entries, mtime, None)
-}
-
-/// [`write_tree_tar`] (relative paths, mtime 0) that also returns the `h1`
-/// digest of exactly the bytes it wrote: what a cache keyed by digest needs
-/// to know that its entry holds the content it is named after.
-pub(crate) fn write_tree_tar_digested<W: Write>(
-    out: W,
-    root: &Path,
-    entries: &[TreeEntry],
-) -> io::Result<(W, TreeDigest)> {
-    let mut files = Vec::new();
-    let out = write_entries(out, root, None, entries, 0, Some(&mut files))?;
-    Ok((out, tree_digest(&files)))
-}
-
-fn write_entries<W: Write>(
-    out: W,
-    root: &Path,
-    top: Option<&str>,
-    entries: &[TreeEntry],
-    mtime: u64,
-    mut digests: Option<&mut Vec<FileDigest>>,
-) -> io::Result<W> {
     let mut builder = tar::Builder::new(BufWriter::with_capacity(CHUNK, out));
     for entry in entries {
         let is_root = entry.rel.as_os_str().is_empty();
@@ -156,7 +129,6 @@ fn write_entries<W: Write>(
                 let mut counted = Counted {
                     inner: file.take(meta.len()),
                     count: 0,
-                    hasher: digests.is_some().then(Sha256::new),
                 };
                 builder.append_data(&mut header, &name, &mut counted)?;
                 if counted.count != meta.len() {
@@ -164,12 +136,6 @@ fn write_entries<W: Write>(
                         "{} changed while being read",
                         entry.rel.display()
                     )));
-                }
-                if let (Some(digests), Some(hasher)) = (digests.as_deref_mut(), counted.hasher) {
-                    digests.push(FileDigest {
-                        path: entry.rel.to_string_lossy().into_owned(),
-                        sha256: hasher.finalize().into(),
-                    });
                 }
             }
         }
@@ -182,16 +148,12 @@ fn write_entries<W: Write>(
 struct Counted<R> {
     inner: R,
     count: u64,
-    hasher: Option<Sha256>,
 }
 
 impl<R: Read> Read for Counted<R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let n = self.inner.read(buf)?;
         self.count += n as u64;
-        if let Some(hasher) = &mut self.hasher {
-            hasher.update(&buf[..n]);
-        }
         Ok(n)
     }
 }

@@ -19,7 +19,7 @@ use crate::domain::policy::check_name_matches;
 use crate::domain::source::{Source, parse_local_spec};
 use crate::domain::staging::require_source;
 use crate::domain::workspace::Workspace;
-use crate::ports::archives::{ArchiveKind, PackError, PackedArchive};
+use crate::ports::archives::{ArchiveKind, PackedArchive};
 
 /// Digests of local plugins by directory fingerprint.
 #[derive(Default)]
@@ -95,10 +95,14 @@ pub enum Download {
 }
 
 /// Content to pack: a staged copy, or (for a local plugin whose directory
-/// is unchanged since it was hashed) the registry directory itself.
+/// is unchanged since it was hashed: same fingerprint) the registry
+/// directory itself, with no copy and no re-hashing.
 enum Content {
     Staged(Staged),
-    Unchanged(PluginName),
+    Unchanged {
+        name: PluginName,
+        fingerprint: String,
+    },
 }
 
 /// Resolves content: the memoized digest of an unchanged local plugin, or
@@ -123,7 +127,14 @@ async fn resolve(
     if let (Some(name), Some(fp), false) = (&local, &fingerprint, fresh)
         && let Some(digest) = state.local_digests.get(name, fp)
     {
-        return Ok((name.clone(), digest, Content::Unchanged(name.clone())));
+        return Ok((
+            name.clone(),
+            digest,
+            Content::Unchanged {
+                name: name.clone(),
+                fingerprint: fp.clone(),
+            },
+        ));
     }
     let staged = stage(state, Some(&source.to_string()), None, deadline).await?;
     if let (Some(name), Some(fp)) = (local, fingerprint) {
@@ -151,6 +162,8 @@ pub async fn download(
         None => Source::local(&requested),
     };
     let deadline = Instant::now() + state.policy.fetch_timeout;
+    // At most two rounds: a directory that changed under the packer is
+    // staged afresh, and a staged copy never changes.
     let mut fresh = false;
     loop {
         let (resolved, digest, content) = resolve(state, &source, deadline, fresh).await?;
@@ -165,37 +178,129 @@ pub async fn download(
                 etag: tag,
             });
         }
-        let packed = match state.archives.cached(&digest, kind).await {
-            Some(archive) => Ok(archive),
-            None => {
-                let dir = match &content {
-                    Content::Staged(staged) => staged.dir.path().to_owned(),
-                    Content::Unchanged(name) => state.registry.plugin_dir(name),
-                };
-                state.archives.pack(&dir, &digest, kind).await
-            }
+        let archive = match state.archives.cached(&digest, kind).await {
+            Some(archive) => archive,
+            None => match &content {
+                Content::Staged(staged) => state
+                    .archives
+                    .pack(staged.dir.path(), &digest, kind)
+                    .await
+                    .map_err(AppError::PackFailed)?,
+                Content::Unchanged { name, fingerprint } => {
+                    let archive = state
+                        .archives
+                        .pack(&state.registry.plugin_dir(name), &digest, kind)
+                        .await
+                        .map_err(AppError::PackFailed)?;
+                    let after = state
+                        .registry
+                        .fingerprint(name)
+                        .await
+                        .map_err(AppError::Registry)?;
+                    if after.as_ref() != Some(fingerprint) {
+                        // Changed while being packed: the entry may mix old
+                        // and new bytes. Drop it and stage the new content,
+                        // so every check runs on it.
+                        state.archives.discard(&digest, kind).await;
+                        fresh = true;
+                        continue;
+                    }
+                    archive
+                }
+            },
         };
-        match packed {
-            Ok(archive) => {
-                return Ok(Download::Archive {
-                    name: resolved,
-                    source: source_text,
-                    etag: tag,
-                    kind,
-                    archive,
-                });
-            }
-            // The directory changed after it was hashed: stage it anew, so
-            // every check runs on the new content.
-            Err(PackError::ContentChanged) if !fresh => fresh = true,
-            Err(e) => return Err(AppError::PackFailed(e)),
-        }
+        return Ok(Download::Archive {
+            name: resolved,
+            source: source_text,
+            etag: tag,
+            kind,
+            archive,
+        });
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::app::testing::{Ports, workspace};
+    use crate::ports::archives::MockArchiveStore;
+    use crate::ports::registry::MockPluginRegistry;
+    use crate::ports::store::MockAllowlistStore;
+    use std::path::PathBuf;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    #[tokio::test]
+    async fn a_plugin_changed_while_packed_is_discarded_and_staged_again() {
+        let name = PluginName::parse("careful-bash").unwrap();
+        let digest = crate::domain::digest::tree_digest(&[]);
+        let mut registry = MockPluginRegistry::new();
+        // Unchanged when looked up, changed once the packer is done.
+        let calls = Arc::new(AtomicUsize::new(0));
+        registry.expect_fingerprint().returning(move |_| {
+            let n = calls.fetch_add(1, Ordering::SeqCst);
+            Ok(Some(if n == 0 { "before" } else { "after" }.to_owned()))
+        });
+        registry
+            .expect_plugin_dir()
+            .returning(|n| PathBuf::from("/registry").join(n.as_str()));
+        let mut archives = MockArchiveStore::new();
+        archives.expect_cached().times(1).returning(|_, _| None);
+        let packed_digest = digest.clone();
+        archives
+            .expect_pack()
+            .times(1)
+            .withf(move |dir, d, kind| {
+                dir == std::path::Path::new("/registry/careful-bash")
+                    && *d == packed_digest
+                    && *kind == ArchiveKind::TarZst
+            })
+            .returning(|_, _, _| {
+                Ok(PackedArchive {
+                    path: "/cache/x".into(),
+                    len: 1,
+                })
+            });
+        let discarded = digest.clone();
+        archives
+            .expect_discard()
+            .times(1)
+            .withf(move |d, kind| *d == discarded && *kind == ArchiveKind::TarZst)
+            .returning(|_, _| ());
+        let mut allowlists = MockAllowlistStore::new();
+        allowlists.expect_allowlist().returning(|_| Ok(vec![]));
+        let state = Ports {
+            registry: Arc::new(registry),
+            archives: Arc::new(archives),
+            allowlists: Arc::new(allowlists),
+            ..Ports::default()
+        }
+        .into_state();
+        state
+            .local_digests
+            .put(name.clone(), "before".into(), digest.clone());
+
+        let outcome = download(
+            &state,
+            &workspace("ws", "external", "online"),
+            "careful-bash",
+            None,
+            ArchiveKind::TarZst,
+            None,
+        )
+        .await;
+        // The second round stages (no `local` resolver here, so it stops
+        // there): never the archive packed from a moving directory.
+        assert!(
+            matches!(
+                outcome,
+                Err(AppError::Staging(
+                    crate::domain::staging::StagingError::NoResolver { .. }
+                ))
+            ),
+            "{outcome:?}"
+        );
+    }
 
     #[test]
     fn format_comes_from_the_query_then_accept_then_gzip() {

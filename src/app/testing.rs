@@ -12,7 +12,7 @@ use crate::domain::token::TokenHash;
 use crate::domain::workspace::{Workspace, WorkspaceInput, WorkspaceSpec};
 use crate::ports::container::{ContainerEngine, MockContainerEngine};
 use crate::ports::receipts::{MockReceiptStore, ReceiptStore};
-use crate::ports::registry::MockPluginRegistry;
+use crate::ports::registry::{MockPluginRegistry, PluginRegistry};
 use crate::ports::resolver::ResolverRegistry;
 use crate::ports::staging::{MockStagingArea, StagingArea};
 use crate::ports::store::{
@@ -33,6 +33,7 @@ pub struct Ports {
     pub engine: Arc<dyn ContainerEngine>,
     pub resolvers: ResolverRegistry,
     pub archives: Arc<dyn crate::ports::archives::ArchiveStore>,
+    pub registry: Arc<dyn PluginRegistry>,
     pub policy: Policy,
     pub restart_delay: Duration,
 }
@@ -48,6 +49,7 @@ impl Default for Ports {
             engine: Arc::new(MockContainerEngine::new()),
             resolvers: ResolverRegistry::new(),
             archives: Arc::new(crate::ports::archives::MockArchiveStore::new()),
+            registry: Arc::new(MockPluginRegistry::new()),
             policy: Policy {
                 body_max_bytes: 1024,
                 allow_tokenless_workspaces: false,
@@ -69,7 +71,7 @@ impl Ports {
             allowlists: self.allowlists,
             receipts: self.receipts,
             store_health: Arc::new(MockStoreHealth::new()),
-            registry: Arc::new(MockPluginRegistry::new()),
+            registry: self.registry,
             resolvers: self.resolvers,
             staging: self.staging,
             restarts: Restarter::new(self.engine.clone(), self.restart_delay),

@@ -40,14 +40,8 @@ pub struct PackedArchive {
 }
 
 #[derive(Debug, thiserror::Error)]
-pub enum PackError {
-    /// The tree's content is not the digest it was packed under (it changed
-    /// since it was hashed); nothing was cached.
-    #[error("plugin content changed while packing")]
-    ContentChanged,
-    #[error("failed to pack plugin")]
-    Failed(#[source] BoxError),
-}
+#[error("failed to pack plugin")]
+pub struct PackError(#[source] pub BoxError);
 
 #[cfg_attr(test, mockall::automock)]
 #[async_trait]
@@ -55,14 +49,16 @@ pub trait ArchiveStore: Send + Sync {
     /// The cached archive for this content and format, if any.
     async fn cached(&self, digest: &TreeDigest, kind: ArchiveKind) -> Option<PackedArchive>;
 
-    /// Packs the tree at `dir` into the cache under `digest` and returns it,
-    /// or [`PackError::ContentChanged`] (caching nothing) when the bytes
-    /// read do not have that digest. Concurrent packs of the same key
-    /// happen once.
+    /// Packs the tree at `dir` (whose digest is `digest`) into the cache and
+    /// returns it. Concurrent packs of the same key happen once.
     async fn pack(
         &self,
         dir: &Path,
         digest: &TreeDigest,
         kind: ArchiveKind,
     ) -> Result<PackedArchive, PackError>;
+
+    /// Drops the entry for this content and format, if any (it was packed
+    /// from a directory that changed while being read).
+    async fn discard(&self, digest: &TreeDigest, kind: ArchiveKind);
 }

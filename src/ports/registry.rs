@@ -23,9 +23,10 @@ pub trait PluginRegistry: Send + Sync {
     /// are skipped and logged, never errors.
     async fn list(&self) -> Result<Vec<Manifest>, RegistryError>;
 
-    /// A fingerprint of the plugin directory `name` (its paths, sizes and
-    /// modification times), or None when there is no such plugin. Equal
-    /// fingerprints let a download skip re-copying and re-hashing.
+    /// A fingerprint of the plugin directory `name` (its paths, sizes,
+    /// modification and change times), or None when there is no such
+    /// plugin. Equal fingerprints let a download skip re-copying and
+    /// re-hashing.
     async fn fingerprint(&self, name: &PluginName) -> Result<Option<String>, RegistryError>;
 
     /// Where the files of plugin `name` are: an unchanged plugin is packed

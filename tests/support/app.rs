@@ -159,8 +159,9 @@ impl ArchiveStore for FailingArchives {
         _: &TreeDigest,
         _: ArchiveKind,
     ) -> Result<PackedArchive, PackError> {
-        Err(PackError::Failed("disk full at /srv/secret".into()))
+        Err(PackError("disk full at /srv/secret".into()))
     }
+    async fn discard(&self, _: &TreeDigest, _: ArchiveKind) {}
 }
 
 pub struct TestApp {

@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 use async_trait::async_trait;
 use base64::Engine as _;
 
-use crate::adapters::tartree::{plan_tree, write_tree_tar_digested};
+use crate::adapters::tartree::{plan_tree, write_tree_tar};
 use crate::domain::digest::TreeDigest;
 use crate::ports::archives::{ArchiveKind, ArchiveStore, PackError, PackedArchive};
 
@@ -54,7 +54,7 @@ fn file_name(digest: &TreeDigest, kind: ArchiveKind) -> String {
 }
 
 fn pack_error(e: impl Into<crate::ports::BoxError>) -> PackError {
-    PackError::Failed(e.into())
+    PackError(e.into())
 }
 
 impl FsArchiveStore {
@@ -137,24 +137,28 @@ impl FsArchiveStore {
         })
     }
 
+    /// Drops `name` from the index; true when it was there.
+    fn forget(&self, name: &str) -> bool {
+        let mut index = self.index();
+        let Some(entry) = index.entries.remove(name) else {
+            return false;
+        };
+        index.total -= entry.len;
+        true
+    }
+
     pub fn total_bytes(&self) -> u64 {
         self.index().total
     }
 }
 
-/// Writes the deterministic tarball of `dir` to `out`, compressed, and
-/// returns the digest of what it wrote.
-pub fn pack_tree(
-    dir: &Path,
-    kind: ArchiveKind,
-    out: fs::File,
-) -> std::io::Result<(fs::File, TreeDigest)> {
+/// Writes the deterministic tarball of `dir` to `out`, compressed.
+pub fn pack_tree(dir: &Path, kind: ArchiveKind, out: fs::File) -> std::io::Result<fs::File> {
     let entries = plan_tree(dir).map_err(std::io::Error::other)?;
     match kind {
         ArchiveKind::TarGz => {
             let encoder = flate2::write::GzEncoder::new(out, flate2::Compression::new(GZIP_LEVEL));
-            let (encoder, digest) = write_tree_tar_digested(encoder, dir, &entries)?;
-            Ok((encoder.finish()?, digest))
+            write_tree_tar(encoder, dir, None, &entries, 0)?.finish()
         }
         ArchiveKind::TarZst => {
             let mut encoder = zstd::stream::write::Encoder::new(out, ZSTD_LEVEL)?;
@@ -164,8 +168,7 @@ pub fn pack_tree(
             // ETag must mean the same bytes on every machine.
             let workers = std::thread::available_parallelism().map_or(1, |n| n.get() as u32);
             encoder.multithread(workers.max(1))?;
-            let (encoder, digest) = write_tree_tar_digested(encoder, dir, &entries)?;
-            Ok((encoder.finish()?, digest))
+            write_tree_tar(encoder, dir, None, &entries, 0)?.finish()
         }
     }
 }
@@ -177,13 +180,20 @@ impl ArchiveStore for FsArchiveStore {
         let found = self.lookup(&name)?;
         // Someone removed the file behind our back: forget it.
         if !found.path.is_file() {
-            let mut index = self.index();
-            if let Some(entry) = index.entries.remove(&name) {
-                index.total -= entry.len;
-            }
+            self.forget(&name);
             return None;
         }
         Some(found)
+    }
+
+    async fn discard(&self, digest: &TreeDigest, kind: ArchiveKind) {
+        let name = file_name(digest, kind);
+        if self.forget(&name) {
+            // Streams already open keep reading through their handles.
+            if let Err(e) = fs::remove_file(self.root.join(&name)) {
+                tracing::warn!(file = %name, error = %e, "could not discard cache entry");
+            }
+        }
     }
 
     async fn pack(
@@ -208,22 +218,18 @@ impl ArchiveStore for FsArchiveStore {
             .join(format!("tmp-{:016x}-{name}", rand::random::<u64>()));
         let final_path = self.root.join(&name);
         let dir = dir.to_owned();
-        let expected = digest.clone();
         let tmp_for_pack = tmp.clone();
-        let packed = tokio::task::spawn_blocking(move || -> Result<u64, PackError> {
-            let file = fs::File::create_new(&tmp_for_pack).map_err(pack_error)?;
-            let (mut file, packed) = pack_tree(&dir, kind, file).map_err(pack_error)?;
-            if packed != expected {
-                return Err(PackError::ContentChanged);
-            }
-            file.flush().map_err(pack_error)?;
-            let len = file.metadata().map_err(pack_error)?.len();
-            fs::rename(&tmp_for_pack, &final_path).map_err(pack_error)?;
+        let packed = tokio::task::spawn_blocking(move || -> std::io::Result<u64> {
+            let file = fs::File::create_new(&tmp_for_pack)?;
+            let mut file = pack_tree(&dir, kind, file)?;
+            file.flush()?;
+            let len = file.metadata()?.len();
+            fs::rename(&tmp_for_pack, &final_path)?;
             Ok(len)
         })
         .await
         .map_err(pack_error)
-        .and_then(|r| r);
+        .and_then(|r| r.map_err(pack_error));
         let len = match packed {
             Ok(len) => len,
             Err(e) => {
@@ -299,16 +305,19 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_tree_that_is_not_its_digest_is_refused_and_nothing_is_cached() {
+    async fn a_discarded_entry_is_gone_from_the_index_and_the_disk() {
         let cache = tempfile::tempdir().unwrap();
         let store = FsArchiveStore::open(cache.path(), 1 << 30).unwrap();
-        let (dir, _) = tree_with("rule");
-        let (_, other) = tree_with("changed");
-        let refused = store.pack(dir.path(), &other, ArchiveKind::TarZst).await;
-        assert!(matches!(refused, Err(PackError::ContentChanged)), "{refused:?}");
-        assert!(store.cached(&other, ArchiveKind::TarZst).await.is_none());
-        assert_eq!(fs::read_dir(cache.path()).unwrap().count(), 0);
+        let (dir, digest) = tree_with("rule");
+        let packed = store
+            .pack(dir.path(), &digest, ArchiveKind::TarZst)
+            .await
+            .unwrap();
+        store.discard(&digest, ArchiveKind::TarZst).await;
+        assert!(store.cached(&digest, ArchiveKind::TarZst).await.is_none());
+        assert!(!packed.path.exists());
         assert_eq!(store.total_bytes(), 0);
+        store.discard(&digest, ArchiveKind::TarZst).await;
     }
 
     #[tokio::test]

@@ -100,12 +100,18 @@ fn fingerprint_blocking(dir: &Path) -> std::io::Result<Option<String>> {
             let rel_path = rel.join(child.file_name());
             let meta = std::fs::symlink_metadata(child.path())?;
             hasher.update(rel_path.as_os_str().as_encoded_bytes());
+            // The inode change time is set by the kernel on every write,
+            // rename or `utimes`: a rewrite that restores size and mtime
+            // still changes the fingerprint.
             hasher.update(format!(
-                "\0{:o}\0{}\0{}.{}\n",
+                "\0{:o}\0{}\0{}.{}\0{}.{}\0{}\n",
                 meta.mode(),
                 meta.len(),
                 meta.mtime(),
-                meta.mtime_nsec()
+                meta.mtime_nsec(),
+                meta.ctime(),
+                meta.ctime_nsec(),
+                meta.ino()
             ));
             if meta.is_dir() {
                 walk(dir, &rel_path, hasher)?;

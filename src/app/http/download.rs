@@ -181,7 +181,7 @@ impl DownloadApi {
                 // The archive is complete on disk before the first byte is
                 // sent: Content-Length is exact, never a truncated 200.
                 let file = tokio::fs::File::open(&archive.path).await.map_err(|e| {
-                    AppError::PackFailed(crate::ports::archives::PackError::Failed(Box::new(e)))
+                    AppError::PackFailed(crate::ports::archives::PackError(Box::new(e)))
                 })?;
                 let body =
                     Body::from_bytes_stream(FileBody::new(file.into_std().await, archive.len));
