@@ -16,6 +16,25 @@ async fn external(app: &TestApp) -> String {
     app.issue_token("ext").await.1
 }
 
+/// An app whose registry is a copy of the repo's `careful-bash`, free to
+/// change (the TempDir must outlive the app).
+async fn app_over_a_registry_copy() -> (tempfile::TempDir, TestApp) {
+    let registry = tempfile::tempdir().unwrap();
+    let copied = Command::new("cp")
+        .arg("-r")
+        .arg(repo_plugins_dir().join("careful-bash"))
+        .arg(registry.path())
+        .status()
+        .unwrap();
+    assert!(copied.success());
+    let app = spawn_app_with(Options {
+        plugins_dir: Some(registry.path().to_owned()),
+        ..Options::default()
+    })
+    .await;
+    (registry, app)
+}
+
 async fn get(
     app: &TestApp,
     path: &str,
@@ -132,18 +151,7 @@ async fn an_external_agent_downloads_exactly_the_plugins_files_as_gzip_and_zstd(
 
 #[tokio::test]
 async fn a_matching_etag_is_304_without_a_body_and_a_changed_plugin_gets_a_new_etag() {
-    let registry = tempfile::tempdir().unwrap();
-    Command::new("cp")
-        .arg("-r")
-        .arg(repo_plugins_dir().join("careful-bash"))
-        .arg(registry.path())
-        .status()
-        .unwrap();
-    let app = spawn_app_with(Options {
-        plugins_dir: Some(registry.path().to_owned()),
-        ..Options::default()
-    })
-    .await;
+    let (registry, app) = app_over_a_registry_copy().await;
     let token = external(&app).await;
     let first = get(&app, PATH, Some(&token), &[]).await;
     let etag = first.headers()["etag"].to_str().unwrap().to_owned();
@@ -163,18 +171,7 @@ async fn a_matching_etag_is_304_without_a_body_and_a_changed_plugin_gets_a_new_e
 
 #[tokio::test]
 async fn a_file_rewritten_behind_an_unchanged_fingerprint_is_staged_anew_never_served_stale() {
-    let registry = tempfile::tempdir().unwrap();
-    Command::new("cp")
-        .arg("-r")
-        .arg(repo_plugins_dir().join("careful-bash"))
-        .arg(registry.path())
-        .status()
-        .unwrap();
-    let app = spawn_app_with(Options {
-        plugins_dir: Some(registry.path().to_owned()),
-        ..Options::default()
-    })
-    .await;
+    let (registry, app) = app_over_a_registry_copy().await;
     let token = external(&app).await;
     let first = get(&app, PATH, Some(&token), &[]).await;
     assert_eq!(first.status(), 200);
