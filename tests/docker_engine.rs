@@ -517,6 +517,57 @@ async fn a_file_read_and_written_back_keeps_owner_and_mode() {
     assert_eq!(c.cat("/configs/CLAUDE.md"), b"user text\n");
 }
 
+#[tokio::test]
+async fn a_write_cut_off_mid_upload_leaves_the_old_file_whole() {
+    let c = TestContainer::running();
+    c.sh("echo 'old memory' > /configs/CLAUDE.md");
+    let proxy = EngineProxy::start(ProxyMode::DropAfter(256 * 1024)).await;
+    let cut = DockerEngine::new(Some(&proxy.docker_host()), Duration::from_secs(30)).unwrap();
+    let file = ContainerFile {
+        content: vec![b'x'; 1 << 20],
+        mode: 0o644,
+        uid: 1000,
+        gid: 1000,
+    };
+    assert_unavailable(cut.write_file(&c.id, "/configs/CLAUDE.md", &file).await);
+    let kept = c.cat("/configs/CLAUDE.md");
+    assert!(
+        kept == b"old memory\n",
+        "CLAUDE.md now holds {} other bytes",
+        kept.len()
+    );
+
+    // The next write replaces the leftover partial file and leaves none.
+    let file = ContainerFile {
+        content: b"new memory\n".to_vec(),
+        ..file
+    };
+    engine()
+        .write_file(&c.id, "/configs/CLAUDE.md", &file)
+        .await
+        .unwrap();
+    assert_eq!(c.cat("/configs/CLAUDE.md"), b"new memory\n");
+    assert_eq!(c.sh("ls -A /configs"), "CLAUDE.md\nplugins\nskills");
+}
+
+#[tokio::test]
+async fn a_write_over_a_directory_fails_and_leaves_no_partial_file() {
+    let c = TestContainer::running();
+    c.sh("mkdir /configs/CLAUDE.md && echo kept > /configs/CLAUDE.md/inner");
+    let file = ContainerFile {
+        content: b"new\n".to_vec(),
+        mode: 0o644,
+        uid: 1000,
+        gid: 1000,
+    };
+    let result = engine()
+        .write_file(&c.id, "/configs/CLAUDE.md", &file)
+        .await;
+    assert_other(result);
+    assert_eq!(c.sh("ls -A /configs/CLAUDE.md"), "inner");
+    assert_eq!(c.sh("ls -A /configs"), "CLAUDE.md\nplugins\nskills");
+}
+
 // --- exec ------------------------------------------------------------------
 
 #[tokio::test]

@@ -103,7 +103,8 @@ pub trait ContainerEngine: Send + Sync {
         max_bytes: u64,
     ) -> Result<ContainerFile, ReadFileError>;
 
-    /// Writes (replaces) a regular file with the given mode and owner.
+    /// Writes (replaces) a regular file with the given mode and owner,
+    /// atomically: the path holds the old content or the new, never a part.
     async fn write_file(
         &self,
         container_id: &str,

@@ -248,16 +248,49 @@ impl DockerEngine {
         }
     }
 
-    async fn upload_file(
+    /// Uploads the file beside its destination under a fixed partial name,
+    /// then renames it into place: the engine's extraction unlinks an
+    /// existing file before writing the new one, so uploading straight to
+    /// `path` would leave it missing or truncated if the upload broke off.
+    /// A leftover partial file is simply overwritten by the next write.
+    async fn replace_file(
         &self,
         container_id: &str,
         path: &str,
         file: &ContainerFile,
     ) -> Result<(), EngineError> {
         let (parent, name) = split_dest(path)?;
+        let partial_name = format!(".{name}.partial");
+        let partial = format!("{}/{partial_name}", parent.trim_end_matches('/'));
+        self.upload_file(container_id, parent, &partial_name, file)
+            .await?;
+        // `-T`: a directory at `path` is an error, not a place to move into.
+        let argv = ["mv", "-fT", "--", partial.as_str(), path].map(str::to_owned);
+        let out = self.run_exec(container_id, &argv).await?;
+        if out.exit_code != 0 {
+            let argv = ["rm", "-f", "--", partial.as_str()].map(str::to_owned);
+            if let Err(e) = self.run_exec(container_id, &argv).await {
+                tracing::warn!(file = %partial, error = %e, "could not remove partial file");
+            }
+            return Err(other(format!(
+                "renaming {partial} to {path} failed ({}): {}",
+                out.exit_code,
+                String::from_utf8_lossy(&out.stderr).trim()
+            )));
+        }
+        Ok(())
+    }
+
+    async fn upload_file(
+        &self,
+        container_id: &str,
+        parent: &str,
+        name: &str,
+        file: &ContainerFile,
+    ) -> Result<(), EngineError> {
         let docker = self.client()?;
         let tar = archive::single_file_tar(name, file, now())
-            .map_err(|e| other(format!("packing {path}: {e}")))?;
+            .map_err(|e| other(format!("packing {parent}/{name}: {e}")))?;
         let options = UploadToContainerOptionsBuilder::default()
             .path(parent)
             .no_overwrite_dir_non_dir("true")
@@ -416,7 +449,7 @@ impl ContainerEngine for DockerEngine {
         path: &str,
         file: &ContainerFile,
     ) -> Result<(), EngineError> {
-        self.bounded("writing file", self.upload_file(container_id, path, file))
+        self.bounded("writing file", self.replace_file(container_id, path, file))
             .await
     }
 
