@@ -88,7 +88,7 @@ impl GitResolver {
         token: Option<String>,
         ca_file: Option<&Path>,
     ) -> Result<Self, GitSetupError> {
-        set_server_timeouts();
+        configure_libgit2();
         if let Some(path) = ca_file {
             trust_ca_file(path)?;
         }
@@ -103,21 +103,38 @@ impl GitResolver {
     }
 }
 
-/// libgit2's network timeouts are C globals; they are written exactly once,
-/// before the first resolver exists, so no fetch of ours reads them while
-/// they change.
-fn set_server_timeouts() {
+/// libgit2's options are C globals; they are written exactly once, before
+/// the first resolver exists, so no fetch of ours reads them while they
+/// change:
+/// - the network timeouts;
+/// - no system, XDG or global git configuration: the host's `~/.gitconfig`
+///   could otherwise rewrite fetch URLs (`url.<base>.insteadOf`) or send
+///   them through a proxy, so a `github://` source would come from
+///   somewhere else than the service is configured to fetch from.
+fn configure_libgit2() {
     static ONCE: Once = Once::new();
     ONCE.call_once(|| {
-        // SAFETY: the options are plain ints libgit2 reads when it connects.
-        // `Once` makes this the only write, and it happens before any
-        // `GitResolver` (hence any fetch of this service) exists.
+        use git2::ConfigLevel;
+        // SAFETY: libgit2 reads these when it connects and when it opens
+        // configuration. `Once` makes this the only write, and it happens
+        // before any `GitResolver` (hence any libgit2 use of this service)
+        // exists.
         let set = unsafe {
             git2::opts::set_server_connect_timeout_in_milliseconds(CONNECT_TIMEOUT_MS)
                 .and_then(|()| git2::opts::set_server_timeout_in_milliseconds(IO_TIMEOUT_MS))
+                .and_then(|()| {
+                    [
+                        ConfigLevel::System,
+                        ConfigLevel::XDG,
+                        ConfigLevel::Global,
+                        ConfigLevel::ProgramData,
+                    ]
+                    .into_iter()
+                    .try_for_each(|level| git2::opts::set_search_path(level, ""))
+                })
         };
         if let Err(e) = set {
-            tracing::warn!(error = %e, "could not set libgit2 server timeouts");
+            tracing::warn!(error = %e, "could not configure libgit2");
         }
     });
 }
