@@ -5,6 +5,7 @@ use std::io::Read;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use async_trait::async_trait;
 use rand::RngCore;
@@ -52,6 +53,7 @@ impl FsStaging {
 struct Entry {
     rel: String,
     abs: PathBuf,
+    len: u64,
 }
 
 fn collect(dir: &Path, rel: &Path, out: &mut Vec<Entry>) -> Result<(), StagingAreaError> {
@@ -74,6 +76,7 @@ fn collect(dir: &Path, rel: &Path, out: &mut Vec<Entry>) -> Result<(), StagingAr
             out.push(Entry {
                 rel: clean,
                 abs: entry.path(),
+                len: meta.len(),
             });
         } else {
             return Err(StagingAreaError::Unsafe(UnsafeEntry::SpecialFile(
@@ -82,6 +85,115 @@ fn collect(dir: &Path, rel: &Path, out: &mut Vec<Entry>) -> Result<(), StagingAr
         }
     }
     Ok(())
+}
+
+const HASH_CHUNK: usize = 64 * 1024;
+
+/// Trees at least this large are hashed on several threads: SHA-256 is
+/// most of staging's CPU time, and files hash independently.
+const PARALLEL_HASH_FROM_BYTES: u64 = 8 << 20;
+
+/// At most this many hashing threads per tree.
+const HASH_THREADS_MAX: usize = 4;
+
+/// One file read once: its digest, its length, and its bytes when it is
+/// one of the manifests the checks read (`manifest.json`, `plugin.yaml`).
+struct HashedFile {
+    digest: FileDigest,
+    len: u64,
+    kept: Option<Vec<u8>>,
+}
+
+fn hash_file(
+    entry: &Entry,
+    buf: &mut [u8],
+    mut legacy: Option<&mut LegacyTreeHasher>,
+) -> Result<HashedFile, StagingAreaError> {
+    let mut file = fs::File::open(&entry.abs).map_err(io)?;
+    let keep = (entry.rel == INTEGRITY_MANIFEST || entry.rel == "plugin.yaml")
+        && file.metadata().map_err(io)?.len() <= MANIFEST_MAX_BYTES as u64;
+    let mut kept = keep.then(Vec::new);
+    let mut hasher = Sha256::new();
+    let mut len = 0u64;
+    loop {
+        let n = file.read(buf).map_err(io)?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+        if let Some(legacy) = legacy.as_deref_mut() {
+            legacy.update(&buf[..n]);
+        }
+        if let Some(kept) = kept.as_mut() {
+            kept.extend_from_slice(&buf[..n]);
+        }
+        len += n as u64;
+    }
+    Ok(HashedFile {
+        digest: FileDigest {
+            path: entry.rel.clone(),
+            sha256: hasher.finalize().into(),
+        },
+        len,
+        kept,
+    })
+}
+
+/// Hashes every file, in `entries` order; large trees on several threads,
+/// each taking the next file not yet taken.
+fn hash_files(entries: &[Entry]) -> Result<Vec<HashedFile>, StagingAreaError> {
+    let total: u64 = entries.iter().map(|e| e.len).sum();
+    let threads = if total < PARALLEL_HASH_FROM_BYTES {
+        1
+    } else {
+        std::thread::available_parallelism()
+            .map_or(1, |n| n.get())
+            .min(HASH_THREADS_MAX)
+            .min(entries.len())
+    };
+    if threads <= 1 {
+        let mut buf = vec![0u8; HASH_CHUNK];
+        return entries
+            .iter()
+            .map(|e| hash_file(e, &mut buf, None))
+            .collect();
+    }
+    let next = AtomicUsize::new(0);
+    let failed = AtomicBool::new(false);
+    let worker = || -> Result<Vec<(usize, HashedFile)>, StagingAreaError> {
+        let mut buf = vec![0u8; HASH_CHUNK];
+        let mut done = Vec::new();
+        while !failed.load(Ordering::Relaxed) {
+            let index = next.fetch_add(1, Ordering::Relaxed);
+            let Some(entry) = entries.get(index) else {
+                break;
+            };
+            match hash_file(entry, &mut buf, None) {
+                Ok(file) => done.push((index, file)),
+                Err(e) => {
+                    failed.store(true, Ordering::Relaxed);
+                    return Err(e);
+                }
+            }
+        }
+        Ok(done)
+    };
+    let parts = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..threads).map(|_| scope.spawn(worker)).collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+            })
+            .collect::<Vec<_>>()
+    });
+    let mut hashed = Vec::with_capacity(entries.len());
+    for part in parts {
+        hashed.extend(part?);
+    }
+    hashed.sort_by_key(|(index, _)| *index);
+    Ok(hashed.into_iter().map(|(_, file)| file).collect())
 }
 
 fn inspect_blocking(dir: &Path) -> Result<StagedTree, StagingAreaError> {
@@ -98,42 +210,35 @@ fn inspect_blocking(dir: &Path) -> Result<StagedTree, StagingAreaError> {
         .and_then(|e| fs::read(&e.abs).ok())
         .and_then(|bytes| IntegrityManifest::parse(&bytes).ok())
         .is_some_and(|m| m.sha256.is_some());
-    let mut legacy = LegacyTreeHasher::new();
-    let mut files = Vec::with_capacity(entries.len());
+    let mut legacy_sha256 = None;
+    let hashed = if need_legacy {
+        // The legacy digest is one stream over every file in order.
+        let mut legacy = LegacyTreeHasher::new();
+        let mut buf = vec![0u8; HASH_CHUNK];
+        let hashed = entries
+            .iter()
+            .map(|entry| {
+                let feeds = legacy.begin_file(&entry.rel);
+                hash_file(entry, &mut buf, feeds.then_some(&mut legacy))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        legacy_sha256 = Some(legacy.finish_hex());
+        hashed
+    } else {
+        hash_files(&entries)?
+    };
+    let mut files = Vec::with_capacity(hashed.len());
     let mut total_bytes = 0u64;
     let mut manifest_json = None;
     let mut plugin_yaml = None;
-    let mut buf = vec![0u8; 64 * 1024];
-    for entry in entries {
-        let mut file = fs::File::open(&entry.abs).map_err(io)?;
-        let feeds_legacy = need_legacy && legacy.begin_file(&entry.rel);
-        let keep = (entry.rel == INTEGRITY_MANIFEST || entry.rel == "plugin.yaml")
-            && file.metadata().map_err(io)?.len() <= MANIFEST_MAX_BYTES as u64;
-        let mut kept = Vec::new();
-        let mut hasher = Sha256::new();
-        loop {
-            let n = file.read(&mut buf).map_err(io)?;
-            if n == 0 {
-                break;
-            }
-            hasher.update(&buf[..n]);
-            if feeds_legacy {
-                legacy.update(&buf[..n]);
-            }
-            if keep {
-                kept.extend_from_slice(&buf[..n]);
-            }
-            total_bytes += n as u64;
+    for file in hashed {
+        total_bytes += file.len;
+        match file.kept {
+            Some(kept) if file.digest.path == INTEGRITY_MANIFEST => manifest_json = Some(kept),
+            Some(kept) => plugin_yaml = Some(kept),
+            None => {}
         }
-        if keep && entry.rel == INTEGRITY_MANIFEST {
-            manifest_json = Some(kept);
-        } else if keep {
-            plugin_yaml = Some(kept);
-        }
-        files.push(FileDigest {
-            path: entry.rel,
-            sha256: hasher.finalize().into(),
-        });
+        files.push(file.digest);
     }
     // An oversized manifest.json is still present: it must fail the
     // integrity check as unparsable rather than be skipped.
@@ -143,7 +248,7 @@ fn inspect_blocking(dir: &Path) -> Result<StagedTree, StagingAreaError> {
     Ok(StagedTree {
         files,
         total_bytes,
-        legacy_sha256: need_legacy.then(|| legacy.finish_hex()),
+        legacy_sha256,
         manifest_json,
         plugin_yaml,
     })
@@ -231,6 +336,43 @@ mod tests {
                     .collect::<Vec<_>>()
             )
         );
+    }
+
+    #[tokio::test]
+    async fn a_tree_large_enough_for_several_hashing_threads_keeps_its_order_and_digests() {
+        let root = tempfile::tempdir().unwrap();
+        let staging = FsStaging::open(root.path()).unwrap();
+        let dir = staging.create().await.unwrap();
+        let mut expected = Vec::new();
+        fs::create_dir(dir.path().join("a")).unwrap();
+        // Uneven sizes, so threads finish out of order; "a-NN" sorts before
+        // "a/NN" bytewise though the walk meets them the other way round.
+        for i in 0..12u8 {
+            let content = vec![i; (1 << 20) + usize::from(i) * 4099];
+            let rel = if i % 2 == 0 {
+                format!("a/{i:02}")
+            } else {
+                format!("a-{i:02}")
+            };
+            fs::write(dir.path().join(&rel), &content).unwrap();
+            expected.push((rel, sha256(&content), content.len() as u64));
+        }
+        fs::write(dir.path().join("plugin.yaml"), "version: 2.0.0\n").unwrap();
+        expected.push(("plugin.yaml".into(), sha256(b"version: 2.0.0\n"), 15));
+        expected.sort_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
+        assert!(expected.iter().map(|e| e.2).sum::<u64>() >= PARALLEL_HASH_FROM_BYTES);
+
+        let tree = staging.inspect(dir.path()).await.unwrap();
+        let got: Vec<(&str, [u8; 32])> = tree
+            .files
+            .iter()
+            .map(|f| (f.path.as_str(), f.sha256))
+            .collect();
+        let want: Vec<(&str, [u8; 32])> = expected.iter().map(|e| (e.0.as_str(), e.1)).collect();
+        assert_eq!(got, want);
+        assert_eq!(tree.total_bytes, expected.iter().map(|e| e.2).sum::<u64>());
+        assert_eq!(tree.plugin_yaml.as_deref(), Some(&b"version: 2.0.0\n"[..]));
+        assert_eq!(tree.legacy_sha256, None);
     }
 
     #[tokio::test]
