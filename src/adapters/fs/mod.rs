@@ -3,6 +3,7 @@
 //! tarball unpacker other resolvers (https) stage through.
 
 mod archive_store;
+mod parallel;
 mod registry;
 mod staging;
 mod tree;

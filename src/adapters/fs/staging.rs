@@ -5,12 +5,12 @@ use std::io::Read;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use async_trait::async_trait;
 use rand::RngCore;
 use sha2::{Digest as _, Sha256};
 
+use super::parallel::map_items;
 use crate::domain::digest::{FileDigest, INTEGRITY_MANIFEST, IntegrityManifest, LegacyTreeHasher};
 use crate::domain::manifest::MANIFEST_MAX_BYTES;
 use crate::domain::staging::{UnsafeEntry, check_entry_path, escape_path};
@@ -89,13 +89,6 @@ fn collect(dir: &Path, rel: &Path, out: &mut Vec<Entry>) -> Result<(), StagingAr
 
 const HASH_CHUNK: usize = 64 * 1024;
 
-/// Trees at least this large are hashed on several threads: SHA-256 is
-/// most of staging's CPU time, and files hash independently.
-const PARALLEL_HASH_FROM_BYTES: u64 = 8 << 20;
-
-/// At most this many hashing threads per tree.
-const HASH_THREADS_MAX: usize = 4;
-
 /// One file read once: its digest, its length, and its bytes when it is
 /// one of the manifests the checks read (`manifest.json`, `plugin.yaml`).
 struct HashedFile {
@@ -139,61 +132,12 @@ fn hash_file(
     })
 }
 
-/// Hashes every file, in `entries` order; large trees on several threads,
-/// each taking the next file not yet taken.
+/// Hashes every file, in `entries` order.
 fn hash_files(entries: &[Entry]) -> Result<Vec<HashedFile>, StagingAreaError> {
-    let total: u64 = entries.iter().map(|e| e.len).sum();
-    let threads = if total < PARALLEL_HASH_FROM_BYTES {
-        1
-    } else {
-        std::thread::available_parallelism()
-            .map_or(1, |n| n.get())
-            .min(HASH_THREADS_MAX)
-            .min(entries.len())
-    };
-    if threads <= 1 {
-        let mut buf = vec![0u8; HASH_CHUNK];
-        return entries
-            .iter()
-            .map(|e| hash_file(e, &mut buf, None))
-            .collect();
-    }
-    let next = AtomicUsize::new(0);
-    let failed = AtomicBool::new(false);
-    let worker = || -> Result<Vec<(usize, HashedFile)>, StagingAreaError> {
-        let mut buf = vec![0u8; HASH_CHUNK];
-        let mut done = Vec::new();
-        while !failed.load(Ordering::Relaxed) {
-            let index = next.fetch_add(1, Ordering::Relaxed);
-            let Some(entry) = entries.get(index) else {
-                break;
-            };
-            match hash_file(entry, &mut buf, None) {
-                Ok(file) => done.push((index, file)),
-                Err(e) => {
-                    failed.store(true, Ordering::Relaxed);
-                    return Err(e);
-                }
-            }
-        }
-        Ok(done)
-    };
-    let parts = std::thread::scope(|scope| {
-        let handles: Vec<_> = (0..threads).map(|_| scope.spawn(worker)).collect();
-        handles
-            .into_iter()
-            .map(|h| {
-                h.join()
-                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
-            })
-            .collect::<Vec<_>>()
-    });
-    let mut hashed = Vec::with_capacity(entries.len());
-    for part in parts {
-        hashed.extend(part?);
-    }
-    hashed.sort_by_key(|(index, _)| *index);
-    Ok(hashed.into_iter().map(|(_, file)| file).collect())
+    let bytes = entries.iter().map(|e| e.len).sum();
+    map_items(entries, bytes, |entry| {
+        hash_file(entry, &mut vec![0u8; HASH_CHUNK], None)
+    })
 }
 
 fn inspect_blocking(dir: &Path) -> Result<StagedTree, StagingAreaError> {
@@ -360,7 +304,8 @@ mod tests {
         fs::write(dir.path().join("plugin.yaml"), "version: 2.0.0\n").unwrap();
         expected.push(("plugin.yaml".into(), sha256(b"version: 2.0.0\n"), 15));
         expected.sort_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
-        assert!(expected.iter().map(|e| e.2).sum::<u64>() >= PARALLEL_HASH_FROM_BYTES);
+        let total: u64 = expected.iter().map(|e| e.2).sum();
+        assert!(total >= crate::adapters::fs::parallel::PARALLEL_FROM_BYTES);
 
         let tree = staging.inspect(dir.path()).await.unwrap();
         let got: Vec<(&str, [u8; 32])> = tree

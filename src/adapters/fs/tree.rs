@@ -1,34 +1,55 @@
 //! Copying a directory tree into staging under the hostile-tree rules of
 //! SPEC §4: only directories and regular files, relative safe paths, and the
-//! size cap charged while writing.
+//! size cap charged before writing.
 
 use std::fs;
-use std::io::{Read, Write};
+use std::io::Read;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::MetadataExt;
-use std::path::Path;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
 
+use super::parallel::map_items;
 use crate::domain::staging::{SizeBudget, UnsafeEntry, check_entry_path, escape_path};
 use crate::ports::resolver::{FetchError, FetchLimits};
 
-const CHUNK: usize = 64 * 1024;
+const COPY_SLICE: u64 = 8 << 20;
 
 /// Copies the tree at `src` into the existing directory `dest`. Symlinks,
 /// hard links, devices, FIFOs and sockets are refused, never followed.
+///
+/// Two phases: a walk that checks every entry, creates the directories and
+/// charges every file's size against the cap (so an oversized tree fails
+/// before any file is written), then the file copies, spread over a few
+/// threads for large trees.
 pub fn copy_tree(src: &Path, dest: &Path, limits: &FetchLimits) -> Result<(), FetchError> {
     let mut budget = SizeBudget::new(limits.max_bytes);
-    copy_dir(src, dest, Path::new(""), &mut budget, limits)
+    let mut files = Vec::new();
+    plan_dir(src, dest, Path::new(""), &mut budget, &mut files, limits)?;
+    map_items(&files, budget.used(), |file| copy_file(file, limits))?;
+    Ok(())
 }
 
 fn io(e: std::io::Error) -> FetchError {
     FetchError::Other(Box::new(e))
 }
 
-fn copy_dir(
+/// A regular file to copy, as the walk saw it.
+struct FileCopy {
+    from: PathBuf,
+    to: PathBuf,
+    /// The entry's path as the error messages show it.
+    shown: String,
+    executable: bool,
+    /// Bytes charged for it: exactly this many are copied.
+    len: u64,
+}
+
+fn plan_dir(
     src: &Path,
     dest: &Path,
     rel: &Path,
     budget: &mut SizeBudget,
+    files: &mut Vec<FileCopy>,
     limits: &FetchLimits,
 ) -> Result<(), FetchError> {
     let mut entries = fs::read_dir(src.join(rel))
@@ -52,15 +73,18 @@ fn copy_dir(
         }
         if kind.is_dir() {
             fs::create_dir(dest.join(&clean)).map_err(io)?;
-            copy_dir(src, dest, &rel_path, budget, limits)?;
+            plan_dir(src, dest, &rel_path, budget, files, limits)?;
         } else if kind.is_file() && meta.nlink() == 1 {
-            copy_file(
-                &entry.path(),
-                &dest.join(&clean),
-                meta.mode(),
-                budget,
-                limits,
-            )?;
+            budget
+                .charge(meta.len())
+                .map_err(|_| FetchError::TooLarge)?;
+            files.push(FileCopy {
+                from: entry.path(),
+                to: dest.join(&clean),
+                shown: escape_path(raw),
+                executable: meta.mode() & 0o111 != 0,
+                len: meta.len(),
+            });
         } else {
             return Err(FetchError::Unsafe(UnsafeEntry::SpecialFile(escape_path(
                 raw,
@@ -70,27 +94,39 @@ fn copy_dir(
     Ok(())
 }
 
-fn copy_file(
-    from: &Path,
-    to: &Path,
-    mode: u32,
-    budget: &mut SizeBudget,
-    limits: &FetchLimits,
-) -> Result<(), FetchError> {
-    let mut input = fs::File::open(from).map_err(io)?;
-    let mut output = super::create_plugin_file(to, mode & 0o111 != 0).map_err(io)?;
-    let mut buf = vec![0u8; CHUNK];
-    loop {
-        let n = input.read(&mut buf).map_err(io)?;
-        if n == 0 {
-            break;
-        }
-        // Charged before writing, so the staged bytes never exceed the cap.
-        budget.charge(n as u64).map_err(|_| FetchError::TooLarge)?;
-        output.write_all(&buf[..n]).map_err(io)?;
+/// Copies one planned file. It is opened without following a symlink and
+/// without blocking on a FIFO, and checked again once open: an entry
+/// swapped since the walk is refused, never followed. Exactly the charged
+/// bytes are copied: a file that grew meanwhile is staged as it was.
+fn copy_file(file: &FileCopy, limits: &FetchLimits) -> Result<(), FetchError> {
+    let input = fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(&file.from)
+        .map_err(|e| match e.raw_os_error() {
+            Some(libc::ELOOP) => FetchError::Unsafe(UnsafeEntry::Symlink(file.shown.clone())),
+            _ => io(e),
+        })?;
+    let meta = input.metadata().map_err(io)?;
+    if !meta.is_file() || meta.nlink() != 1 {
+        return Err(FetchError::Unsafe(UnsafeEntry::SpecialFile(
+            file.shown.clone(),
+        )));
+    }
+    let mut output = super::create_plugin_file(&file.to, file.executable).map_err(io)?;
+    let mut copied = 0;
+    while copied < file.len {
         if limits.cancel.is_cancelled() {
             return Err(FetchError::Cancelled);
         }
+        // `io::copy` between files stays in the kernel (copy_file_range)
+        // where it can; slices keep a cancelled fetch from copying on.
+        let slice = (file.len - copied).min(COPY_SLICE);
+        let n = std::io::copy(&mut (&input).take(slice), &mut output).map_err(io)?;
+        if n == 0 {
+            break;
+        }
+        copied += n;
     }
     Ok(())
 }
@@ -129,7 +165,7 @@ mod tests {
     }
 
     #[test]
-    fn the_cap_is_enforced_while_copying() {
+    fn an_oversized_tree_fails_before_any_file_is_written() {
         let src = tempfile::tempdir().unwrap();
         fs::write(src.path().join("a"), vec![0u8; 60]).unwrap();
         fs::write(src.path().join("b"), vec![0u8; 60]).unwrap();
@@ -138,14 +174,63 @@ mod tests {
             copy_tree(src.path(), dest.path(), &limits(100)),
             Err(FetchError::TooLarge)
         ));
-        let written: u64 = ["a", "b"]
-            .iter()
-            .filter_map(|f| fs::metadata(dest.path().join(f)).ok())
-            .map(|m| m.len())
-            .sum();
-        assert!(written <= 100, "never more than the cap on disk: {written}");
+        assert_eq!(fs::read_dir(dest.path()).unwrap().count(), 0);
         let exact = tempfile::tempdir().unwrap();
         copy_tree(src.path(), exact.path(), &limits(120)).unwrap();
+    }
+
+    #[test]
+    fn a_large_tree_is_copied_whole_on_several_threads() {
+        let src = tempfile::tempdir().unwrap();
+        fs::create_dir(src.path().join("d")).unwrap();
+        let files: Vec<(String, Vec<u8>)> = (0..10u8)
+            .map(|i| {
+                let len = (1 << 20) + usize::from(i) * 7919;
+                (
+                    format!("d/f{i}"),
+                    (0..len).map(|j| (j % 251) as u8 ^ i).collect(),
+                )
+            })
+            .collect();
+        for (rel, content) in &files {
+            fs::write(src.path().join(rel), content).unwrap();
+        }
+        let dest = tempfile::tempdir().unwrap();
+        copy_tree(src.path(), dest.path(), &limits(64 << 20)).unwrap();
+        for (rel, content) in &files {
+            assert!(
+                fs::read(dest.path().join(rel)).unwrap() == *content,
+                "{rel}"
+            );
+        }
+    }
+
+    #[test]
+    fn an_entry_swapped_for_a_symlink_or_fifo_after_the_walk_is_refused_not_followed() {
+        let src = tempfile::tempdir().unwrap();
+        let dest = tempfile::tempdir().unwrap();
+        std::os::unix::fs::symlink("/etc/passwd", src.path().join("link")).unwrap();
+        let status = std::process::Command::new("mkfifo")
+            .arg(src.path().join("fifo"))
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let planned = |name: &str| FileCopy {
+            from: src.path().join(name),
+            to: dest.path().join(name),
+            shown: name.to_owned(),
+            executable: false,
+            len: 10,
+        };
+        let err = copy_file(&planned("link"), &limits(100)).unwrap_err();
+        assert_eq!(err.to_string(), "plugin contains a symlink: link");
+        // Opening a FIFO for reading would block until a writer came.
+        let err = copy_file(&planned("fifo"), &limits(100)).unwrap_err();
+        assert!(
+            matches!(err, FetchError::Unsafe(UnsafeEntry::SpecialFile(_))),
+            "{err}"
+        );
+        assert_eq!(fs::read_dir(dest.path()).unwrap().count(), 0);
     }
 
     #[test]
