@@ -1,6 +1,6 @@
 //! Streams a finished file (a packed archive) as a response body with
-//! bounded memory: at most two chunks per connection, read into reused
-//! buffers, the next read waiting until the server has written one out.
+//! bounded memory: at most two chunks per connection held by the server,
+//! read into reused buffers; the next read waits while two are held.
 //!
 //! `tokio::fs::File` hands every read to the blocking pool, a thread hop
 //! per chunk that halves throughput on a fast loopback. Cached archives are
