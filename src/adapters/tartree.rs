@@ -6,7 +6,7 @@ use std::fs;
 use std::io::{self, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
 
-use crate::ports::container::{AGENT_GID, AGENT_UID};
+use crate::domain::layout::{AGENT_GID, AGENT_UID};
 
 const CHUNK: usize = 64 * 1024;
 
@@ -95,6 +95,20 @@ pub(crate) fn write_tree_tar<W: Write>(
     entries: &[TreeEntry],
     mtime: u64,
 ) -> io::Result<W> {
+    write_tree_tar_sealed(out, root, top, entries, mtime, None)
+}
+
+/// [`write_tree_tar`], with an empty regular file named `seal` appended as
+/// the last entry when given: a reader that finds the seal knows it read
+/// the whole archive (a cut stream can end on a valid entry boundary).
+pub(crate) fn write_tree_tar_sealed<W: Write>(
+    out: W,
+    root: &Path,
+    top: Option<&str>,
+    entries: &[TreeEntry],
+    mtime: u64,
+    seal: Option<&str>,
+) -> io::Result<W> {
     let mut builder = tar::Builder::new(BufWriter::with_capacity(CHUNK, out));
     for entry in entries {
         let is_root = entry.rel.as_os_str().is_empty();
@@ -139,6 +153,13 @@ pub(crate) fn write_tree_tar<W: Write>(
                 }
             }
         }
+    }
+    if let Some(seal) = seal {
+        let mut header = agent_header(mtime);
+        header.set_entry_type(tar::EntryType::Regular);
+        header.set_mode(0o644);
+        header.set_size(0);
+        builder.append_data(&mut header, seal, io::empty())?;
     }
     let mut buffered = builder.into_inner()?;
     buffered.flush()?;

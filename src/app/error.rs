@@ -62,6 +62,8 @@ pub enum AppError {
     ContainerNotRunning,
     #[error("plugin install timed out")]
     InstallTimedOut { source_text: String },
+    #[error("plugin uninstall timed out")]
+    UninstallTimedOut,
     #[error("failed to copy plugin to container")]
     CopyFailed(#[source] crate::ports::BoxError),
     #[error("failed to remove plugin")]

@@ -4,7 +4,6 @@
 
 use std::collections::HashMap;
 
-use rand::RngCore;
 use tokio::time::{Instant, timeout_at};
 
 use crate::app::auth::Principal;
@@ -12,9 +11,8 @@ use crate::app::error::AppError;
 use crate::app::staging::{Staged, stage};
 use crate::app::state::AppState;
 use crate::domain::digest::TreeDigest;
-use crate::domain::layout;
-use crate::domain::manifest::{MANIFEST_MAX_BYTES, Manifest};
-use crate::domain::memory::{PluginText, is_memory_source, strip_memory_blocks};
+use crate::domain::manifest::Manifest;
+use crate::domain::memory::strip_memory_blocks;
 use crate::domain::name::PluginName;
 use crate::domain::policy::check_allowlist;
 use crate::domain::receipt::Receipt;
@@ -22,13 +20,10 @@ use crate::domain::runtime::{
     Compatibility, PushOperation, Runtime, partition_compatibility, runtime_guard,
 };
 use crate::domain::workspace::Workspace;
-use crate::ports::container::{ContainerState, EngineError, ReadFileError};
-
-/// A memory-source file larger than this is not read (and its block is
-/// left to the fallback step of the stripping rules).
-const MEMORY_FILE_MAX_BYTES: u64 = 1024 * 1024;
-/// CLAUDE.md larger than this is left alone rather than read whole.
-const CLAUDE_MD_MAX_BYTES: u64 = 16 * 1024 * 1024;
+use crate::ports::container::{
+    ConfigsError, ContainerId, ContainerState, DeliveryError, EngineError, MemoryFile, Removal,
+    RemovalError,
+};
 
 /// What an install did.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -46,10 +41,33 @@ pub enum Installed {
     },
 }
 
-fn engine(e: EngineError) -> AppError {
+/// Which operation a container failure interrupted: it decides the 5xx
+/// that is not about the engine itself.
+#[derive(Debug, Clone, Copy)]
+enum Operation {
+    Deliver,
+    List,
+    Remove,
+}
+
+/// The one place container failures become answers (SPEC §5, §6): the
+/// engine gone is 503 `container engine unavailable`, the container
+/// stopping under the operation is 503 `workspace container not running`
+/// (both with `Retry-After`), anything else (an unsafe layout the agent
+/// made, an oversize answer, a failure inside the container) is the
+/// operation's own 500.
+fn container_failure(e: ConfigsError, operation: Operation) -> AppError {
     match e {
-        EngineError::Unavailable(_) => AppError::EngineUnavailable(e),
-        EngineError::Other(cause) => AppError::Internal(cause),
+        ConfigsError::Engine(e @ EngineError::Unavailable(_)) => AppError::EngineUnavailable(e),
+        ConfigsError::Engine(EngineError::NotRunning) => AppError::ContainerNotRunning,
+        other => {
+            let cause: crate::ports::BoxError = Box::new(other);
+            match operation {
+                Operation::Deliver => AppError::CopyFailed(cause),
+                Operation::List => AppError::ListFailed(cause),
+                Operation::Remove => AppError::RemoveFailed(cause),
+            }
+        }
     }
 }
 
@@ -57,7 +75,7 @@ fn engine(e: EngineError) -> AppError {
 async fn running_container(
     state: &AppState,
     workspace: &Workspace,
-) -> Result<Option<String>, AppError> {
+) -> Result<Option<ContainerId>, AppError> {
     match state.engine.state(&workspace.container_name()).await {
         ContainerState::Running { id } => Ok(Some(id)),
         ContainerState::Stopped => Ok(None),
@@ -67,7 +85,10 @@ async fn running_container(
     }
 }
 
-async fn require_running(state: &AppState, workspace: &Workspace) -> Result<String, AppError> {
+async fn require_running(
+    state: &AppState,
+    workspace: &Workspace,
+) -> Result<ContainerId, AppError> {
     running_container(state, workspace)
         .await?
         .ok_or(AppError::ContainerNotRunning)
@@ -95,35 +116,6 @@ pub async fn enforce_allowlist(
         .map_err(AppError::Allowlist)
 }
 
-/// Removes leftovers of interrupted deliveries; a failure is logged, not
-/// fatal, unless the engine itself is gone.
-async fn clean_leftovers(state: &AppState, container: &str) -> Result<(), AppError> {
-    let out = state
-        .engine
-        .exec(container, &layout::cleanup_leftovers_argv())
-        .await
-        .map_err(engine)?;
-    if !out.success() {
-        tracing::warn!(container, stderr = %String::from_utf8_lossy(&out.stderr), "could not remove delivery leftovers");
-    }
-    Ok(())
-}
-
-async fn is_dir(state: &AppState, container: &str, path: &str) -> Result<bool, AppError> {
-    let out = state
-        .engine
-        .exec(container, &layout::is_dir_argv(path))
-        .await
-        .map_err(engine)?;
-    Ok(out.success())
-}
-
-fn random_nonce() -> String {
-    let mut bytes = [0u8; 8];
-    rand::rng().fill_bytes(&mut bytes);
-    hex::encode(bytes)
-}
-
 /// Install (SPEC §5), after auth and the workspace record. `read_body`
 /// is called only once the runtime guard has passed.
 pub async fn install<F>(
@@ -141,84 +133,101 @@ where
     let staged = stage(state, source.as_deref(), sha256.as_deref(), deadline).await?;
     enforce_allowlist(state, workspace, &staged.name).await?;
     let container = require_running(state, workspace).await?;
+    // The delivery runs to its end (or its deadline) even when the client
+    // goes away, so the receipt it leaves always says what is in place.
+    let delivery = tokio::spawn(deliver(
+        state.clone(),
+        principal.actor(),
+        workspace.clone(),
+        container,
+        staged,
+        deadline,
+    ));
+    delivery
+        .await
+        .map_err(|e| AppError::internal(format!("delivery task failed: {e}")))?
+}
+
+async fn deliver(
+    state: AppState,
+    actor: String,
+    workspace: Workspace,
+    container: ContainerId,
+    staged: Staged,
+    deadline: Instant,
+) -> Result<Installed, AppError> {
     let source_text = staged.source.redacted();
+    let name = staged.name.clone();
     match timeout_at(
         deadline,
-        deliver(state, principal, workspace, &container, &staged),
+        deliver_in_place(&state, actor, &workspace, &container, &staged),
     )
     .await
     {
         Ok(result) => result,
         Err(_) => {
-            tracing::warn!(workspace = %workspace.id, plugin = %staged.name, "install deadline fired during delivery");
+            tracing::warn!(workspace = %workspace.id, plugin = %name, "install deadline fired during delivery");
             Err(AppError::InstallTimedOut { source_text })
         }
     }
 }
 
-async fn deliver(
+/// Delivery under the workspace's lock. The receipt is taken away before
+/// the container is touched and written back only once the outcome is
+/// known: after a cut-off delivery there is no receipt, never a wrong one
+/// (SPEC §6 "receipts never claim what the container does not hold").
+async fn deliver_in_place(
     state: &AppState,
-    principal: &Principal,
+    actor: String,
     workspace: &Workspace,
-    container: &str,
+    container: &ContainerId,
     staged: &Staged,
 ) -> Result<Installed, AppError> {
     let _serialized = state.locks.lock(&workspace.id).await;
     let name = &staged.name;
     let source = staged.source.redacted();
-    clean_leftovers(state, container).await?;
 
-    let receipt = state
+    let previous = state
         .receipts
         .receipt(&workspace.id, name)
         .await
         .map_err(AppError::Store)?;
-    if receipt.is_some_and(|r| r.matches(&staged.digest))
-        && is_dir(state, container, &layout::plugin_dir(name)).await?
+    if let Some(previous) = previous.as_ref().filter(|r| r.matches(&staged.digest))
+        && state
+            .configs
+            .is_installed(container, name)
+            .await
+            .map_err(|e| container_failure(e, Operation::Deliver))?
     {
+        tracing::debug!(workspace = %workspace.id, plugin = %name, installed_from = %previous.source, "unchanged");
         return Ok(Installed::Unchanged {
             plugin: name.clone(),
             source,
             digest: staged.digest.clone(),
         });
     }
-
-    let mkdir = state
-        .engine
-        .exec(container, &layout::ensure_plugins_dir_argv())
-        .await
-        .map_err(engine)?;
-    if !mkdir.success() {
-        return Err(AppError::CopyFailed(
-            format!(
-                "mkdir plugins dir: {}",
-                String::from_utf8_lossy(&mkdir.stderr)
-            )
-            .into(),
-        ));
+    if previous.is_some() {
+        state
+            .receipts
+            .delete_receipt(&workspace.id, name)
+            .await
+            .map_err(AppError::Store)?;
     }
-    let nonce = random_nonce();
-    let staging_dir = layout::staging_dir(name, &nonce);
-    if let Err(e) = state
-        .engine
-        .copy_dir_in(container, staged.dir.path(), &staging_dir)
-        .await
-    {
-        // Whatever half-copy is left is a dot-entry, removed next time.
-        return Err(match e {
-            EngineError::Unavailable(_) => AppError::EngineUnavailable(e),
-            EngineError::Other(cause) => AppError::CopyFailed(cause),
-        });
-    }
-    let swap = state
-        .engine
-        .exec(container, &layout::swap_argv(name, &nonce))
-        .await
-        .map_err(engine)?;
-    if !swap.success() {
-        return Err(AppError::CopyFailed(
-            format!("swap into place: {}", String::from_utf8_lossy(&swap.stderr)).into(),
-        ));
+    match state.configs.deliver(container, name, staged.dir.path()).await {
+        Ok(()) => {}
+        Err(DeliveryError::NotPlaced(e)) => {
+            // The previous version is still there: so is its receipt.
+            if let Some(previous) = &previous
+                && let Err(store) = state.receipts.put_receipt(previous).await
+            {
+                tracing::error!(workspace = %workspace.id, plugin = %name, error = ?store, "could not restore the previous receipt");
+            }
+            return Err(container_failure(e, Operation::Deliver));
+        }
+        Err(DeliveryError::Unknown(e)) => {
+            tracing::error!(workspace = %workspace.id, plugin = %name, error = ?e, "delivery cut off; receipt dropped");
+            return Err(container_failure(e, Operation::Deliver));
+        }
     }
 
     let receipt = Receipt {
@@ -228,7 +237,7 @@ async fn deliver(
         digest: staged.digest.clone(),
         size_bytes: staged.tree.total_bytes,
         installed_at: crate::app::now(),
-        installed_by: principal.actor(),
+        installed_by: actor,
     };
     // The plugin is in place: a lost receipt only costs the next
     // "unchanged" shortcut and the listed digest, so it is not fatal.
@@ -244,103 +253,8 @@ async fn deliver(
     })
 }
 
-/// Reads a small file; absent, too large or unreadable → None (the
-/// callers treat those as "no such file"), engine gone → 503.
-async fn read_optional(
-    state: &AppState,
-    container: &str,
-    path: &str,
-    max: u64,
-) -> Result<Option<Vec<u8>>, AppError> {
-    match state.engine.read_file(container, path, max).await {
-        Ok(file) => Ok(Some(file.content)),
-        Err(ReadFileError::NotFound) | Err(ReadFileError::TooLarge) => Ok(None),
-        Err(ReadFileError::Engine(e @ EngineError::Unavailable(_))) => {
-            Err(AppError::EngineUnavailable(e))
-        }
-        Err(ReadFileError::Engine(e)) => {
-            tracing::warn!(container, path, error = ?e, "could not read file from container");
-            Ok(None)
-        }
-    }
-}
-
-/// The plugin's memory-source files, read before anything is deleted.
-async fn memory_sources(
-    state: &AppState,
-    container: &str,
-    name: &PluginName,
-) -> Result<Vec<PluginText>, AppError> {
-    let listing = state
-        .engine
-        .exec(container, &layout::list_markdown_argv(name))
-        .await
-        .map_err(engine)?;
-    let mut texts = Vec::new();
-    for rel in String::from_utf8_lossy(&listing.stdout).lines() {
-        if !is_memory_source(rel) {
-            continue;
-        }
-        let path = layout::plugin_file(name, rel);
-        if let Some(bytes) = read_optional(state, container, &path, MEMORY_FILE_MAX_BYTES).await?
-            && let Ok(content) = String::from_utf8(bytes)
-        {
-            texts.push(PluginText {
-                path: rel.to_owned(),
-                content,
-            });
-        }
-    }
-    Ok(texts)
-}
-
-/// Strips the plugin's blocks from CLAUDE.md, keeping owner and mode.
-/// Best-effort: a missing file is fine, a failure is logged.
-async fn strip_claude_md(
-    state: &AppState,
-    container: &str,
-    name: &PluginName,
-    texts: &[PluginText],
-) -> Result<(), AppError> {
-    let file = match state
-        .engine
-        .read_file(container, layout::CLAUDE_MD, CLAUDE_MD_MAX_BYTES)
-        .await
-    {
-        Ok(file) => file,
-        Err(ReadFileError::NotFound) => return Ok(()),
-        Err(ReadFileError::Engine(e @ EngineError::Unavailable(_))) => {
-            return Err(AppError::EngineUnavailable(e));
-        }
-        Err(e) => {
-            tracing::warn!(container, error = ?e, "CLAUDE.md not readable; memory blocks left in place");
-            return Ok(());
-        }
-    };
-    let Ok(text) = std::str::from_utf8(&file.content) else {
-        tracing::warn!(
-            container,
-            "CLAUDE.md is not UTF-8; memory blocks left in place"
-        );
-        return Ok(());
-    };
-    let stripped = strip_memory_blocks(text, name.as_str(), texts);
-    if stripped == text {
-        return Ok(());
-    }
-    let mut updated = file.clone();
-    updated.content = stripped.into_bytes();
-    if let Err(e) = state
-        .engine
-        .write_file(container, layout::CLAUDE_MD, &updated)
-        .await
-    {
-        tracing::warn!(container, error = ?e, "could not write CLAUDE.md; memory blocks left in place");
-    }
-    Ok(())
-}
-
-/// Uninstall (SPEC §5), after auth and the workspace record.
+/// Uninstall (SPEC §5), after auth and the workspace record, under the
+/// same deadline as an install.
 pub async fn uninstall(
     state: &AppState,
     workspace: &Workspace,
@@ -349,91 +263,111 @@ pub async fn uninstall(
     runtime_guard(&workspace.spec.runtime, PushOperation::Uninstall).map_err(AppError::Guard)?;
     let name = PluginName::parse(raw_name).map_err(|_| AppError::InvalidPluginName)?;
     let container = require_running(state, workspace).await?;
-    let _serialized = state.locks.lock(&workspace.id).await;
-    clean_leftovers(state, &container).await?;
-    let dir = layout::plugin_dir(&name);
-    if !is_dir(state, &container, &dir).await? {
-        return Err(AppError::NotInstalled(name));
-    }
-    let manifest_yaml = read_optional(
-        state,
-        &container,
-        &layout::plugin_file(&name, "plugin.yaml"),
-        MANIFEST_MAX_BYTES as u64,
-    )
-    .await?;
-    let manifest = Manifest::from_yaml(name.clone(), manifest_yaml.as_deref());
-    let texts = memory_sources(state, &container, &name).await?;
-    strip_claude_md(state, &container, &name, &texts).await?;
+    let deadline = Instant::now() + state.policy.fetch_timeout;
+    // Like a delivery, a removal runs to its end even without its client.
+    let removal = tokio::spawn({
+        let state = state.clone();
+        let workspace = workspace.clone();
+        async move {
+            match timeout_at(deadline, remove(&state, &workspace, &container, &name)).await {
+                Ok(result) => result.map(|()| name),
+                Err(_) => {
+                    tracing::warn!(workspace = %workspace.id, "uninstall deadline fired");
+                    Err(AppError::UninstallTimedOut)
+                }
+            }
+        }
+    });
+    removal
+        .await
+        .map_err(|e| AppError::internal(format!("removal task failed: {e}")))?
+}
 
-    let mut skill_dirs = Vec::new();
+async fn remove(
+    state: &AppState,
+    workspace: &Workspace,
+    container: &ContainerId,
+    name: &PluginName,
+) -> Result<(), AppError> {
+    let _serialized = state.locks.lock(&workspace.id).await;
+    let Some(memory) = state
+        .configs
+        .read_plugin_memory(container, name)
+        .await
+        .map_err(|e| container_failure(e, Operation::Remove))?
+    else {
+        drop_receipt(state, workspace, name).await;
+        return Err(AppError::NotInstalled(name.clone()));
+    };
+    let manifest = Manifest::from_yaml(name.clone(), memory.manifest_yaml.as_deref());
+    let mut skills = Vec::new();
     for skill in &manifest.skills {
         match PluginName::parse(skill) {
-            Ok(skill) => skill_dirs.push(layout::skill_dir(&skill)),
+            Ok(skill) => skills.push(skill),
             Err(_) => tracing::warn!(plugin = %name, skill, "skipping invalid skill name"),
         }
     }
-    if !skill_dirs.is_empty() {
-        let out = state
-            .engine
-            .exec(&container, &layout::remove_argv(&skill_dirs))
-            .await
-            .map_err(engine)?;
-        if !out.success() {
-            tracing::warn!(plugin = %name, stderr = %String::from_utf8_lossy(&out.stderr), "could not remove skills");
-        }
-    }
-    let removed = state
-        .engine
-        .exec(&container, &layout::remove_argv(std::slice::from_ref(&dir)))
-        .await
-        .map_err(engine)?;
-    if !removed.success() {
-        return Err(AppError::RemoveFailed(
-            String::from_utf8_lossy(&removed.stderr).into_owned().into(),
-        ));
-    }
-    match state.engine.exec(&container, &layout::sync_argv()).await {
-        Ok(out) if out.success() => {}
-        other => {
-            tracing::warn!(plugin = %name, result = ?other.map(|o| o.exit_code), "sync failed")
-        }
-    }
-    if let Err(e) = state.receipts.delete_receipt(&workspace.id, &name).await {
-        tracing::error!(workspace = %workspace.id, plugin = %name, error = ?e, "could not delete install receipt");
+    let removal = Removal {
+        plugin: name.clone(),
+        memory_file: stripped_memory_file(workspace, name, &memory),
+        skills,
+    };
+    // From here the directory may change, so its receipt can no longer be
+    // trusted, whatever the outcome.
+    drop_receipt(state, workspace, name).await;
+    match state.configs.remove(container, &removal).await {
+        Ok(()) => {}
+        Err(RemovalError::NotInstalled) => return Err(AppError::NotInstalled(name.clone())),
+        Err(RemovalError::Incomplete(cause)) => return Err(AppError::RemoveFailed(cause)),
+        Err(RemovalError::Configs(e)) => return Err(container_failure(e, Operation::Remove)),
     }
     state.restarts.request(workspace);
     tracing::info!(workspace = %workspace.id, plugin = %name, "plugin uninstalled");
-    Ok(name)
+    Ok(())
+}
+
+/// CLAUDE.md without the plugin's blocks (SPEC §2), or `None` when it
+/// stays as it is (missing, over its bound, not UTF-8, or no block).
+fn stripped_memory_file(
+    workspace: &Workspace,
+    name: &PluginName,
+    memory: &crate::ports::container::PluginMemory,
+) -> Option<MemoryFile> {
+    let file = memory.memory_file.as_ref()?;
+    let Ok(text) = std::str::from_utf8(&file.content) else {
+        tracing::warn!(workspace = %workspace.id, "CLAUDE.md is not UTF-8; memory blocks left in place");
+        return None;
+    };
+    let stripped = strip_memory_blocks(text, name.as_str(), &memory.sources);
+    (stripped != text).then(|| MemoryFile {
+        content: stripped.into_bytes(),
+        mode: file.mode,
+    })
+}
+
+async fn drop_receipt(state: &AppState, workspace: &Workspace, name: &PluginName) {
+    if let Err(e) = state.receipts.delete_receipt(&workspace.id, name).await {
+        tracing::error!(workspace = %workspace.id, plugin = %name, error = ?e, "could not delete install receipt");
+    }
 }
 
 /// The plugins installed in the workspace's container, with the digest of
 /// their receipt (None for plugins put there by something else). A
-/// stopped container has none.
+/// stopped container has none; one being restarted by this service is
+/// waited for, so a listing never answers `[]` for it.
 pub async fn installed(
     state: &AppState,
     workspace: &Workspace,
 ) -> Result<Vec<(Manifest, Option<TreeDigest>)>, AppError> {
+    state.restarts.wait_for_restart(&workspace.id).await;
     let Some(container) = running_container(state, workspace).await? else {
         return Ok(Vec::new());
     };
-    let listing = state
-        .engine
-        .exec(&container, &layout::list_plugins_argv())
+    let entries = state
+        .configs
+        .installed(&container)
         .await
-        .map_err(engine)?;
-    if !listing.success() {
-        return Err(AppError::ListFailed(
-            String::from_utf8_lossy(&listing.stderr).into_owned().into(),
-        ));
-    }
-    let names = layout::parse_plugin_listing(&listing.stdout);
-    let reads = names.iter().map(|name| {
-        let path = layout::plugin_file(name, "plugin.yaml");
-        let container = container.clone();
-        async move { read_optional(state, &container, &path, MANIFEST_MAX_BYTES as u64).await }
-    });
-    let manifests = futures_util::future::join_all(reads).await;
+        .map_err(|e| container_failure(e, Operation::List))?;
     let digests: HashMap<PluginName, TreeDigest> = match state
         .receipts
         .receipts(&workspace.id)
@@ -445,15 +379,16 @@ pub async fn installed(
             HashMap::new()
         }
     };
-    names
+    Ok(entries
         .into_iter()
-        .zip(manifests)
-        .map(|(name, yaml)| {
-            let yaml = yaml?;
-            let digest = digests.get(&name).cloned();
-            Ok((Manifest::from_yaml(name, yaml.as_deref()), digest))
+        .map(|entry| {
+            let digest = digests.get(&entry.name).cloned();
+            (
+                Manifest::from_yaml(entry.name, entry.manifest_yaml.as_deref()),
+                digest,
+            )
         })
-        .collect()
+        .collect())
 }
 
 /// The preflight for a runtime change (SPEC §5).

@@ -2,14 +2,29 @@
 //! debounce per workspace, so N operations in a burst cost one restart
 //! `PLUGIN_RESTART_DELAY` after the last; restarts still pending at
 //! shutdown are carried out before the process exits.
+//!
+//! A due restart runs under the workspace's lock (never between the two
+//! renames of a delivery), re-reads the workspace record (a workspace
+//! paused or removed in the meantime is not restarted), and is retried
+//! with backoff when the engine fails it, so a workspace is not left down.
+//! While it runs, listings wait for it ([`Restarter::wait_for_restart`]),
+//! so a listing never mistakes the service's own restart for a stopped
+//! container.
 
 use std::collections::HashMap;
+use std::hash::Hash;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::domain::name::WorkspaceId;
 use crate::domain::workspace::{ContainerName, Workspace};
-use crate::ports::container::{ContainerEngine, ContainerState};
+use crate::ports::container::{ContainerEngine, ContainerId, ContainerState};
+use crate::ports::store::WorkspaceStore;
+
+/// Attempts of one due restart, and the wait before the first retry
+/// (doubled each time): about half a minute in all.
+const RESTART_ATTEMPTS: u32 = 5;
+const FIRST_RETRY: Duration = Duration::from_secs(1);
 
 #[derive(Clone)]
 pub struct Restarter {
@@ -18,8 +33,13 @@ pub struct Restarter {
 
 struct Inner {
     engine: Arc<dyn ContainerEngine>,
+    workspaces: Arc<dyn WorkspaceStore>,
+    locks: WorkspaceLocks,
     delay: Duration,
+    first_retry: Duration,
     pending: Mutex<HashMap<WorkspaceId, Pending>>,
+    /// Held for writing while a restart runs; listings pass through it.
+    running: KeyedLocks<WorkspaceId, tokio::sync::RwLock<()>>,
 }
 
 #[derive(Clone)]
@@ -28,13 +48,29 @@ struct Pending {
     container: ContainerName,
 }
 
+/// How one restart attempt ended.
+enum Attempt {
+    Done,
+    Skipped,
+    Failed,
+}
+
 impl Restarter {
-    pub fn new(engine: Arc<dyn ContainerEngine>, delay: Duration) -> Self {
+    pub fn new(
+        engine: Arc<dyn ContainerEngine>,
+        workspaces: Arc<dyn WorkspaceStore>,
+        locks: WorkspaceLocks,
+        delay: Duration,
+    ) -> Self {
         Self {
             inner: Arc::new(Inner {
                 engine,
+                workspaces,
+                locks,
                 delay,
+                first_retry: FIRST_RETRY,
                 pending: Mutex::new(HashMap::new()),
+                running: KeyedLocks::default(),
             }),
         }
     }
@@ -74,30 +110,82 @@ impl Restarter {
                 }
             };
             if let Some(p) = due {
-                this.restart_now(&id, &p.container).await;
+                this.restart_with_retries(&id, &p.container).await;
             }
         });
     }
 
-    async fn restart_now(&self, id: &WorkspaceId, container: &ContainerName) {
-        match self.inner.engine.state(container).await {
-            ContainerState::Running { id: cid } => match self.inner.engine.restart(&cid).await {
-                Ok(()) => tracing::info!(workspace = %id, "workspace restarted"),
-                Err(e) => tracing::error!(workspace = %id, error = ?e, "workspace restart failed"),
-            },
-            ContainerState::Stopped => {
-                tracing::info!(workspace = %id, "restart skipped: container not running")
-            }
-            ContainerState::Unknown => {
-                tracing::error!(workspace = %id, "restart skipped: container engine unavailable")
+    async fn restart_with_retries(&self, id: &WorkspaceId, container: &ContainerName) {
+        let mut wait = self.inner.first_retry;
+        for attempt in 1..=RESTART_ATTEMPTS {
+            match self.attempt(id, container, attempt > 1).await {
+                Attempt::Done | Attempt::Skipped => return,
+                Attempt::Failed if attempt < RESTART_ATTEMPTS => {
+                    tokio::time::sleep(wait).await;
+                    wait *= 2;
+                }
+                Attempt::Failed => {
+                    tracing::error!(workspace = %id, attempts = RESTART_ATTEMPTS, "workspace restart failed; giving up");
+                }
             }
         }
     }
 
-    /// Carries out every pending restart now (graceful shutdown).
+    /// One restart under the workspace's lock. A retry also starts a
+    /// container found stopped: the failed attempt may have stopped it.
+    async fn attempt(&self, id: &WorkspaceId, fallback: &ContainerName, retry: bool) -> Attempt {
+        let _serialized = self.inner.locks.lock(id).await;
+        let gate = self.inner.running.get(id);
+        let _running = gate.write().await;
+        let container = match self.inner.workspaces.workspace(id).await {
+            Ok(Some(workspace)) if workspace.accepts_restarts() => workspace.container_name(),
+            Ok(Some(workspace)) => {
+                tracing::info!(workspace = %id, status = %workspace.spec.status, "restart skipped for this status");
+                return Attempt::Skipped;
+            }
+            Ok(None) => {
+                tracing::info!(workspace = %id, "restart skipped: workspace record gone");
+                return Attempt::Skipped;
+            }
+            Err(e) => {
+                // The operation that asked for it was allowed; keep going
+                // with the container it named.
+                tracing::warn!(workspace = %id, error = ?e, "could not re-read the workspace before its restart");
+                fallback.clone()
+            }
+        };
+        let cid = match self.inner.engine.state(&container).await {
+            ContainerState::Running { id } => id,
+            ContainerState::Stopped if !retry => {
+                tracing::info!(workspace = %id, "restart skipped: container not running");
+                return Attempt::Skipped;
+            }
+            // The engine takes a name where it takes an id; a restart of a
+            // stopped container starts it.
+            ContainerState::Stopped => ContainerId::new(container.as_str()),
+            ContainerState::Unknown => {
+                tracing::error!(workspace = %id, "restart failed: container engine unavailable");
+                return Attempt::Failed;
+            }
+        };
+        match self.inner.engine.restart(&cid).await {
+            Ok(()) => {
+                tracing::info!(workspace = %id, "workspace restarted");
+                Attempt::Done
+            }
+            Err(e) => {
+                tracing::error!(workspace = %id, error = ?e, "workspace restart failed");
+                Attempt::Failed
+            }
+        }
+    }
+
+    /// Carries out every pending restart now, once each (graceful shutdown).
     pub async fn flush(&self) {
         let due: Vec<(WorkspaceId, Pending)> = self.pending().drain().collect();
-        let restarts = due.iter().map(|(id, p)| self.restart_now(id, &p.container));
+        let restarts = due
+            .iter()
+            .map(|(id, p)| async move { self.attempt(id, &p.container, false).await });
         futures_util::future::join_all(restarts).await;
     }
 
@@ -105,39 +193,136 @@ impl Restarter {
     pub fn pending_count(&self) -> usize {
         self.pending().len()
     }
+
+    /// Returns once no restart of the workspace is running.
+    pub async fn wait_for_restart(&self, id: &WorkspaceId) {
+        let gate = self.inner.running.get(id);
+        drop(gate.read().await);
+    }
+}
+
+/// One lock per key, created on first use and dropped with its last
+/// user, so the map holds only keys in use.
+struct KeyedLocks<K, L> {
+    map: Arc<Mutex<HashMap<K, Arc<L>>>>,
+}
+
+impl<K, L> Default for KeyedLocks<K, L> {
+    fn default() -> Self {
+        Self {
+            map: Arc::default(),
+        }
+    }
+}
+
+impl<K, L> Clone for KeyedLocks<K, L> {
+    fn clone(&self) -> Self {
+        Self {
+            map: Arc::clone(&self.map),
+        }
+    }
+}
+
+impl<K: Eq + Hash + Clone, L: Default> KeyedLocks<K, L> {
+    fn get(&self, key: &K) -> KeyedLock<K, L> {
+        let mut map = self.map.lock().unwrap_or_else(|e| e.into_inner());
+        let lock = Arc::clone(map.entry(key.clone()).or_default());
+        KeyedLock {
+            key: key.clone(),
+            lock,
+            map: Arc::clone(&self.map),
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.map.lock().unwrap_or_else(|e| e.into_inner()).len()
+    }
+}
+
+/// A handle on one key's lock; the map entry goes when the last handle
+/// does.
+struct KeyedLock<K: Eq + Hash, L> {
+    key: K,
+    lock: Arc<L>,
+    map: Arc<Mutex<HashMap<K, Arc<L>>>>,
+}
+
+impl<K: Eq + Hash, L> std::ops::Deref for KeyedLock<K, L> {
+    type Target = Arc<L>;
+    fn deref(&self) -> &Arc<L> {
+        &self.lock
+    }
+}
+
+impl<K: Eq + Hash, L> Drop for KeyedLock<K, L> {
+    fn drop(&mut self) {
+        let mut map = self.map.lock().unwrap_or_else(|e| e.into_inner());
+        // Handles are only made under this mutex: two counts (the map's
+        // and ours) means nobody else holds or waits for the lock.
+        if map
+            .get(&self.key)
+            .is_some_and(|l| Arc::ptr_eq(l, &self.lock) && Arc::strong_count(l) == 2)
+        {
+            map.remove(&self.key);
+        }
+    }
 }
 
 /// Serializes operations on one workspace: two installs both land, and an
-/// install and an uninstall of the same plugin never interleave.
+/// install, an uninstall and a restart of the same workspace never
+/// interleave. Entries of idle workspaces are dropped.
 #[derive(Clone, Default)]
 pub struct WorkspaceLocks {
-    locks: Arc<Mutex<HashMap<WorkspaceId, Arc<tokio::sync::Mutex<()>>>>>,
+    locks: KeyedLocks<WorkspaceId, tokio::sync::Mutex<()>>,
+}
+
+/// Held while one operation runs on a workspace.
+pub struct WorkspaceGuard {
+    // Field order: the guard is released before the handle is dropped.
+    _guard: tokio::sync::OwnedMutexGuard<()>,
+    _handle: KeyedLock<WorkspaceId, tokio::sync::Mutex<()>>,
 }
 
 impl WorkspaceLocks {
-    pub async fn lock(&self, id: &WorkspaceId) -> tokio::sync::OwnedMutexGuard<()> {
-        let lock = {
-            let mut locks = self.locks.lock().unwrap_or_else(|e| e.into_inner());
-            locks.entry(id.clone()).or_default().clone()
-        };
-        lock.lock_owned().await
+    pub async fn lock(&self, id: &WorkspaceId) -> WorkspaceGuard {
+        let handle = self.locks.get(id);
+        let guard = Arc::clone(&handle.lock).lock_owned().await;
+        WorkspaceGuard {
+            _guard: guard,
+            _handle: handle,
+        }
+    }
+
+    /// Workspaces with a lock held or awaited.
+    pub fn in_use(&self) -> usize {
+        self.locks.len()
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ports::container::MockContainerEngine;
+    use crate::ports::container::{EngineError, MockContainerEngine};
+    use crate::ports::store::{MockWorkspaceStore, StoreError};
 
     fn workspace(id: &str, status: &str) -> Workspace {
         crate::app::testing::workspace(id, "x", status)
     }
 
+    /// A store that answers each workspace with `status`.
+    fn store(status: &'static str) -> Arc<dyn WorkspaceStore> {
+        let mut store = MockWorkspaceStore::new();
+        store
+            .expect_workspace()
+            .returning(move |id| Ok(Some(workspace(id.as_str(), status))));
+        Arc::new(store)
+    }
+
     fn engine_expecting(restarts: usize) -> MockContainerEngine {
         let mut engine = MockContainerEngine::new();
-        engine
-            .expect_state()
-            .returning(|_| ContainerState::Running { id: "cid".into() });
+        engine.expect_state().returning(|_| ContainerState::Running {
+            id: ContainerId::new("cid"),
+        });
         engine
             .expect_restart()
             .times(restarts)
@@ -145,9 +330,18 @@ mod tests {
         engine
     }
 
+    fn restarter(engine: MockContainerEngine, store: Arc<dyn WorkspaceStore>, delay: u64) -> Restarter {
+        Restarter::new(
+            Arc::new(engine),
+            store,
+            WorkspaceLocks::default(),
+            Duration::from_secs(delay),
+        )
+    }
+
     #[tokio::test(start_paused = true)]
     async fn requests_within_the_delay_coalesce_into_one_restart() {
-        let restarter = Restarter::new(Arc::new(engine_expecting(1)), Duration::from_secs(2));
+        let restarter = restarter(engine_expecting(1), store("online"), 2);
         let ws = workspace("ws1", "online");
         for _ in 0..5 {
             restarter.request(&ws);
@@ -160,7 +354,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn paused_hibernated_and_removed_workspaces_are_not_restarted() {
-        let restarter = Restarter::new(Arc::new(engine_expecting(0)), Duration::from_secs(1));
+        let restarter = restarter(engine_expecting(0), store("online"), 1);
         for status in ["paused", "hibernated", "removed"] {
             restarter.request(&workspace("ws1", status));
         }
@@ -169,13 +363,85 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
+    async fn a_workspace_paused_before_its_restart_fires_is_not_restarted() {
+        let restarter = restarter(engine_expecting(0), store("paused"), 1);
+        restarter.request(&workspace("ws1", "online"));
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        assert_eq!(restarter.pending_count(), 0);
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn pending_restarts_are_carried_out_at_shutdown() {
-        let restarter = Restarter::new(Arc::new(engine_expecting(2)), Duration::from_secs(60));
+        let restarter = restarter(engine_expecting(2), store("online"), 60);
         restarter.request(&workspace("a", "online"));
         restarter.request(&workspace("b", "online"));
         restarter.flush().await;
         assert_eq!(restarter.pending_count(), 0);
         tokio::time::sleep(Duration::from_secs(61)).await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_failed_restart_is_retried_until_the_container_runs_again() {
+        let mut engine = MockContainerEngine::new();
+        let mut states = mockall::Sequence::new();
+        engine
+            .expect_state()
+            .times(1)
+            .in_sequence(&mut states)
+            .returning(|_| ContainerState::Running {
+                id: ContainerId::new("cid"),
+            });
+        // The failed attempt left the container stopped (`Exited (128)`):
+        // the retries start it again.
+        engine
+            .expect_state()
+            .times(2)
+            .in_sequence(&mut states)
+            .returning(|_| ContainerState::Stopped);
+        let mut calls = 0;
+        engine.expect_restart().times(3).returning(move |_| {
+            calls += 1;
+            if calls < 3 {
+                Err(EngineError::Other("engine refused to start it".into()))
+            } else {
+                Ok(())
+            }
+        });
+        let restarter = restarter(engine, store("online"), 1);
+        restarter.request(&workspace("ws1", "online"));
+        tokio::time::sleep(Duration::from_secs(60)).await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_store_failure_does_not_cancel_the_restart() {
+        let mut store = MockWorkspaceStore::new();
+        store
+            .expect_workspace()
+            .returning(|_| Err(StoreError::Unavailable("down".into())));
+        let restarter = restarter(engine_expecting(1), Arc::new(store), 1);
+        restarter.request(&workspace("ws1", "online"));
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_restart_waits_for_the_operation_holding_the_workspace() {
+        let locks = WorkspaceLocks::default();
+        let restarter = Restarter::new(
+            Arc::new(engine_expecting(1)),
+            store("online"),
+            locks.clone(),
+            Duration::from_secs(1),
+        );
+        let id = WorkspaceId::parse("ws1").unwrap();
+        let held = locks.lock(&id).await;
+        restarter.request(&workspace("ws1", "online"));
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        // Still waiting: the mock would panic on a restart beyond 1, and
+        // the lock map shows the restart queued behind the operation.
+        assert_eq!(locks.in_use(), 1);
+        drop(held);
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        assert_eq!(locks.in_use(), 0, "the restart ran and released the lock");
     }
 
     #[tokio::test]
@@ -197,5 +463,27 @@ mod tests {
                 .await
                 .is_ok()
         );
+    }
+
+    #[tokio::test]
+    async fn the_lock_map_holds_only_workspaces_in_use() {
+        let locks = WorkspaceLocks::default();
+        for i in 0..100 {
+            let id = WorkspaceId::parse(&format!("ws{i}")).unwrap();
+            drop(locks.lock(&id).await);
+        }
+        assert_eq!(locks.in_use(), 0);
+        let id = WorkspaceId::parse("busy").unwrap();
+        let held = locks.lock(&id).await;
+        let waiter = {
+            let locks = locks.clone();
+            let id = id.clone();
+            tokio::spawn(async move { drop(locks.lock(&id).await) })
+        };
+        tokio::task::yield_now().await;
+        assert_eq!(locks.in_use(), 1);
+        drop(held);
+        waiter.await.unwrap();
+        assert_eq!(locks.in_use(), 0, "the last user removes the entry");
     }
 }

@@ -158,22 +158,30 @@ pub async fn build_state(settings: &Settings) -> Result<Arc<AppState>, StartupEr
         })?;
     // The engine is reached lazily: a daemon that is down at start-up makes
     // the service not ready (and 503s), not unable to start.
-    let engine: Arc<dyn crate::ports::container::ContainerEngine> = Arc::new(
+    let docker = Arc::new(
         DockerEngine::new(settings.docker_host.as_deref(), settings.engine_timeout)
             .map_err(|e| StartupError::Engine(e.to_string()))?,
     );
+    let engine: Arc<dyn crate::ports::container::ContainerEngine> = docker.clone();
+    let locks = WorkspaceLocks::default();
     Ok(Arc::new(AppState {
         workspaces: store.clone(),
         tokens: store.clone(),
         allowlists: store.clone(),
         receipts: store.clone(),
-        store_health: store,
+        store_health: store.clone(),
         registry: Arc::new(registry),
         resolvers,
         staging: Arc::new(staging),
-        restarts: Restarter::new(engine.clone(), settings.restart_delay),
+        restarts: Restarter::new(
+            engine.clone(),
+            store.clone(),
+            locks.clone(),
+            settings.restart_delay,
+        ),
         engine,
-        locks: WorkspaceLocks::default(),
+        configs: docker,
+        locks,
         archives: Arc::new(archives),
         local_digests: Default::default(),
         admin_token,

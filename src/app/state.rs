@@ -9,7 +9,7 @@ use crate::app::restart::{Restarter, WorkspaceLocks};
 use crate::domain::policy::AllowlistFailure;
 use crate::domain::token::TokenHash;
 use crate::ports::archives::ArchiveStore;
-use crate::ports::container::ContainerEngine;
+use crate::ports::container::{ContainerEngine, WorkspaceConfigs};
 use crate::ports::receipts::ReceiptStore;
 use crate::ports::registry::PluginRegistry;
 use crate::ports::resolver::ResolverRegistry;
@@ -41,6 +41,7 @@ pub struct AppState {
     pub resolvers: ResolverRegistry,
     pub staging: Arc<dyn StagingArea>,
     pub engine: Arc<dyn ContainerEngine>,
+    pub configs: Arc<dyn WorkspaceConfigs>,
     pub restarts: Restarter,
     pub locks: WorkspaceLocks,
     pub archives: Arc<dyn ArchiveStore>,

@@ -10,7 +10,9 @@ use crate::domain::name::WorkspaceId;
 use crate::domain::policy::AllowlistFailure;
 use crate::domain::token::TokenHash;
 use crate::domain::workspace::{Workspace, WorkspaceInput, WorkspaceSpec};
-use crate::ports::container::{ContainerEngine, MockContainerEngine};
+use crate::ports::container::{
+    ContainerEngine, MockContainerEngine, MockWorkspaceConfigs, WorkspaceConfigs,
+};
 use crate::ports::receipts::{MockReceiptStore, ReceiptStore};
 use crate::ports::registry::{MockPluginRegistry, PluginRegistry};
 use crate::ports::resolver::ResolverRegistry;
@@ -31,6 +33,7 @@ pub struct Ports {
     pub receipts: Arc<dyn ReceiptStore>,
     pub staging: Arc<dyn StagingArea>,
     pub engine: Arc<dyn ContainerEngine>,
+    pub configs: Arc<dyn WorkspaceConfigs>,
     pub resolvers: ResolverRegistry,
     pub archives: Arc<dyn crate::ports::archives::ArchiveStore>,
     pub registry: Arc<dyn PluginRegistry>,
@@ -47,6 +50,7 @@ impl Default for Ports {
             receipts: Arc::new(MockReceiptStore::new()),
             staging: Arc::new(MockStagingArea::new()),
             engine: Arc::new(MockContainerEngine::new()),
+            configs: Arc::new(MockWorkspaceConfigs::new()),
             resolvers: ResolverRegistry::new(),
             archives: Arc::new(crate::ports::archives::MockArchiveStore::new()),
             registry: Arc::new(MockPluginRegistry::new()),
@@ -65,6 +69,7 @@ impl Default for Ports {
 
 impl Ports {
     pub fn into_state(self) -> AppState {
+        let locks = WorkspaceLocks::default();
         AppState {
             workspaces: self.workspaces,
             tokens: self.tokens,
@@ -74,9 +79,15 @@ impl Ports {
             registry: self.registry,
             resolvers: self.resolvers,
             staging: self.staging,
-            restarts: Restarter::new(self.engine.clone(), self.restart_delay),
+            restarts: Restarter::new(
+                self.engine.clone(),
+                self.workspaces.clone(),
+                locks.clone(),
+                self.restart_delay,
+            ),
             engine: self.engine,
-            locks: WorkspaceLocks::default(),
+            configs: self.configs,
+            locks,
             archives: self.archives,
             local_digests: Default::default(),
             admin_token: TokenHash::of(ADMIN),

@@ -182,6 +182,7 @@ impl From<AppError> for Problem {
                     ..ErrorBody::new(message)
                 },
             ),
+            E::UninstallTimedOut => (StatusCode::GATEWAY_TIMEOUT, ErrorBody::new(message)),
             E::NotInstalled(_) => (StatusCode::NOT_FOUND, ErrorBody::new(message)),
             E::CopyFailed(_)
             | E::PackFailed(_)
