@@ -85,10 +85,7 @@ async fn running_container(
     }
 }
 
-async fn require_running(
-    state: &AppState,
-    workspace: &Workspace,
-) -> Result<ContainerId, AppError> {
+async fn require_running(state: &AppState, workspace: &Workspace) -> Result<ContainerId, AppError> {
     running_container(state, workspace)
         .await?
         .ok_or(AppError::ContainerNotRunning)
@@ -213,7 +210,11 @@ async fn deliver_in_place(
             .await
             .map_err(AppError::Store)?;
     }
-    match state.configs.deliver(container, name, staged.dir.path()).await {
+    match state
+        .configs
+        .deliver(container, name, staged.dir.path())
+        .await
+    {
         Ok(()) => {}
         Err(DeliveryError::NotPlaced(e)) => {
             // The previous version is still there: so is its receipt.

@@ -102,23 +102,35 @@ impl Restarter {
         let id = workspace.id.clone();
         tokio::spawn(async move {
             tokio::time::sleep(this.inner.delay).await;
-            let due = {
-                let mut pending = this.pending();
-                match pending.get(&id) {
-                    Some(p) if p.generation == generation => pending.remove(&id),
-                    _ => None,
-                }
-            };
-            if let Some(p) = due {
-                this.restart_with_retries(&id, &p.container).await;
-            }
+            this.restart_if_due(&id, generation).await;
         });
     }
 
-    async fn restart_with_retries(&self, id: &WorkspaceId, container: &ContainerName) {
+    /// Carries out the restart asked for as `generation`, unless a later
+    /// request replaced it. Decided under the workspace's lock: an
+    /// operation that ran meanwhile and asked again (its delivery took
+    /// longer than the delay) pushes the restart back instead of causing
+    /// a second one.
+    async fn restart_if_due(&self, id: &WorkspaceId, generation: u64) {
+        let guard = self.inner.locks.lock(id).await;
+        let due = {
+            let mut pending = self.pending();
+            match pending.get(id) {
+                Some(p) if p.generation == generation => pending.remove(id),
+                _ => None,
+            }
+        };
+        let Some(due) = due else { return };
         let mut wait = self.inner.first_retry;
+        let mut guard = Some(guard);
         for attempt in 1..=RESTART_ATTEMPTS {
-            match self.attempt(id, container, attempt > 1).await {
+            let serialized = match guard.take() {
+                Some(held) => held,
+                None => self.inner.locks.lock(id).await,
+            };
+            let outcome = self.attempt(id, &due.container, attempt > 1).await;
+            drop(serialized);
+            match outcome {
                 Attempt::Done | Attempt::Skipped => return,
                 Attempt::Failed if attempt < RESTART_ATTEMPTS => {
                     tokio::time::sleep(wait).await;
@@ -131,10 +143,10 @@ impl Restarter {
         }
     }
 
-    /// One restart under the workspace's lock. A retry also starts a
-    /// container found stopped: the failed attempt may have stopped it.
+    /// One restart; the caller holds the workspace's lock. A retry also
+    /// starts a container found stopped: the failed attempt may have
+    /// stopped it.
     async fn attempt(&self, id: &WorkspaceId, fallback: &ContainerName, retry: bool) -> Attempt {
-        let _serialized = self.inner.locks.lock(id).await;
         let gate = self.inner.running.get(id);
         let _running = gate.write().await;
         let container = match self.inner.workspaces.workspace(id).await {
@@ -183,9 +195,10 @@ impl Restarter {
     /// Carries out every pending restart now, once each (graceful shutdown).
     pub async fn flush(&self) {
         let due: Vec<(WorkspaceId, Pending)> = self.pending().drain().collect();
-        let restarts = due
-            .iter()
-            .map(|(id, p)| async move { self.attempt(id, &p.container, false).await });
+        let restarts = due.iter().map(|(id, p)| async move {
+            let _serialized = self.inner.locks.lock(id).await;
+            self.attempt(id, &p.container, false).await
+        });
         futures_util::future::join_all(restarts).await;
     }
 
@@ -320,9 +333,11 @@ mod tests {
 
     fn engine_expecting(restarts: usize) -> MockContainerEngine {
         let mut engine = MockContainerEngine::new();
-        engine.expect_state().returning(|_| ContainerState::Running {
-            id: ContainerId::new("cid"),
-        });
+        engine
+            .expect_state()
+            .returning(|_| ContainerState::Running {
+                id: ContainerId::new("cid"),
+            });
         engine
             .expect_restart()
             .times(restarts)
@@ -330,7 +345,11 @@ mod tests {
         engine
     }
 
-    fn restarter(engine: MockContainerEngine, store: Arc<dyn WorkspaceStore>, delay: u64) -> Restarter {
+    fn restarter(
+        engine: MockContainerEngine,
+        store: Arc<dyn WorkspaceStore>,
+        delay: u64,
+    ) -> Restarter {
         Restarter::new(
             Arc::new(engine),
             store,

@@ -34,7 +34,14 @@ mod tests {
 
     #[test]
     fn dot_entries_and_invalid_names_are_never_plugins() {
-        for entry in [".demo.staging-1", ".demo.old-2", "", "bad\\name", "a\nb", ".."] {
+        for entry in [
+            ".demo.staging-1",
+            ".demo.old-2",
+            "",
+            "bad\\name",
+            "a\nb",
+            "..",
+        ] {
             assert_eq!(plugin_entry(entry), None, "{entry:?}");
         }
         assert_eq!(plugin_entry("alpha").unwrap().as_str(), "alpha");

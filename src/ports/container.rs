@@ -201,7 +201,8 @@ pub trait WorkspaceConfigs: Send + Sync {
     /// The plugins installed under `/configs/plugins`, sorted by name; dot
     /// entries and invalid names are never plugins. Errors: `TooLarge` for
     /// more entries or manifest bytes than the bound.
-    async fn installed(&self, container: &ContainerId) -> Result<Vec<InstalledEntry>, ConfigsError>;
+    async fn installed(&self, container: &ContainerId)
+    -> Result<Vec<InstalledEntry>, ConfigsError>;
 
     /// What an uninstall of `plugin` needs to read; `None` when it is not
     /// installed.

@@ -36,6 +36,12 @@ async fn install_copies_the_plugin_owned_by_the_agent_and_restarts_once() {
     assert_eq!(body["plugin"], "demo");
     assert_eq!(body["source"], "local://demo");
     assert!(body["digest"].as_str().unwrap().starts_with("h1:"));
+    // Looked at once the restart is over: an exec racing the restart
+    // would be killed with it.
+    assert!(
+        wait_for_restart(&w.container, &started).await,
+        "the workspace was restarted"
+    );
     assert_eq!(
         w.container.cat("/configs/plugins/demo/rules/style.md"),
         b"Be brief."
@@ -49,10 +55,6 @@ async fn install_copies_the_plugin_owned_by_the_agent_and_restarts_once() {
     }
     let leftovers = w.container.sh("ls -A /configs/plugins");
     assert_eq!(leftovers, "demo", "no staging or old directories remain");
-    assert!(
-        wait_for_restart(&w.container, &started).await,
-        "the workspace was restarted"
-    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

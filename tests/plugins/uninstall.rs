@@ -59,7 +59,7 @@ async fn uninstall_restores_claude_md_byte_for_byte_removes_skills_and_keeps_own
     w.container.sh(
         "chown 1000:1000 /configs/CLAUDE.md && chmod 640 /configs/CLAUDE.md && \
          mkdir -p /configs/skills/writing-plans /configs/skills/executing-plans /configs/skills/keep-me && \
-         touch /configs/skills/writing-plans/SKILL.md",
+         touch /configs/skills/writing-plans/SKILL.md && chown -R 1000:1000 /configs/skills",
     );
     let started = w.container.inspect("{{.State.StartedAt}}");
 

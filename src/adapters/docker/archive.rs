@@ -123,8 +123,8 @@ mod tests {
     use std::os::unix::fs::PermissionsExt;
 
     use super::*;
-    use futures_util::StreamExt;
     use crate::adapters::tartree::{TreeError, plan_tree, write_tree_tar};
+    use futures_util::StreamExt;
     use std::fs;
     use std::path::Path;
 
@@ -224,30 +224,42 @@ mod tests {
         h.set_size(3);
         h.set_mode(0o600);
         h.set_entry_type(tar::EntryType::Regular);
-        one.append_data(&mut h, "./a/plugin.yaml", &b"x: 1"[..3]).unwrap();
+        one.append_data(&mut h, "./a/plugin.yaml", &b"x: 1"[..3])
+            .unwrap();
         let mut fifo = tar::Header::new_gnu();
         fifo.set_entry_type(tar::EntryType::Fifo);
         fifo.set_size(0);
-        one.append_data(&mut fifo, "./b/plugin.yaml", io::empty()).unwrap();
+        one.append_data(&mut fifo, "./b/plugin.yaml", io::empty())
+            .unwrap();
         let mut bytes = one.into_inner().unwrap();
         let mut two = tar::Builder::new(Vec::new());
         let mut big = tar::Header::new_gnu();
         big.set_size(10);
         big.set_entry_type(tar::EntryType::Regular);
-        two.append_data(&mut big, "c/plugin.yaml", &[b'y'; 10][..]).unwrap();
+        two.append_data(&mut big, "c/plugin.yaml", &[b'y'; 10][..])
+            .unwrap();
         let mut small = tar::Header::new_gnu();
         small.set_size(1);
         small.set_mode(0o644);
         small.set_entry_type(tar::EntryType::Regular);
-        two.append_data(&mut small, "configs/CLAUDE.md", &b"z"[..]).unwrap();
+        two.append_data(&mut small, "configs/CLAUDE.md", &b"z"[..])
+            .unwrap();
         bytes.extend(two.into_inner().unwrap());
 
         let files = read_files(&bytes, 5).unwrap();
         assert_eq!(
             files,
             vec![
-                ReadFile { path: "a/plugin.yaml".into(), mode: 0o600, content: b"x: ".to_vec() },
-                ReadFile { path: "configs/CLAUDE.md".into(), mode: 0o644, content: b"z".to_vec() },
+                ReadFile {
+                    path: "a/plugin.yaml".into(),
+                    mode: 0o600,
+                    content: b"x: ".to_vec()
+                },
+                ReadFile {
+                    path: "configs/CLAUDE.md".into(),
+                    mode: 0o644,
+                    content: b"z".to_vec()
+                },
             ]
         );
         assert!(read_files(&[], 5).unwrap().is_empty());

@@ -80,6 +80,8 @@ clean_leftovers() {
 const EXIT_UNSAFE: i64 = 3;
 const EXIT_ABSENT: i64 = 4;
 const EXIT_TOO_MANY: i64 = 5;
+/// What the engine reports for an exec it could not run or aborted.
+const EXIT_ENGINE_ABORTED: i64 = 126;
 
 /// `$1` name, `$2` nonce, `$3` seal; stdin: the tree's tar, sealed.
 /// Cleans leftovers, extracts into `.<name>.staging-<nonce>`, checks the
@@ -109,6 +111,7 @@ if [ -e "$old" ] || [ -L "$old" ]; then rm -rf -- "$old" || exit 9; fi
 exit 0
 "#
 );
+const EXIT_EXTRACT: i64 = 7;
 const EXIT_OLD_LEFT: i64 = 9;
 
 /// `$1` name. Exit 0 when `/configs/plugins/<name>` is a directory.
@@ -224,6 +227,11 @@ impl DockerEngine {
         match ran.exit {
             Exit::CutOff(e) => ConfigsError::Engine(e),
             Exit::TooLarge => ConfigsError::TooLarge("container output"),
+            // The engine's own code for an exec it aborted (its attach
+            // stream broke): the engine failed, not the script.
+            Exit::Code(EXIT_ENGINE_ABORTED) => {
+                ConfigsError::Engine(EngineError::Unavailable(failed(what, &ran)))
+            }
             Exit::Code(_) => ConfigsError::Failed(failed(what, &ran)),
         }
     }
@@ -252,7 +260,12 @@ impl WorkspaceConfigs for DockerEngine {
             args: vec![plugin.to_string(), nonce, seal],
         };
         let ran = self
-            .run(container, &script, Stdin::Stream(stream.body), SMALL_OUTPUT_CAP)
+            .run(
+                container,
+                &script,
+                Stdin::Stream(stream.body),
+                SMALL_OUTPUT_CAP,
+            )
             .await
             .map_err(|e| DeliveryError::NotPlaced(e.into()))?;
         if let Some(cause) = stream.failure.get() {
@@ -271,6 +284,15 @@ impl WorkspaceConfigs for DockerEngine {
             Exit::Code(EXIT_UNSAFE) => Err(DeliveryError::NotPlaced(ConfigsError::UnsafeLayout(
                 "/configs/plugins does not resolve to itself",
             ))),
+            // Our archive is well formed, so an extraction that failed
+            // without a write error inside the container stopped short of
+            // its seal: the stream to the engine broke (a send that only
+            // reached the socket buffers looks complete from here).
+            Exit::Code(EXIT_EXTRACT) if !container_write_error(&ran.stderr) => {
+                Err(DeliveryError::NotPlaced(ConfigsError::Engine(
+                    EngineError::Unavailable(failed("delivery stream cut", &ran)),
+                )))
+            }
             Exit::Code(6..=8) => Err(DeliveryError::NotPlaced(ConfigsError::Failed(failed(
                 "delivering",
                 &ran,
@@ -311,7 +333,10 @@ impl WorkspaceConfigs for DockerEngine {
         }
     }
 
-    async fn installed(&self, container: &ContainerId) -> Result<Vec<InstalledEntry>, ConfigsError> {
+    async fn installed(
+        &self,
+        container: &ContainerId,
+    ) -> Result<Vec<InstalledEntry>, ConfigsError> {
         let script = Script {
             text: LIST,
             args: vec![
@@ -330,7 +355,9 @@ impl WorkspaceConfigs for DockerEngine {
                 ));
             }
             Exit::Code(EXIT_TOO_MANY) => {
-                return Err(ConfigsError::TooLarge("more plugin directories than the bound"));
+                return Err(ConfigsError::TooLarge(
+                    "more plugin directories than the bound",
+                ));
             }
             Exit::TooLarge => return Err(ConfigsError::TooLarge("listing output")),
             _ => return Err(self.unexplained(container, "listing plugins", ran).await),
@@ -400,6 +427,20 @@ impl WorkspaceConfigs for DockerEngine {
             },
         }
     }
+}
+
+/// Whether a script's stderr names a write failure of the container's own
+/// (the errno texts are the same in busybox and GNU tools).
+fn container_write_error(stderr: &str) -> bool {
+    [
+        "No space left",
+        "Permission denied",
+        "Read-only file system",
+        "Disk quota exceeded",
+        "Operation not permitted",
+    ]
+    .iter()
+    .any(|text| stderr.contains(text))
 }
 
 /// The listing's answer: NUL-terminated names, an empty name, then tar.
@@ -497,7 +538,10 @@ mod tests {
         let listed = parse_listing(&out).unwrap();
         let names: Vec<&str> = listed.iter().map(|e| e.name.as_str()).collect();
         assert_eq!(names, ["alpha", "beta", "zeta"]);
-        assert_eq!(listed[0].manifest_yaml.as_deref(), Some(&b"name: alpha\n"[..]));
+        assert_eq!(
+            listed[0].manifest_yaml.as_deref(),
+            Some(&b"name: alpha\n"[..])
+        );
         assert_eq!(listed[1].manifest_yaml, None);
     }
 

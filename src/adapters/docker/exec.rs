@@ -66,7 +66,12 @@ pub(super) async fn run_script(
     deadline: Instant,
     timeout: std::time::Duration,
 ) -> Result<Ran, EngineError> {
-    let mut cmd = vec!["sh".to_owned(), "-c".to_owned(), script.text.to_owned(), "sh".to_owned()];
+    let mut cmd = vec![
+        "sh".to_owned(),
+        "-c".to_owned(),
+        script.text.to_owned(),
+        "sh".to_owned(),
+    ];
     cmd.extend(script.args.iter().cloned());
     let has_stdin = !matches!(stdin, Stdin::None);
     let config = ExecConfig {
@@ -151,13 +156,12 @@ pub(super) async fn run_script(
     // The output ends when the process does, but the engine may record
     // the exit code a moment later.
     ran.exit = loop {
-        let inspected = match tokio::time::timeout_at(deadline, docker.inspect_exec(&created.id))
-            .await
-        {
-            Err(_) => break Exit::CutOff(timed_out("inspecting exec", timeout)),
-            Ok(Err(e)) => break Exit::CutOff(exec_error("inspecting exec", e)),
-            Ok(Ok(inspected)) => inspected,
-        };
+        let inspected =
+            match tokio::time::timeout_at(deadline, docker.inspect_exec(&created.id)).await {
+                Err(_) => break Exit::CutOff(timed_out("inspecting exec", timeout)),
+                Ok(Err(e)) => break Exit::CutOff(exec_error("inspecting exec", e)),
+                Ok(Ok(inspected)) => inspected,
+            };
         match (inspected.running, inspected.exit_code) {
             (Some(true), _) => tokio::time::sleep(std::time::Duration::from_millis(5)).await,
             (_, Some(code)) => break Exit::Code(code),
