@@ -7,4 +7,5 @@ pub mod db;
 pub mod docker;
 pub mod git;
 pub mod hostile;
+pub mod hostile_container;
 pub mod https;
