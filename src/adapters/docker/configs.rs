@@ -92,7 +92,9 @@ const DELIVER: &str = script!(
 inside /configs 3
 if [ ! -e plugins ] && [ ! -L plugins ]; then mkdir plugins || exit 6; fi
 inside /configs/plugins 3
-clean_leftovers || exit 6
+# A leftover the agent cannot remove (root-owned files a runtime left)
+# must not block every later delivery.
+clean_leftovers || echo "leftovers not removed" >&2
 mkdir -- "$new" || exit 6
 if ! (inside "/configs/plugins/$new" 3 && tar -x -o -f - && [ -f "$seal" ] && [ ! -L "$seal" ] && rm -f -- "$seal"); then
   rm -rf -- "$new"
@@ -164,7 +166,7 @@ const REMOVE: &str = script!(
 shift 4
 inside /configs/plugins 4
 if [ ! -d "$name" ] || [ -L "$name" ]; then exit 4; fi
-clean_leftovers || exit 10
+clean_leftovers || echo "leftovers not removed" >&2
 if [ "$len" -ge 0 ]; then
   if ! (inside /configs 3 && set -C && head -c "$len" > "$tmp" && [ "$(wc -c < "$tmp")" -eq "$len" ] && chmod "$mode" "$tmp" && mv -f -T -- "$tmp" CLAUDE.md); then
     (inside /configs 3 && rm -f -- "$tmp")
