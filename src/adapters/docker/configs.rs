@@ -277,10 +277,13 @@ impl WorkspaceConfigs for DockerEngine {
             ))));
         }
         let placed = ran.stdout.starts_with(b"placed\n");
+        if !ran.stderr.is_empty() {
+            tracing::warn!(container = %container, plugin = %plugin, stderr = %ran.stderr.trim(), "delivery reported");
+        }
         match ran.exit {
             Exit::Code(0) if placed => Ok(()),
             Exit::Code(EXIT_OLD_LEFT) if placed => {
-                tracing::warn!(container = %container, plugin = %plugin, stderr = %ran.stderr.trim(), "previous version left as a leftover; removed at the next operation");
+                tracing::warn!(container = %container, plugin = %plugin, "previous version left as a leftover; removed at the next operation");
                 Ok(())
             }
             Exit::Code(EXIT_UNSAFE) => Err(DeliveryError::NotPlaced(ConfigsError::UnsafeLayout(
