@@ -80,6 +80,8 @@ clean_leftovers() {
 const EXIT_UNSAFE: i64 = 3;
 const EXIT_ABSENT: i64 = 4;
 const EXIT_TOO_MANY: i64 = 5;
+/// What the engine records for an exec whose start or attachment failed.
+const EXIT_ENGINE_LOST_EXEC: i64 = 126;
 
 /// `$1` name, `$2` nonce, `$3` seal; stdin: the tree's tar, sealed.
 /// Cleans leftovers, extracts into `.<name>.staging-<nonce>`, checks the
@@ -224,6 +226,12 @@ impl DockerEngine {
         match ran.exit {
             Exit::CutOff(e) => ConfigsError::Engine(e),
             Exit::TooLarge => ConfigsError::TooLarge("container output"),
+            // The engine's code for an exec it failed to start or lost the
+            // attachment of (a connection cut mid-stream), never one of
+            // the scripts': the engine failed, not the container.
+            Exit::Code(EXIT_ENGINE_LOST_EXEC) => {
+                ConfigsError::Engine(EngineError::Unavailable(failed(what, &ran)))
+            }
             Exit::Code(_) => ConfigsError::Failed(failed(what, &ran)),
         }
     }
