@@ -70,6 +70,12 @@ impl Default for Ports {
 impl Ports {
     pub fn into_state(self) -> AppState {
         let locks = WorkspaceLocks::default();
+        let restarts = Restarter::new(
+            self.engine.clone(),
+            self.workspaces.clone(),
+            locks.clone(),
+            self.restart_delay,
+        );
         AppState {
             workspaces: self.workspaces,
             tokens: self.tokens,
@@ -79,12 +85,7 @@ impl Ports {
             registry: self.registry,
             resolvers: self.resolvers,
             staging: self.staging,
-            restarts: Restarter::new(
-                self.engine.clone(),
-                self.workspaces.clone(),
-                locks.clone(),
-                self.restart_delay,
-            ),
+            restarts,
             engine: self.engine,
             configs: self.configs,
             locks,
