@@ -687,9 +687,12 @@ async fn a_delivery_not_placed_without_a_previous_receipt_writes_none() {
     assert_eq!(state.restarts.pending_count(), 0);
 }
 
+/// A failure to inject, and the status and message it must become.
+type FailureCase = (fn() -> ConfigsError, (u16, &'static str));
+
 #[tokio::test]
 async fn a_delivery_of_unknown_outcome_leaves_no_receipt() {
-    let cases: [(fn() -> ConfigsError, (u16, &str)); 2] = [
+    let cases: [FailureCase; 2] = [
         (
             || ConfigsError::Failed("exec output cut".into()),
             (500, "failed to copy plugin to container"),
