@@ -3,14 +3,27 @@
 //! out again (SPEC §2 "Memory blocks", §10 item 1).
 //!
 //! The service never writes these blocks itself; the runtime's installer
-//! does. This module models that writer exactly ([`memory_chunk`]) so that
-//! uninstall can first try to remove the very bytes the runtime wrote, and
-//! only then fall back to looser, marker-driven removal for blocks the user
-//! edited or whose files are gone ([`strip_memory_blocks`]).
+//! does. This module models that writer exactly ([`memory_chunk`],
+//! [`append_memory_chunk`]) so that uninstall can first try to remove the
+//! very bytes the runtime wrote, and only then fall back to looser,
+//! marker-driven removal for blocks the user edited or whose files are gone
+//! ([`strip_memory_blocks`]).
+//!
+//! CLAUDE.md and the plugin's files both come from the workspace container,
+//! which the agent controls (SPEC §6): uninstall may face a 16 MiB CLAUDE.md
+//! full of marker lines against thousands of rule files. So stripping costs
+//! time linear in the size of CLAUDE.md plus the sources (up to sorting the
+//! candidate marker lines), and memory linear in CLAUDE.md.
 //!
 //! Pure domain code: std only, no I/O. The caller reads the plugin's files
 //! out of the container (using [`is_memory_source`] to pick them) and reads
 //! and writes CLAUDE.md; this module only transforms text.
+
+use std::borrow::Cow;
+use std::collections::HashMap;
+use std::collections::hash_map::Entry;
+use std::hash::{BuildHasher, RandomState};
+use std::ops::Range;
 
 /// A markdown file of a plugin, as read from the installed plugin directory.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -68,23 +81,94 @@ pub fn memory_chunk(plugin: &str, files: &[PluginText]) -> Option<String> {
     Some(chunk)
 }
 
+/// CLAUDE.md as the agent runtime leaves it after installing `plugin` over
+/// `existing` (SPEC §2): unchanged when the plugin has no block or when the
+/// chunk's first marker line is already in the file; otherwise a newline if
+/// a non-empty file lacks a final one, then [`memory_chunk`].
+///
+/// The service never calls this on a container; it is the model that the
+/// uninstall steps are tested (and fuzzed) against.
+pub fn append_memory_chunk(existing: &str, plugin: &str, files: &[PluginText]) -> String {
+    let Some(chunk) = memory_chunk(plugin, files) else {
+        return existing.to_owned();
+    };
+    let first_marker = chunk.find('\n').map_or(chunk.as_str(), |end| &chunk[..end]);
+    if existing.contains(first_marker) {
+        return existing.to_owned();
+    }
+    let mut written = String::with_capacity(existing.len() + 1 + chunk.len());
+    written.push_str(existing);
+    if !existing.is_empty() && !existing.ends_with('\n') {
+        written.push('\n');
+    }
+    written.push_str(&chunk);
+    written
+}
+
 /// Removes `plugin`'s memory blocks from the text of CLAUDE.md, in the three
 /// steps of SPEC §2: the exact chunk at a line start (first occurrence); then
-/// per block, for blocks whose file still exists in `files`; then the
+/// per block, for blocks whose file still exists in `files` and whose
+/// trimmed content is followed by one of the four terminators; then the
 /// fallback for every remaining block whose first line starts with
 /// "# Plugin: <plugin> /". Everything else is kept byte for byte; no newline
 /// is added.
 ///
 /// `files` are the plugin's installed files, read before they are deleted;
 /// pass an empty slice when they are gone (only the fallback applies then).
+/// If a path occurs twice in `files` (a directory cannot hold that), step 2
+/// uses the first.
 pub fn strip_memory_blocks(claude_md: &str, plugin: &str, files: &[PluginText]) -> String {
-    let text = strip_exact_chunk(claude_md, plugin, files);
-    let text = strip_unedited_blocks(&text, plugin, files);
-    strip_remaining_blocks(&text, plugin)
+    strip_measured(claude_md, plugin, files, &Fingerprinter::random()).0
+}
+
+/// [`strip_memory_blocks`] plus the bytes it examined, hashed, compared and
+/// copied ([`Work`]).
+///
+/// Why that stays linear: every step walks CLAUDE.md line by line once.
+/// Candidate positions are line starts whose whole line is a marker, and a
+/// marker line names at most one source, so there is at most one candidate
+/// per line. Whether a candidate's text equals its source is decided by
+/// fingerprints computed in one more pass ([`Fingerprinter::matches`]), never
+/// by comparing from each candidate (which costs candidates x source size
+/// when marker lines repeat inside a body). Bytes are compared only to
+/// confirm a fingerprint match, and a confirmed match is removed, so no byte
+/// is confirmed twice.
+fn strip_measured(
+    claude_md: &str,
+    plugin: &str,
+    files: &[PluginText],
+    fingerprints: &Fingerprinter,
+) -> (String, usize) {
+    let mut work = Work::default();
+    work.add(
+        files
+            .iter()
+            .map(|file| file.path.len() + file.content.len())
+            .sum(),
+    );
+    let chunk = memory_chunk(plugin, files);
+    let exact = strip_exact_chunk(claude_md, chunk.as_deref(), fingerprints, &mut work);
+    let unedited = strip_unedited_blocks(&exact, plugin, files, fingerprints, &mut work);
+    let remaining = strip_remaining_blocks(&unedited, plugin, &mut work);
+    (remaining.into_owned(), work.bytes)
+}
+
+/// Bytes examined, hashed, compared or copied by one strip. Only tests read
+/// it: they bound it by a small multiple of the input size, which pins the
+/// linear cost without timing anything.
+#[derive(Debug, Default)]
+struct Work {
+    bytes: usize,
+}
+
+impl Work {
+    fn add(&mut self, bytes: usize) {
+        self.bytes = self.bytes.saturating_add(bytes);
+    }
 }
 
 /// The two kinds of memory block, in the order the runtime writes them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 enum BlockKind {
     Rule,
     Fragment,
@@ -175,113 +259,392 @@ fn next_line_start(text: &str, start: usize) -> usize {
         .map_or(text.len(), |offset| start + offset + 1)
 }
 
+/// One line of a text: where it starts, its content without the `\n`, and
+/// where the next line starts.
+struct Line<'t> {
+    start: usize,
+    content: &'t str,
+    next: usize,
+}
+
+impl Line<'_> {
+    fn has_newline(&self) -> bool {
+        self.next > self.start + self.content.len()
+    }
+}
+
+fn lines(text: &str) -> impl Iterator<Item = Line<'_>> {
+    let mut start = 0;
+    std::iter::from_fn(move || {
+        if start >= text.len() {
+            return None;
+        }
+        let next = next_line_start(text, start);
+        let whole = &text[start..next];
+        let line = Line {
+            start,
+            content: whole.strip_suffix('\n').unwrap_or(whole),
+            next,
+        };
+        start = next;
+        Some(line)
+    })
+}
+
+/// A text minus the ranges removed from it, in order; copied only once
+/// something is removed, so the usual uninstall (step 1 takes the chunk,
+/// steps 2 and 3 find nothing) holds CLAUDE.md twice at most.
+struct Edited<'t> {
+    text: &'t str,
+    kept: Option<String>,
+    copied_to: usize,
+}
+
+impl<'t> Edited<'t> {
+    fn new(text: &'t str) -> Self {
+        Self {
+            text,
+            kept: None,
+            copied_to: 0,
+        }
+    }
+
+    /// Removes `range`, which must start at or after the previous range's end.
+    fn remove(&mut self, range: Range<usize>, work: &mut Work) {
+        let text = self.text;
+        let kept = self
+            .kept
+            .get_or_insert_with(|| String::with_capacity(text.len()));
+        kept.push_str(&text[self.copied_to..range.start]);
+        work.add(range.start - self.copied_to);
+        self.copied_to = range.end;
+    }
+
+    fn finish(self, work: &mut Work) -> Cow<'t, str> {
+        match self.kept {
+            None => Cow::Borrowed(self.text),
+            Some(mut kept) => {
+                kept.push_str(&self.text[self.copied_to..]);
+                work.add(self.text.len() - self.copied_to);
+                Cow::Owned(kept)
+            }
+        }
+    }
+}
+
 /// Step 1: the runtime wrote the chunk in one piece, so when the files are
 /// unchanged and nobody edited the chunk, removing exactly those bytes
 /// restores the file as it was before install.
-fn strip_exact_chunk(text: &str, plugin: &str, files: &[PluginText]) -> String {
-    let Some(chunk) = memory_chunk(plugin, files) else {
-        return text.to_owned();
+fn strip_exact_chunk<'t>(
+    text: &'t str,
+    chunk: Option<&str>,
+    fingerprints: &Fingerprinter,
+    work: &mut Work,
+) -> Cow<'t, str> {
+    let Some(chunk) = chunk else {
+        return Cow::Borrowed(text);
     };
-    let mut from = 0;
-    while let Some(offset) = text[from..].find(&chunk) {
-        let at = from + offset;
-        // A chunk the user quoted mid-line is not the one the runtime wrote.
-        if at == 0 || text.as_bytes()[at - 1] == b'\n' {
-            let mut stripped = String::with_capacity(text.len() - chunk.len());
-            stripped.push_str(&text[..at]);
-            stripped.push_str(&text[at + chunk.len()..]);
-            return stripped;
+    // The chunk opens with its first marker line, so an occurrence at a line
+    // start is a line equal to that marker (a quote mid-line is not one).
+    let first_marker = chunk.find('\n').map_or(chunk, |end| &chunk[..end]);
+    let candidates: Vec<(usize, usize)> = lines(text)
+        .inspect(|line| work.add(line.next - line.start))
+        .filter(|line| line.content == first_marker && line.start + chunk.len() <= text.len())
+        .map(|line| (line.start, 0))
+        .collect();
+    let pattern = Pattern::new(fingerprints, chunk, work);
+    let matches = fingerprints.matches(text.as_bytes(), &[pattern], &candidates, work);
+    let mut edited = Edited::new(text);
+    for (&(start, _), matched) in candidates.iter().zip(matches) {
+        let end = start + chunk.len();
+        if matched && confirm(text, start..end, chunk, work) {
+            edited.remove(start..end, work);
+            break;
         }
-        // The chunk starts with the ASCII `#`, so `at + 1` is a char
-        // boundary; stepping by one also finds overlapping occurrences.
-        from = at + 1;
     }
-    text.to_owned()
+    edited.finish(work)
 }
 
 /// Step 2: blocks whose own text is intact are removed exactly, even when
-/// the text around them was edited (so step 1 could not match).
-fn strip_unedited_blocks(text: &str, plugin: &str, files: &[PluginText]) -> String {
-    let sources: Vec<Source<'_>> = sources(files).collect();
-    if sources.is_empty() {
-        return text.to_owned();
+/// the text around them was edited (so step 1 could not match). A block
+/// the user extended is not intact: its content is followed by the user's
+/// line instead of a terminator, so it is left to step 3, which removes it
+/// whole.
+fn strip_unedited_blocks<'t>(
+    text: &'t str,
+    plugin: &str,
+    files: &[PluginText],
+    fingerprints: &Fingerprinter,
+    work: &mut Work,
+) -> Cow<'t, str> {
+    let own_prefix = format!("{MARKER_START}{plugin} / ");
+    // One body per marker line, so that a line is one candidate at most.
+    let mut by_marker: HashMap<(BlockKind, &str), usize> = HashMap::new();
+    let mut blocks: Vec<KnownBlock<'_>> = Vec::new();
+    for source in sources(files) {
+        if let Entry::Vacant(slot) = by_marker.entry((source.kind, source.name)) {
+            slot.insert(blocks.len());
+            blocks.push(KnownBlock {
+                marker_len: source.marker(plugin).len(),
+                body: source.body,
+                pattern: Pattern::new(fingerprints, source.body, work),
+            });
+        }
     }
-    let mut kept = String::with_capacity(text.len());
-    let mut pos = 0;
-    while pos < text.len() {
-        if let Some(end) = unedited_block_end(text, pos, plugin, &sources) {
-            pos = end;
+    if blocks.is_empty() {
+        return Cow::Borrowed(text);
+    }
+    let bytes = text.as_bytes();
+    // (where the body would start, which block) for every marker line of a
+    // known block that is followed by "\n" and leaves room for a terminator.
+    let mut candidates: Vec<(usize, usize)> = Vec::new();
+    for line in lines(text) {
+        work.add(line.next - line.start);
+        let Some(index) = known_marker(line.content, &own_prefix, &by_marker) else {
+            continue;
+        };
+        if !line.has_newline() || bytes.get(line.next) != Some(&b'\n') {
             continue;
         }
-        let next = next_line_start(text, pos);
-        kept.push_str(&text[pos..next]);
-        pos = next;
+        let body_start = line.next + 1;
+        if removal_end(bytes, body_start + blocks[index].body.len()).is_some() {
+            candidates.push((body_start, index));
+        }
     }
-    kept
+    let patterns: Vec<Pattern> = blocks.iter().map(|block| block.pattern).collect();
+    let matches = fingerprints.matches(bytes, &patterns, &candidates, work);
+    let mut edited = Edited::new(text);
+    // Removed so far up to here: a marker inside a removed block is gone
+    // with it, as if the file had been rewritten block by block.
+    let mut removed_to = 0;
+    for (&(body_start, index), matched) in candidates.iter().zip(matches) {
+        let block = &blocks[index];
+        let start = body_start - 2 - block.marker_len;
+        let body_end = body_start + block.body.len();
+        if start < removed_to || !matched || !confirm(text, body_start..body_end, block.body, work)
+        {
+            continue;
+        }
+        if let Some(end) = removal_end(bytes, body_end) {
+            edited.remove(start..end, work);
+            removed_to = end;
+        }
+    }
+    edited.finish(work)
 }
 
-/// If an unedited block of `plugin` starts at the line start `pos`, the
-/// index where its removal ends (SPEC §2 step 2).
-fn unedited_block_end(
-    text: &str,
-    pos: usize,
-    plugin: &str,
-    sources: &[Source<'_>],
+/// A source step 2 looks for: its marker line's length, its trimmed content
+/// and that content's fingerprint.
+struct KnownBlock<'a> {
+    marker_len: usize,
+    body: &'a str,
+    pattern: Pattern,
+}
+
+/// Which known block a line is the exact marker line of.
+fn known_marker(
+    line: &str,
+    own_prefix: &str,
+    by_marker: &HashMap<(BlockKind, &str), usize>,
 ) -> Option<usize> {
-    let line_end = text[pos..].find('\n').map(|offset| pos + offset)?;
-    let marker = &text[pos..line_end];
-    let after_marker = line_end + 1;
-    sources
-        .iter()
-        .filter(|source| source.marker(plugin) == marker)
-        .find_map(|source| {
-            let body_end = after_marker + 1 + source.body.len();
-            let rest = text[after_marker..]
-                .strip_prefix('\n')?
-                .strip_prefix(source.body)?;
-            if rest.starts_with("\n\n") {
-                // Also drop the blank line that separated it from what follows.
-                Some(body_end + 2)
-            } else if rest == "\n" || rest.starts_with("\n# Plugin: ") {
-                Some(body_end + 1)
-            } else if rest.is_empty() {
-                Some(body_end)
-            } else {
-                None
-            }
-        })
+    let labelled = line.strip_prefix(own_prefix)?;
+    let key = if let Some(name) = labelled.strip_prefix("rule: ") {
+        (BlockKind::Rule, name)
+    } else {
+        (BlockKind::Fragment, labelled.strip_prefix("fragment: ")?)
+    };
+    by_marker.get(&key).copied()
+}
+
+/// Where step 2's removal ends when a block's content ends at `body_end`:
+/// the four terminators of SPEC §2 (`\n\n` takes one more blank line, `\n`
+/// then end of file or `\n` then another marker line take the `\n`, end of
+/// file takes nothing), `None` for anything else.
+fn removal_end(bytes: &[u8], body_end: usize) -> Option<usize> {
+    if body_end == bytes.len() {
+        return Some(body_end);
+    }
+    if bytes.get(body_end) != Some(&b'\n') {
+        return None;
+    }
+    let after = &bytes[body_end + 1..];
+    if after.is_empty() || after.starts_with(MARKER_START.as_bytes()) {
+        Some(body_end + 1)
+    } else if after.starts_with(b"\n") {
+        Some(body_end + 2)
+    } else {
+        None
+    }
+}
+
+/// Whether `text[range]` is `expected`, after fingerprints said so.
+fn confirm(text: &str, range: Range<usize>, expected: &str, work: &mut Work) -> bool {
+    work.add(expected.len());
+    text.as_bytes().get(range) == Some(expected.as_bytes())
 }
 
 /// Step 3: edited blocks and blocks whose files are gone can only be found
 /// by their marker; the extent is a heuristic (up to the second blank line)
 /// that never eats into another plugin's block.
-fn strip_remaining_blocks(text: &str, plugin: &str) -> String {
+fn strip_remaining_blocks<'t>(text: &'t str, plugin: &str, work: &mut Work) -> Cow<'t, str> {
     let own_marker = format!("{MARKER_START}{plugin} /");
-    let mut kept = String::with_capacity(text.len());
+    let mut edited = Edited::new(text);
     // Blank lines seen since the last marker of `plugin`, while inside one
     // of its blocks.
     let mut blanks_in_block: Option<u8> = None;
-    let mut pos = 0;
-    while pos < text.len() {
-        let next = next_line_start(text, pos);
-        let line = &text[pos..next];
-        let body = line.strip_suffix('\n').unwrap_or(line);
-        if body.starts_with(&own_marker) {
+    for line in lines(text) {
+        work.add(line.next - line.start);
+        let removed = if line.content.starts_with(&own_marker) {
             // A marker of the same plugin starts a new block, even inside one.
             blanks_in_block = Some(0);
+            true
         } else if let Some(blanks) = blanks_in_block {
-            if body.starts_with(MARKER_START) {
+            if line.content.starts_with(MARKER_START) {
                 blanks_in_block = None;
-                kept.push_str(line);
-            } else if is_blank(body) {
-                blanks_in_block = (blanks == 0).then_some(1);
+                false
+            } else {
+                if is_blank(line.content) {
+                    blanks_in_block = (blanks == 0).then_some(1);
+                }
+                true
             }
         } else {
-            kept.push_str(line);
+            false
+        };
+        if removed {
+            edited.remove(line.start..line.next, work);
         }
-        pos = next;
     }
-    kept
+    edited.finish(work)
+}
+
+/// The Mersenne prime 2^61 - 1: products fit in a u128 and reduce with a
+/// shift and an add.
+const MODULUS: u64 = (1 << 61) - 1;
+
+/// Polynomial fingerprints of byte strings modulo [`MODULUS`]. The base is
+/// drawn per strip, so text crafted to collide for one base (CLAUDE.md and
+/// the plugin's files are the agent's) does not collide for the next. A
+/// collision costs one comparison of bytes, never a wrong result: every
+/// fingerprint match is confirmed before anything is removed.
+struct Fingerprinter {
+    base: u64,
+}
+
+/// A string looked for in the text: its length, its fingerprint and
+/// base^length (what shifts a prefix fingerprint past it).
+#[derive(Debug, Clone, Copy)]
+struct Pattern {
+    len: usize,
+    fingerprint: u64,
+    shift: u64,
+}
+
+impl Pattern {
+    fn new(fingerprints: &Fingerprinter, text: &str, work: &mut Work) -> Self {
+        Self {
+            len: text.len(),
+            fingerprint: fingerprints.extend(0, text.as_bytes(), work),
+            shift: fingerprints.power(text.len()),
+        }
+    }
+}
+
+impl Fingerprinter {
+    fn random() -> Self {
+        let seed = RandomState::new().hash_one("memory block fingerprints");
+        Self {
+            base: 256 + seed % (MODULUS - 256),
+        }
+    }
+
+    /// `a * b mod MODULUS` for `a, b < MODULUS`; the result is below
+    /// MODULUS because the product is below MODULUS^2.
+    fn multiply(a: u64, b: u64) -> u64 {
+        let product = u128::from(a) * u128::from(b);
+        let low = (product as u64) & MODULUS;
+        let high = (product >> 61) as u64;
+        Self::reduce(low + high)
+    }
+
+    /// `x mod MODULUS` for `x < 2 * MODULUS`.
+    fn reduce(x: u64) -> u64 {
+        if x >= MODULUS { x - MODULUS } else { x }
+    }
+
+    /// The fingerprint of `prefix` followed by `bytes`, given `prefix`'s.
+    fn extend(&self, mut fingerprint: u64, bytes: &[u8], work: &mut Work) -> u64 {
+        work.add(bytes.len());
+        for &byte in bytes {
+            fingerprint = Self::reduce(Self::multiply(fingerprint, self.base) + u64::from(byte));
+        }
+        fingerprint
+    }
+
+    fn power(&self, mut exponent: usize) -> u64 {
+        let mut result = 1;
+        let mut square = self.base;
+        while exponent > 0 {
+            if exponent & 1 == 1 {
+                result = Self::multiply(result, square);
+            }
+            square = Self::multiply(square, square);
+            exponent >>= 1;
+        }
+        result
+    }
+
+    /// For each candidate `(position, pattern index)`, whether the text at
+    /// `position` has the pattern's fingerprint (a match may still be a
+    /// collision: confirm it). Candidates must be sorted by position and fit
+    /// in the text. One pass over the text, plus sorting the candidates by
+    /// where their patterns end; memory is a few words per candidate.
+    fn matches(
+        &self,
+        text: &[u8],
+        patterns: &[Pattern],
+        candidates: &[(usize, usize)],
+        work: &mut Work,
+    ) -> Vec<bool> {
+        let end_of = |candidate: usize| {
+            let (position, pattern) = candidates[candidate];
+            position + patterns[pattern].len
+        };
+        let mut by_end: Vec<usize> = (0..candidates.len()).collect();
+        by_end.sort_unstable_by_key(|&candidate| end_of(candidate));
+        // Prefix fingerprint of the text at each candidate's position.
+        let mut at_start = vec![0; candidates.len()];
+        let mut matched = vec![false; candidates.len()];
+        let (mut starts, mut ends) = (0, 0);
+        let (mut fingerprint, mut done) = (0, 0);
+        while ends < by_end.len() {
+            let next_start = candidates.get(starts).map(|&(position, _)| position);
+            let next_end = end_of(by_end[ends]);
+            let position = next_start.map_or(next_end, |start| start.min(next_end));
+            fingerprint = self.extend(fingerprint, &text[done..position], work);
+            done = position;
+            // Starts first: an empty pattern starts and ends at one position.
+            while candidates
+                .get(starts)
+                .is_some_and(|&(start, _)| start == position)
+            {
+                at_start[starts] = fingerprint;
+                starts += 1;
+            }
+            while by_end
+                .get(ends)
+                .is_some_and(|&candidate| end_of(candidate) == position)
+            {
+                let candidate = by_end[ends];
+                let pattern = &patterns[candidates[candidate].1];
+                let shifted = Self::multiply(at_start[candidate], pattern.shift);
+                let range = Self::reduce(fingerprint + MODULUS - shifted);
+                matched[candidate] = range == pattern.fingerprint;
+                ends += 1;
+            }
+        }
+        matched
+    }
 }
 
 #[cfg(test)]
@@ -334,22 +697,6 @@ mod tests {
             path: path.to_owned(),
             content: content.to_owned(),
         }
-    }
-
-    /// The runtime's writer (SPEC §2): nothing when the first marker line is
-    /// already there, else a newline if the file lacks a final one, then the
-    /// chunk.
-    fn append_like_runtime(existing: &str, chunk: &str) -> String {
-        let first_marker = chunk.lines().next().expect("chunk has a marker line");
-        if existing.contains(first_marker) {
-            return existing.to_owned();
-        }
-        let mut written = existing.to_owned();
-        if !written.is_empty() && !written.ends_with('\n') {
-            written.push('\n');
-        }
-        written.push_str(chunk);
-        written
     }
 
     /// Two multi-paragraph rules: the inner blank line makes the fallback
@@ -800,7 +1147,6 @@ mod tests {
     #[test]
     fn stripping_what_the_runtime_appended_restores_the_user_text() {
         let files = plugin_p();
-        let chunk = memory_chunk("p", &files).expect("blocks");
         // A file added to the plugin after install changes the re-derived
         // chunk, so step 1 misses and the per-block step must do the work.
         let mut updated = files.clone();
@@ -808,7 +1154,7 @@ mod tests {
         let texts = generated_user_texts();
         assert!(texts.len() > 400, "generated {} texts", texts.len());
         for user in &texts {
-            let written = append_like_runtime(user, &chunk);
+            let written = append_memory_chunk(user, "p", &files);
             assert_ne!(written, *user, "the writer appended to {user:?}");
             // The writer's own newline stays: uninstall never guesses whether
             // the user's file had one.
@@ -834,6 +1180,546 @@ mod tests {
                 format!("{expected}{user}"),
                 "appended, user {user:?}"
             );
+        }
+    }
+
+    /// Plugin `s`: single-paragraph and multi-line rules, and a fragment, so
+    /// the fallback's extent (up to the second blank line) covers whole
+    /// edited blocks.
+    fn plugin_s() -> Vec<PluginText> {
+        vec![
+            text("rules/one.md", "One\n"),
+            text("rules/two.md", "Two a\nTwo b\n"),
+            text("notes.md", "  Note\n"),
+        ]
+    }
+
+    const MO: &str = "# Plugin: s / rule: one.md";
+    const MT: &str = "# Plugin: s / rule: two.md";
+    const MN: &str = "# Plugin: s / fragment: notes.md";
+    const Q_BLOCK: &str = "# Plugin: q / rule: x.md\n\nq body";
+
+    #[test]
+    fn writer_appends_the_chunk_once_after_a_final_newline() {
+        let files = plugin_s();
+        let chunk = memory_chunk("s", &files).expect("blocks");
+        let cases = [
+            ("empty file", String::new(), chunk.clone()),
+            (
+                "final newline",
+                "user\n".to_owned(),
+                format!("user\n{chunk}"),
+            ),
+            (
+                "no final newline",
+                "user".to_owned(),
+                format!("user\n{chunk}"),
+            ),
+            ("crlf", "user\r\n".to_owned(), format!("user\r\n{chunk}")),
+            (
+                "trailing carriage return",
+                "user\r".to_owned(),
+                format!("user\r\n{chunk}"),
+            ),
+            (
+                "first marker line already there",
+                format!("user\n{MO}\n\nedited\n"),
+                format!("user\n{MO}\n\nedited\n"),
+            ),
+            (
+                "first marker line quoted mid-line",
+                format!("see {MO} here"),
+                format!("see {MO} here"),
+            ),
+            (
+                "only a later marker there",
+                format!("{MN}\n\nNote\n"),
+                format!("{MN}\n\nNote\n{chunk}"),
+            ),
+        ];
+        for (case, existing, expected) in cases {
+            assert_eq!(
+                append_memory_chunk(&existing, "s", &files),
+                expected,
+                "case {case}"
+            );
+        }
+        assert_eq!(
+            append_memory_chunk("user", "s", &[text("README.md", "docs only")]),
+            "user",
+            "no block, nothing written"
+        );
+    }
+
+    #[test]
+    fn edited_and_intact_blocks_follow_spec_steps_two_and_three() {
+        let cases = [
+            (
+                "user lines added after a matching rule body, mid-file: the whole block goes",
+                format!("top\n{MO}\n\nOne\nadded 1\nadded 2\n\nbottom\n"),
+                "top\nbottom\n".to_owned(),
+            ),
+            (
+                "user line added after a matching rule body at end of file",
+                format!("top\n{MO}\n\nOne\nadded\n"),
+                "top\n".to_owned(),
+            ),
+            (
+                "user line added at end of file without final newline",
+                format!("top\n{MO}\n\nOne\nadded"),
+                "top\n".to_owned(),
+            ),
+            (
+                "user line inserted after the first matching line of a multi-line rule",
+                format!("top\n{MT}\n\nTwo a\nadded\nTwo b\n\nbottom\n"),
+                "top\nbottom\n".to_owned(),
+            ),
+            (
+                "user text appended to a body line",
+                format!("top\n{MO}\n\nOne more\n\nbottom\n"),
+                "top\nbottom\n".to_owned(),
+            ),
+            // SPEC's `\n\n` terminator: what follows a blank line after an
+            // intact body is the user's own text, kept like text appended
+            // after the runtime's chunk.
+            (
+                "intact body then a blank line then user text",
+                format!("top\n{MO}\n\nOne\n\nuser paragraph\n"),
+                "top\nuser paragraph\n".to_owned(),
+            ),
+            (
+                "intact body then more blank lines: one is taken",
+                format!("top\n{MO}\n\nOne\n\n\n\nbottom\n"),
+                "top\n\n\nbottom\n".to_owned(),
+            ),
+            (
+                "intact block at end of file with final newline",
+                format!("top\n{MO}\n\nOne\n"),
+                "top\n".to_owned(),
+            ),
+            (
+                "intact block at end of file without final newline",
+                format!("top\n{MO}\n\nOne"),
+                "top\n".to_owned(),
+            ),
+            (
+                "intact block directly followed by another plugin's block",
+                format!("top\n{MO}\n\nOne\n{Q_BLOCK}\n"),
+                format!("top\n{Q_BLOCK}\n"),
+            ),
+            (
+                "adjacent blocks of the plugin, the first edited",
+                format!("top\n{MO}\n\nOne edited\n\n{MT}\n\nTwo a\nTwo b\n\nbottom\n"),
+                "top\nbottom\n".to_owned(),
+            ),
+            (
+                "adjacent blocks of the plugin, the second edited",
+                format!("top\n{MO}\n\nOne\n\n{MT}\n\nTwo a\nedited\n\nbottom\n"),
+                "top\nbottom\n".to_owned(),
+            ),
+            (
+                "adjacent blocks without a blank line between them",
+                format!("top\n{MO}\n\nOne\n{MT}\n\nTwo a\nTwo b\n"),
+                "top\n".to_owned(),
+            ),
+            (
+                "another plugin's block between two of the plugin's blocks",
+                format!("top\n{MO}\n\nOne\n\n{Q_BLOCK}\n\n{MT}\n\nTwo a\nTwo b\n"),
+                format!("top\n{Q_BLOCK}\n\n"),
+            ),
+            (
+                "another plugin's block right after an edited block stops the fallback",
+                format!("top\n{MO}\n\nOne\nadded\n{Q_BLOCK}\n"),
+                format!("top\n{Q_BLOCK}\n"),
+            ),
+            (
+                "whitespace-only line after the body is no terminator but is blank",
+                format!("top\n{MO}\n\nOne\n  \nbottom\n"),
+                "top\nbottom\n".to_owned(),
+            ),
+            (
+                "whitespace-only line after the marker is no exact block but is blank",
+                format!("top\n{MO}\n \t\nOne\n\nbottom\n"),
+                "top\nbottom\n".to_owned(),
+            ),
+            (
+                "marker line with trailing whitespace is no exact block",
+                format!("top\n{MO} \n\nOne\n\nbottom\n"),
+                "top\nbottom\n".to_owned(),
+            ),
+            (
+                "crlf block is just bytes: no exact block, crlf lines are blank",
+                format!("top\r\n{MO}\r\n\r\nOne\r\n\r\nbottom\r\n"),
+                "top\r\nbottom\r\n".to_owned(),
+            ),
+            (
+                "marker of a file that is gone",
+                "top\n# Plugin: s / rule: gone.md\n\nOne\n\nbottom\n".to_owned(),
+                "top\nbottom\n".to_owned(),
+            ),
+            (
+                "marker without any body at end of file",
+                format!("top\n{MO}\n"),
+                "top\n".to_owned(),
+            ),
+        ];
+        for (case, input, expected) in cases {
+            assert_eq!(
+                strip_memory_blocks(&input, "s", &plugin_s()),
+                expected,
+                "case {case}"
+            );
+            // The fast path must agree with the literal reading of SPEC §2.
+            assert_eq!(
+                reference_strip(&input, "s", &plugin_s()),
+                expected,
+                "reference, case {case}"
+            );
+        }
+    }
+
+    #[test]
+    fn crlf_rule_content_round_trips_through_writer_and_strip() {
+        let files = [
+            text("rules/crlf.md", "\r\nfirst\r\n\r\nsecond\r\n"),
+            text("notes.md", "note\r\n"),
+        ];
+        for user in ["", "a\r\nb\r\n", "a\r\n\r\n", "a\r", "line\n"] {
+            let written = append_memory_chunk(user, "c", &files);
+            assert!(written.contains("first\r\n\r\nsecond\n\n"), "{written:?}");
+            let expected = if user.is_empty() || user.ends_with('\n') {
+                user.to_owned()
+            } else {
+                format!("{user}\n")
+            };
+            assert_eq!(
+                strip_memory_blocks(&written, "c", &files),
+                expected,
+                "user {user:?}"
+            );
+            // Per block: an extra file changes the chunk, so step 1 misses.
+            let mut updated = files.to_vec();
+            updated.push(text("later.md", "later"));
+            assert_eq!(
+                strip_memory_blocks(&written, "c", &updated),
+                expected,
+                "per block, user {user:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_marker_inside_a_removed_block_goes_with_it() {
+        // one.md quotes two.md's whole block; only one.md's block is in the
+        // file, with user text around it so step 1 cannot match.
+        let files = [
+            text("rules/one.md", &format!("One\n{MT}\n\nTwo")),
+            text("rules/two.md", "Two"),
+        ];
+        let input = format!("top\n{MO}\n\nOne\n{MT}\n\nTwo\n\nbottom\n");
+        assert_eq!(strip_memory_blocks(&input, "s", &files), "top\nbottom\n");
+    }
+
+    #[test]
+    fn fingerprint_collisions_never_remove_text_that_differs() {
+        // Base 1 makes a fingerprint the sum of the bytes, so "a\n\nb" and
+        // "b\n\na" collide: only the byte comparison tells them apart.
+        let colliding = Fingerprinter { base: 1 };
+        let marker = "# Plugin: c / rule: r.md";
+        let files = [text("rules/r.md", "a\n\nb")];
+        // With an extra file the chunk differs, so step 2 is what runs.
+        let mut with_extra = files.to_vec();
+        with_extra.push(text("rules/z.md", "zz"));
+        let swapped = format!("{marker}\n\nb\n\na\n\nkept\n");
+        for files in [&files[..], &with_extra[..]] {
+            let (stripped, _) = strip_measured(&swapped, "c", files, &colliding);
+            // Neither step 1 nor step 2 may take the swapped block; the
+            // fallback removes it up to its second blank line.
+            assert_eq!(stripped, "a\n\nkept\n", "files {files:?}");
+        }
+        let intact = format!("{marker}\n\na\n\nb\n\nkept\n");
+        let (stripped, _) = strip_measured(&intact, "c", &with_extra, &colliding);
+        assert_eq!(stripped, "kept\n");
+    }
+
+    /// How much work a quadratic strip would do on these inputs, against
+    /// what this one may do: a small multiple of CLAUDE.md plus sources.
+    fn assert_linear_work(claude_md: &str, plugin: &str, files: &[PluginText]) -> String {
+        let size = claude_md.len()
+            + files
+                .iter()
+                .map(|f| f.path.len() + f.content.len())
+                .sum::<usize>();
+        let (stripped, work) = strip_measured(claude_md, plugin, files, &Fingerprinter::random());
+        assert!(
+            work <= 8 * size,
+            "stripping examined {work} bytes for an input of {size} bytes"
+        );
+        stripped
+    }
+
+    #[test]
+    fn work_stays_linear_when_marker_lines_repeat_inside_a_rule_body() {
+        // Every marker line in CLAUDE.md is a candidate of step 2, and the
+        // text after each one matches the body for thousands of lines before
+        // it differs: comparing from each candidate costs lines x body.
+        let repeats = 4_000;
+        let unit = format!("{MO}\n\n");
+        let body = format!("{}end", unit.repeat(repeats));
+        let files = [text("rules/one.md", &body)];
+        let claude_md = format!("top\n{}tail\n\nbottom\n", unit.repeat(repeats));
+        let stripped = assert_linear_work(&claude_md, "s", &files);
+        // Nothing is intact, so the fallback takes every block.
+        assert_eq!(stripped, "top\nbottom\n");
+    }
+
+    #[test]
+    fn work_stays_linear_when_the_chunk_recurs_off_line_starts() {
+        // A chunk with a short period: searching for it from every
+        // occurrence that is not at a line start rescans the chunk each time.
+        let period = format!("{MO}\n\nx");
+        let repeats = 4_000;
+        let body = format!("x{}{MO}", period.repeat(repeats - 1));
+        let files = [text("rules/one.md", &body)];
+        let chunk = memory_chunk("s", &files).expect("blocks");
+        assert_eq!(chunk, format!("{}{MO}\n", period.repeat(repeats)));
+        let claude_md = format!("y{}{MO}\n", period.repeat(2 * repeats));
+        let stripped = assert_linear_work(&claude_md, "s", &files);
+        assert_eq!(stripped, claude_md, "no marker starts a line");
+    }
+
+    #[test]
+    fn a_16_mib_claude_md_against_2000_rule_files_is_stripped_with_linear_work() {
+        // The hostile shape of issue 10: CLAUDE.md is nothing but the
+        // plugin's marker lines, cycling through 2,000 rules, each rule
+        // quoting the next 20 markers so every candidate nearly matches.
+        let rules = 2_000;
+        let marker = |rule: usize| format!("# Plugin: s / rule: r{:04}.md", rule % rules);
+        let files: Vec<PluginText> = (0..rules)
+            .map(|rule| {
+                let quoted: String = (1..=20)
+                    .map(|next| format!("{}\n\n", marker(rule + next)))
+                    .collect();
+                text(&format!("rules/r{rule:04}.md"), &format!("{quoted}end"))
+            })
+            .collect();
+        let cycle: String = (0..rules)
+            .map(|rule| format!("{}\n\n", marker(rule)))
+            .collect();
+        let mut claude_md = String::from("top\n");
+        while claude_md.len() + cycle.len() <= 16 * 1024 * 1024 {
+            claude_md.push_str(&cycle);
+        }
+        claude_md.push_str("tail\n\nbottom\n");
+        let stripped = assert_linear_work(&claude_md, "s", &files);
+        assert_eq!(stripped, "top\nbottom\n");
+    }
+
+    /// The three steps of SPEC §2 read literally, compared from every
+    /// candidate: quadratic on hostile input, so only for small tests.
+    fn reference_strip(text: &str, plugin: &str, files: &[PluginText]) -> String {
+        let mut text = text.to_owned();
+        if let Some(chunk) = memory_chunk(plugin, files) {
+            let at = text
+                .match_indices(&chunk)
+                .map(|(at, _)| at)
+                .find(|&at| at == 0 || text.as_bytes()[at - 1] == b'\n');
+            // match_indices skips overlapping occurrences: look at every start.
+            let at = at.or_else(|| {
+                (0..text.len()).find(|&at| {
+                    (at == 0 || text.as_bytes()[at - 1] == b'\n')
+                        && text.as_bytes()[at..].starts_with(chunk.as_bytes())
+                })
+            });
+            if let Some(at) = at {
+                text.replace_range(at..at + chunk.len(), "");
+            }
+        }
+        let mut firsts: Vec<Source<'_>> = Vec::new();
+        for source in sources(files) {
+            if !firsts
+                .iter()
+                .any(|s| s.kind == source.kind && s.name == source.name)
+            {
+                firsts.push(source);
+            }
+        }
+        let mut kept = String::new();
+        let mut pos = 0;
+        'lines: while pos < text.len() {
+            let next = next_line_start(&text, pos);
+            let marker = text[pos..next].strip_suffix('\n');
+            for source in &firsts {
+                if marker != Some(source.marker(plugin).as_str()) {
+                    continue;
+                }
+                let Some(rest) = text[next..]
+                    .strip_prefix('\n')
+                    .and_then(|r| r.strip_prefix(source.body))
+                else {
+                    continue;
+                };
+                let body_end = next + 1 + source.body.len();
+                let end = if rest.starts_with("\n\n") {
+                    body_end + 2
+                } else if rest == "\n" || rest.starts_with("\n# Plugin: ") {
+                    body_end + 1
+                } else if rest.is_empty() {
+                    body_end
+                } else {
+                    continue;
+                };
+                pos = end;
+                continue 'lines;
+            }
+            kept.push_str(&text[pos..next]);
+            pos = next;
+        }
+        let own = format!("# Plugin: {plugin} /");
+        let mut out = String::new();
+        let mut blanks: Option<u8> = None;
+        for line in kept.split_inclusive('\n') {
+            let content = line.strip_suffix('\n').unwrap_or(line);
+            if content.starts_with(&own) {
+                blanks = Some(0);
+            } else if let Some(seen) = blanks {
+                if content.starts_with("# Plugin: ") {
+                    blanks = None;
+                    out.push_str(line);
+                } else if is_blank(content) {
+                    blanks = (seen == 0).then_some(1);
+                }
+            } else {
+                out.push_str(line);
+            }
+        }
+        out
+    }
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        /// Lines a CLAUDE.md or a rule file may hold: user text, markers of
+        /// other plugins (some whose names extend `p`), blank and
+        /// whitespace-only lines, carriage returns, and arbitrary text.
+        fn line() -> impl Strategy<Value = String> {
+            prop_oneof![
+                Just(String::new()),
+                Just("  ".to_owned()),
+                Just("\t\r".to_owned()),
+                Just("\r".to_owned()),
+                Just("# Notes".to_owned()),
+                Just("# Plugin: q / rule: a.md".to_owned()),
+                Just("# Plugin: pp / rule: a.md".to_owned()),
+                Just("# Plugin: p-2 / fragment: notes.md".to_owned()),
+                Just("# Plugin: ".to_owned()),
+                Just("see # Plugin: p / rule: b.md".to_owned()),
+                "[a-z #:/.\r\t]{0,12}",
+                any::<String>(),
+            ]
+        }
+
+        fn text_of_lines() -> impl Strategy<Value = String> {
+            (proptest::collection::vec(line(), 0..12), any::<bool>()).prop_map(
+                |(lines, final_newline)| {
+                    let mut joined = lines.join("\n");
+                    if final_newline {
+                        joined.push('\n');
+                    }
+                    joined
+                },
+            )
+        }
+
+        /// Plugin files whose content may itself hold the plugin's markers.
+        fn plugin_files() -> impl Strategy<Value = Vec<PluginText>> {
+            let path = prop_oneof![
+                Just("rules/a.md"),
+                Just("rules/b.md"),
+                Just("CLAUDE.md"),
+                Just("notes.md"),
+                Just("README.md"),
+                Just("plugin.yaml"),
+            ];
+            let content = prop_oneof![
+                text_of_lines(),
+                Just("# Plugin: p / rule: a.md\n\nquoted".to_owned()),
+                Just("\r\nbody\r\n\r\nmore\r\n".to_owned()),
+            ];
+            proptest::collection::vec((path, content), 0..6).prop_map(|files| {
+                files
+                    .into_iter()
+                    .map(|(path, content)| text(path, &content))
+                    .collect()
+            })
+        }
+
+        /// Texts made of `p`'s own blocks (intact, edited, orphaned) mixed
+        /// with the lines above, for comparing against the reference.
+        fn text_with_own_blocks(
+            files: Vec<PluginText>,
+        ) -> impl Strategy<Value = (String, Vec<PluginText>)> {
+            let piece = prop_oneof![
+                line(),
+                Just("# Plugin: p / rule: a.md".to_owned()),
+                Just("# Plugin: p / rule: b.md".to_owned()),
+                Just("# Plugin: p / fragment: CLAUDE.md".to_owned()),
+                Just("# Plugin: p / fragment: gone.md".to_owned()),
+            ];
+            let bodies: Vec<String> = sources(&files).map(|s| s.body.to_owned()).collect();
+            let body = if bodies.is_empty() {
+                Just(String::new()).boxed()
+            } else {
+                proptest::sample::select(bodies).boxed()
+            };
+            (
+                proptest::collection::vec(prop_oneof![piece, body], 0..16),
+                any::<bool>(),
+            )
+                .prop_map(move |(pieces, final_newline)| {
+                    let mut joined = pieces.join("\n");
+                    if final_newline {
+                        joined.push('\n');
+                    }
+                    (joined, files.clone())
+                })
+        }
+
+        fn has_own_marker_line(text: &str, plugin: &str) -> bool {
+            let own = format!("# Plugin: {plugin} /");
+            text.split('\n').any(|line| line.starts_with(&own))
+        }
+
+        proptest! {
+            #[test]
+            fn strip_after_the_writer_restores_the_prior_file(
+                original in text_of_lines(),
+                files in plugin_files(),
+            ) {
+                // A line starting with the plugin's marker is, by design,
+                // taken for one of its blocks; the writer never makes one.
+                prop_assume!(!has_own_marker_line(&original, "p"));
+                let written = append_memory_chunk(&original, "p", &files);
+                // The writer's newline stays: "x" and "x\n" both become
+                // "x\n" plus the chunk, so no uninstall can tell them apart.
+                let expected = if written == original || original.is_empty() || original.ends_with('\n') {
+                    original.clone()
+                } else {
+                    format!("{original}\n")
+                };
+                prop_assert_eq!(strip_memory_blocks(&written, "p", &files), expected);
+            }
+
+            #[test]
+            fn strip_agrees_with_the_literal_reading_of_the_spec(
+                (claude_md, files) in plugin_files().prop_flat_map(text_with_own_blocks),
+            ) {
+                prop_assert_eq!(
+                    strip_memory_blocks(&claude_md, "p", &files),
+                    reference_strip(&claude_md, "p", &files)
+                );
+            }
         }
     }
 }
