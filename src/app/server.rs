@@ -21,6 +21,7 @@ use crate::app::http;
 use crate::app::http::metrics::Metrics;
 use crate::app::restart::{Restarter, WorkspaceLocks};
 use crate::app::settings::Settings;
+use crate::app::staging::FetchSlots;
 use crate::app::state::{AppState, Policy};
 use crate::domain::policy::AllowlistFailure;
 use crate::domain::token::{TOKEN_BYTES, TokenHash};
@@ -115,6 +116,16 @@ fn create_dir(path: &Path) -> Result<(), StartupError> {
     })
 }
 
+/// The disk one fetch slot may hold (ARCHITECTURE.md, "Disk"): its staged
+/// tree (`max_dir_bytes`) and, beside it, the largest temporary file of a
+/// fetch or a packing: an https archive (up to `max_dir_bytes` plus the
+/// tar framing allowance), a git pack, or the archive packed from the tree.
+pub fn staging_disk_budget(max_dir_bytes: u64) -> u64 {
+    max_dir_bytes
+        .saturating_mul(2)
+        .saturating_add(crate::adapters::fs::METADATA_ALLOWANCE)
+}
+
 /// Builds the application state from the settings.
 pub async fn build_state(settings: &Settings) -> Result<Arc<AppState>, StartupError> {
     create_dir(&settings.data_dir)?;
@@ -176,6 +187,10 @@ pub async fn build_state(settings: &Settings) -> Result<Arc<AppState>, StartupEr
         locks: WorkspaceLocks::default(),
         archives: Arc::new(archives),
         local_digests: Default::default(),
+        fetch_slots: FetchSlots::new(
+            settings.max_concurrent_fetches,
+            staging_disk_budget(settings.max_dir_bytes),
+        ),
         admin_token,
         policy: Policy {
             body_max_bytes: settings.body_max_bytes,
@@ -187,6 +202,7 @@ pub async fn build_state(settings: &Settings) -> Result<Arc<AppState>, StartupEr
             },
             fetch_timeout: settings.fetch_timeout,
             max_dir_bytes: settings.max_dir_bytes,
+            max_entries: settings.max_entries,
             allow_unpinned: settings.allow_unpinned,
         },
     }))
