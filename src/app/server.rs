@@ -117,13 +117,17 @@ fn create_dir(path: &Path) -> Result<(), StartupError> {
 }
 
 /// The disk one fetch slot may hold (ARCHITECTURE.md, "Disk"): its staged
-/// tree (`max_dir_bytes`) and, beside it, the largest temporary file of a
-/// fetch or a packing: an https archive (up to `max_dir_bytes` plus the
-/// tar framing allowance), a git pack, or the archive packed from the tree.
-pub fn staging_disk_budget(max_dir_bytes: u64) -> u64 {
-    max_dir_bytes
-        .saturating_mul(2)
-        .saturating_add(crate::adapters::fs::METADATA_ALLOWANCE)
+/// tree (`max_dir_bytes`) and, beside it, one temporary file of the fetch
+/// or packing: an https archive or git pack, or the archive packed from the
+/// tree, each at most the tree plus its tar framing (headers, padding, long
+/// names: 8 KiB an entry, at most the unpacker's own allowance) and 1 MiB
+/// of compression overhead.
+pub fn staging_disk_budget(max_dir_bytes: u64, max_entries: u64) -> u64 {
+    let framing = max_entries
+        .saturating_mul(8 * 1024)
+        .saturating_add(1 << 20)
+        .min(crate::adapters::fs::METADATA_ALLOWANCE);
+    max_dir_bytes.saturating_mul(2).saturating_add(framing)
 }
 
 /// Builds the application state from the settings.
@@ -189,7 +193,7 @@ pub async fn build_state(settings: &Settings) -> Result<Arc<AppState>, StartupEr
         local_digests: Default::default(),
         fetch_slots: FetchSlots::new(
             settings.max_concurrent_fetches,
-            staging_disk_budget(settings.max_dir_bytes),
+            staging_disk_budget(settings.max_dir_bytes, settings.max_entries),
         ),
         admin_token,
         policy: Policy {
