@@ -20,9 +20,7 @@ use workspace_plugins::app::settings::Settings;
 use workspace_plugins::app::staging::stage;
 use workspace_plugins::app::state::AppState;
 use workspace_plugins::domain::staging::UnsafeEntry;
-use workspace_plugins::ports::resolver::{
-    FetchError, FetchLimits, SourceResolver, SpecCheck,
-};
+use workspace_plugins::ports::resolver::{FetchError, FetchLimits, SourceResolver, SpecCheck};
 
 use support::git::{GitServer, Repo, ServerOptions};
 use support::hostile::wait_until_empty;

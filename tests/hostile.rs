@@ -281,7 +281,9 @@ async fn the_same_hostile_tree_gets_the_same_answer_from_a_local_directory_an_ht
             let Expect::Error(code, message) = &tree.expect else {
                 unreachable!("every tree here is refused")
             };
-            if status != *code || body["error"] != message.as_str() || body["source"] != source.as_str()
+            if status != *code
+                || body["error"] != message.as_str()
+                || body["source"] != source.as_str()
             {
                 failures.push(format!(
                     "{}: {source}: expected {code} {message:?}, got {status} {body}",

@@ -327,7 +327,12 @@ impl Repo {
                     None => sub_leaves.push((path, node)),
                 }
             }
-            lines.push(("040000", "tree", self.tree_of_refs(sub_leaves, sub_dirs), name));
+            lines.push((
+                "040000",
+                "tree",
+                self.tree_of_refs(sub_leaves, sub_dirs),
+                name,
+            ));
         }
         self.mktree(&lines)
     }

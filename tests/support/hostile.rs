@@ -813,7 +813,8 @@ pub struct SameTree {
 /// an https tarball and a git repository; `cap` and `max_entries` are the
 /// app's `PLUGIN_INSTALL_MAX_DIR_BYTES` and `PLUGIN_INSTALL_MAX_ENTRIES`.
 pub fn same_trees(cap: u64, max_entries: u64) -> Vec<SameTree> {
-    let file = |path: &str, content: &[u8]| (path.as_bytes().to_vec(), Node::File(content.to_vec()));
+    let file =
+        |path: &str, content: &[u8]| (path.as_bytes().to_vec(), Node::File(content.to_vec()));
     vec![
         SameTree {
             name: "same-symlink",
@@ -901,11 +902,13 @@ pub fn write_local(dir: &Path, entries: &[(Vec<u8>, Node)]) {
 
 /// `entries` as a gzipped tarball, in order, parents implicit.
 pub fn tar_gz_of(entries: &[(Vec<u8>, Node)]) -> Vec<u8> {
-    let tar = entries.iter().fold(Tar::new(), |tar, (path, node)| match node {
-        Node::File(content) => tar.entry(path, b'0', content),
-        Node::Symlink(target) => tar.link(std::str::from_utf8(path).unwrap(), b'2', target),
-        Node::Special => tar.entry(path, b'6', b""),
-    });
+    let tar = entries
+        .iter()
+        .fold(Tar::new(), |tar, (path, node)| match node {
+            Node::File(content) => tar.entry(path, b'0', content),
+            Node::Symlink(target) => tar.link(std::str::from_utf8(path).unwrap(), b'2', target),
+            Node::Special => tar.entry(path, b'6', b""),
+        });
     gzip(&tar.finish())
 }
 

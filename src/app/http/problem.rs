@@ -46,8 +46,7 @@ impl ErrorBody {
 /// Every error response of the API.
 #[derive(ApiResponse, Debug)]
 pub enum Problem {
-    /// The request cannot be served as sent; `error` says why. 429
-    /// carries `Retry-After`.
+    /// The request cannot be served as sent; `error` says why; 429 carries `Retry-After`.
     #[oai(status_range = "4XX")]
     Client(
         StatusCode,
