@@ -8,7 +8,7 @@ mod support;
 
 use support::git::GitServer;
 use workspace_plugins::adapters::git::GitResolver;
-use workspace_plugins::ports::resolver::{Cancellation, FetchLimits, SourceResolver};
+use workspace_plugins::ports::resolver::{FetchLimits, SourceResolver};
 
 #[tokio::test]
 async fn the_hosts_git_config_never_redirects_a_fetch() {
@@ -37,10 +37,7 @@ async fn the_hosts_git_config_never_redirects_a_fetch() {
 
     let resolver = GitResolver::new(&server.base_url, None, None).unwrap();
     let dest = tempfile::tempdir().unwrap();
-    let limits = FetchLimits {
-        max_bytes: 1 << 20,
-        cancel: Cancellation::new(),
-    };
+    let limits = FetchLimits::new(1 << 20, 10_000);
     resolver
         .fetch("acme/demo#v1", dest.path(), &limits)
         .await

@@ -20,19 +20,15 @@ use workspace_plugins::app::settings::Settings;
 use workspace_plugins::app::staging::stage;
 use workspace_plugins::app::state::AppState;
 use workspace_plugins::domain::staging::UnsafeEntry;
-use workspace_plugins::ports::resolver::{
-    Cancellation, FetchError, FetchLimits, SourceResolver, SpecCheck,
-};
+use workspace_plugins::ports::resolver::{FetchError, FetchLimits, SourceResolver, SpecCheck};
 
 use support::git::{GitServer, Repo, ServerOptions};
+use support::hostile::wait_until_empty;
 
 const TOKEN: &str = "ghp_s3cret-test-token-0123456789";
 
 fn limits(max_bytes: u64) -> FetchLimits {
-    FetchLimits {
-        max_bytes,
-        cancel: Cancellation::new(),
-    }
+    FetchLimits::new(max_bytes, 10_000)
 }
 
 fn resolver(server: &GitServer, token: Option<&str>) -> GitResolver {
@@ -48,7 +44,7 @@ async fn fetch_with(
     let parent = tempfile::tempdir().unwrap();
     let dest = parent.path().join("stage");
     std::fs::create_dir(&dest).unwrap();
-    let result = resolver.fetch(spec, &dest, limits).await;
+    let result = resolver.fetch(spec, &dest, limits).await.map(|f| f.name);
     let leftovers: Vec<_> = std::fs::read_dir(parent.path())
         .unwrap()
         .map(|e| e.unwrap().file_name())
@@ -557,7 +553,7 @@ async fn the_pipeline_stages_github_sources_and_maps_fetch_errors() {
         .unwrap();
     assert_eq!(by_sha.digest, staged.digest, "same tree, same digest");
     drop((staged, by_sha));
-    assert!(p.staging_entries().is_empty());
+    wait_until_empty(&p.staging_root()).await;
 
     for (source, expected) in [
         ("github://acme/missing#v1", 404),
@@ -568,7 +564,7 @@ async fn the_pipeline_stages_github_sources_and_maps_fetch_errors() {
     ] {
         let result = p.stage(source, long).await;
         assert_eq!(status(&result), expected, "{source}: {result:?}");
-        assert!(p.staging_entries().is_empty(), "{source}");
+        wait_until_empty(&p.staging_root()).await;
     }
     let unpinned = p.stage("github://acme/demo", long).await.unwrap_err();
     assert!(
@@ -609,13 +605,13 @@ async fn hostile_and_oversized_repositories_are_refused_and_leave_nothing() {
     let too_large = p.stage("github://acme/big#v1", long).await.unwrap_err();
     assert_eq!(too_large.status().as_u16(), 413);
     assert_eq!(too_large.body().error, "staged plugin exceeds size limit");
-    assert!(p.staging_entries().is_empty(), "{:?}", p.staging_entries());
+    wait_until_empty(&p.staging_root()).await;
 
     let p = pipeline(&server, &[]).await;
     let symlink = p.stage("github://acme/big#v2", long).await.unwrap_err();
     assert_eq!(symlink.status().as_u16(), 400);
     assert_eq!(symlink.body().error, "plugin contains a symlink: link");
-    assert!(p.staging_entries().is_empty());
+    wait_until_empty(&p.staging_root()).await;
 }
 
 #[tokio::test]
@@ -677,5 +673,136 @@ async fn a_stalled_server_times_out_promptly_and_the_fetch_cleans_up() {
             p.staging_entries()
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_git_bomb_is_refused_as_too_many_entries_in_seconds_not_at_the_deadline() {
+    let server = GitServer::start().await;
+    let repo = server.repo("acme", "bomb");
+    // One empty blob, ten names for it, then ten levels of ten references
+    // to the level below: 10^10 files from a dozen objects.
+    let blob = repo.blob(b"");
+    let names: Vec<Vec<u8>> = (0..10).map(|i| format!("e{i}").into_bytes()).collect();
+    let mut tree = repo.mktree(
+        &names
+            .iter()
+            .map(|n| ("100644", "blob", blob.clone(), n.clone()))
+            .collect::<Vec<_>>(),
+    );
+    for _ in 0..10 {
+        tree = repo.mktree(
+            &names
+                .iter()
+                .map(|n| ("040000", "tree", tree.clone(), n.clone()))
+                .collect::<Vec<_>>(),
+        );
+    }
+    repo.commit_tree(&tree, "v1");
+    let packed = support::git::git(&repo.bare, &["count-objects", "-v"]);
+    let objects_kib: u64 = packed
+        .lines()
+        .filter_map(|l| l.strip_prefix("size-pack: ").or(l.strip_prefix("size: ")))
+        .map(|v| v.trim().parse::<u64>().unwrap())
+        .sum();
+    assert!(objects_kib < 64, "a few KB of objects: {packed}");
+
+    // The default entry cap (10000), and a deadline far away.
+    let p = pipeline(&server, &[]).await;
+    let started = Instant::now();
+    let err = p
+        .stage("github://acme/bomb#v1", Duration::from_secs(120))
+        .await
+        .unwrap_err();
+    let answered = started.elapsed();
+    assert_eq!(err.status().as_u16(), 413, "{:?}", err.body());
+    assert_eq!(err.body().error, "staged plugin has too many entries");
+    assert_eq!(err.body().source.as_deref(), Some("github://acme/bomb#v1"));
+    assert!(answered < Duration::from_secs(30), "promptly: {answered:?}");
+    wait_until_empty(&p.staging_root()).await;
+}
+
+/// Sends `request` and returns its status, `Retry-After` and JSON body.
+async fn answer(request: reqwest::RequestBuilder) -> (u16, Option<String>, serde_json::Value) {
+    let response = request.send().await.expect("request");
+    let retry_after = response
+        .headers()
+        .get("retry-after")
+        .map(|v| v.to_str().unwrap().to_owned());
+    let (status, body) = support::app::json(response).await;
+    (status, retry_after, body)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fetches_past_the_concurrency_limit_wait_briefly_then_get_429_with_retry_after() {
+    use support::app::{ADMIN_TOKEN, Options, spawn_app_with};
+    // The server accepts each request, then says nothing: a fetch that
+    // reaches it holds its slot.
+    let server = GitServer::start_with(ServerOptions {
+        stall: Some(Duration::from_secs(60)),
+        ..Default::default()
+    })
+    .await;
+    demo(&server, "acme", "demo");
+    let app = spawn_app_with(Options {
+        extra_args: vec![
+            "--plugin-github-base-url".into(),
+            server.base_url.clone(),
+            "--plugin-max-concurrent-fetches".into(),
+            "2".into(),
+        ],
+        ..Options::default()
+    })
+    .await;
+    app.create_workspace(
+        "busy",
+        serde_json::json!({"name": "busy", "runtime": "claude_code", "container": "wp-busy-no-such-container"}),
+    )
+    .await;
+    let install = || {
+        app.req(
+            reqwest::Method::POST,
+            "/workspaces/busy/plugins",
+            Some(ADMIN_TOKEN),
+        )
+        .json(&serde_json::json!({"source": "github://acme/demo#v1.0.0"}))
+    };
+    let holders: Vec<_> = (0..2).map(|_| tokio::spawn(install().send())).collect();
+    // Both slots are taken once the server has accepted both fetches.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while server.requests().len() < 2 {
+        assert!(Instant::now() < deadline, "{:?}", server.requests());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    let started = Instant::now();
+    let (status, retry_after, body) = answer(install()).await;
+    let waited = started.elapsed();
+    assert_eq!(status, 429, "{body}");
+    assert_eq!(body["error"], "too many plugin fetches in progress");
+    assert_eq!(retry_after.as_deref(), Some("5"));
+    assert!(
+        waited >= workspace_plugins::app::staging::FETCH_SLOT_WAIT
+            && waited < Duration::from_secs(15),
+        "waited briefly for a slot: {waited:?}"
+    );
+    // A download stages too, so it waits for a slot the same way.
+    let (status, retry_after, body) = answer(app.req(
+        reqwest::Method::GET,
+        "/workspaces/busy/plugins/careful-bash/download",
+        Some(ADMIN_TOKEN),
+    ))
+    .await;
+    assert_eq!(
+        (status, retry_after.as_deref(), body["error"].as_str()),
+        (429, Some("5"), Some("too many plugin fetches in progress"))
+    );
+    assert_eq!(
+        server.requests().len(),
+        2,
+        "the refused requests never reached the server"
+    );
+    for holder in holders {
+        holder.abort();
     }
 }

@@ -13,7 +13,10 @@ use std::time::Instant;
 
 use serde_json::json;
 use support::app::{ADMIN_TOKEN, Options, spawn_app_with};
-use support::hostile::{Case, Expect, Input, corpus};
+use support::git::GitServer;
+use support::hostile::{
+    Case, Expect, Input, corpus, same_trees, tar_gz_of, wait_until_empty, write_local,
+};
 use support::https::{HttpsServer, sha256_hex};
 
 /// `PLUGIN_INSTALL_MAX_DIR_BYTES` for this binary: small, so bombs stop fast.
@@ -155,6 +158,7 @@ async fn every_hostile_input_is_refused_before_the_container_step_and_leaves_not
             )
             .await;
         let elapsed = started.elapsed();
+        wait_until_empty(&staging_root).await;
         let mut problems = Vec::new();
         match &case.expect {
             Expect::Error(code, message) => {
@@ -210,6 +214,90 @@ async fn every_hostile_input_is_refused_before_the_container_step_and_leaves_not
             .unwrap_or_else(|| panic!("{name} missing from {listing}"));
         assert_eq!(entry["version"], "", "{entry}");
     }
+}
+
+/// `PLUGIN_INSTALL_MAX_ENTRIES` for the test below.
+const MAX_ENTRIES: u64 = 64;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_same_hostile_tree_gets_the_same_answer_from_a_local_directory_an_https_tarball_and_git()
+ {
+    let dir = tempfile::tempdir().unwrap();
+    let registry = dir.path().join("registry");
+    fs::create_dir(&registry).unwrap();
+    let https = HttpsServer::start().await;
+    let git = GitServer::start().await;
+    let ca = https.write_ca(dir.path());
+    let app = spawn_app_with(Options {
+        plugins_dir: Some(registry.clone()),
+        extra_args: vec![
+            "--plugin-https-allowed-hosts".into(),
+            "localhost".into(),
+            "--plugin-https-ca-file".into(),
+            ca.display().to_string(),
+            "--plugin-github-base-url".into(),
+            git.base_url.clone(),
+            "--plugin-install-max-dir-bytes".into(),
+            CAP.to_string(),
+            "--plugin-install-max-entries".into(),
+            MAX_ENTRIES.to_string(),
+        ],
+        ..Options::default()
+    })
+    .await;
+    app.create_workspace(
+        "same",
+        json!({"name": "same", "runtime": "claude_code", "container": "wp-same-no-such-container"}),
+    )
+    .await;
+    let staging_root = app.data_dir.path().join("staging");
+
+    let mut failures = Vec::new();
+    let trees = same_trees(CAP, MAX_ENTRIES);
+    for tree in &trees {
+        let mut sources = Vec::new();
+        if tree.local {
+            let plugin = registry.join(tree.name);
+            fs::create_dir(&plugin).unwrap();
+            write_local(&plugin, &tree.entries);
+            sources.push(format!("local://{}", tree.name));
+        }
+        sources.push(https.serve(&format!("/{}.tar.gz", tree.name), tar_gz_of(&tree.entries)));
+        let repo = git.repo("hostile", tree.name);
+        let root = repo.tree_of(&tree.entries);
+        repo.commit_tree(&root, "v1");
+        sources.push(format!("github://hostile/{}#v1", tree.name));
+
+        for source in &sources {
+            let (status, body) = app
+                .call(
+                    reqwest::Method::POST,
+                    "/workspaces/same/plugins",
+                    Some(ADMIN_TOKEN),
+                    Some(json!({ "source": source })),
+                )
+                .await;
+            eprintln!("{:<28} {status} {} ({source})", tree.name, body["error"]);
+            let Expect::Error(code, message) = &tree.expect else {
+                unreachable!("every tree here is refused")
+            };
+            if status != *code
+                || body["error"] != message.as_str()
+                || body["source"] != source.as_str()
+            {
+                failures.push(format!(
+                    "{}: {source}: expected {code} {message:?}, got {status} {body}",
+                    tree.name
+                ));
+            }
+            wait_until_empty(&staging_root).await;
+        }
+    }
+    assert!(failures.is_empty(), "{failures:#?}");
+    assert!(
+        trees.iter().filter(|t| t.local).count() >= 5,
+        "every tree a directory can hold is tried locally"
+    );
 }
 
 #[tokio::test]

@@ -15,7 +15,7 @@ use std::time::Duration;
 use clap::Parser;
 use serde_json::{Value, json};
 use support::app::{ADMIN_TOKEN, Options, TestApp, spawn_app_with};
-use support::hostile::{Tar, gzip, zstd};
+use support::hostile::{Tar, gzip, wait_until_empty, zstd};
 use support::https::{HttpsServer, Route, sha256_hex};
 use workspace_plugins::app::server::build_state;
 use workspace_plugins::app::settings::Settings;
@@ -107,11 +107,10 @@ fn read_tree(root: &Path, rel: &Path, out: &mut serde_json::Map<String, Value>) 
     }
 }
 
-fn staging_is_empty(app: &TestApp) -> bool {
-    std::fs::read_dir(app.data_dir.path().join("staging"))
-        .unwrap()
-        .next()
-        .is_none()
+/// Waits for the staging root to empty: directories are removed in the
+/// background once a request is answered.
+async fn staging_empties(app: &TestApp) {
+    wait_until_empty(&app.data_dir.path().join("staging")).await;
 }
 
 fn plugin_tar(prefix: &str) -> Vec<u8> {
@@ -164,7 +163,7 @@ async fn good_tar_gz_tgz_and_tar_zst_archives_stage_the_right_tree() {
         let (status, body) = install(&w.app, &source).await;
         assert_eq!(status, 503, "{file}: {body}");
     }
-    assert!(staging_is_empty(&w.app));
+    staging_empties(&w.app).await;
 }
 
 #[tokio::test]
@@ -268,7 +267,7 @@ async fn a_digest_mismatch_is_refused_before_anything_is_unpacked() {
     );
     let (status, body) = install(&w.app, &tampered).await;
     assert_error(status, &body, 422, "archive sha256 mismatch", &tampered);
-    assert!(staging_is_empty(&w.app));
+    staging_empties(&w.app).await;
     assert_eq!(w.server.requests(), ["/p.tar.gz"]);
     // The digest compares case-insensitively as hex.
     let upper = format!(
@@ -316,7 +315,7 @@ async fn upstream_errors_map_to_404_502_and_413() {
         "staged plugin exceeds size limit",
         &huge,
     );
-    assert!(staging_is_empty(&w.app));
+    staging_empties(&w.app).await;
 }
 
 #[tokio::test]
@@ -393,7 +392,7 @@ async fn redirects_are_followed_only_to_allowed_hosts_over_https() {
         ["/moved/p.tar.gz", "/downgrade/p.tar.gz"],
         "the refused targets were never requested"
     );
-    assert!(staging_is_empty(&w.app));
+    staging_empties(&w.app).await;
 }
 
 #[tokio::test]

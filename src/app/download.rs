@@ -11,7 +11,7 @@ use tokio::time::Instant;
 
 use crate::app::error::AppError;
 use crate::app::plugins::enforce_allowlist;
-use crate::app::staging::{Staged, stage};
+use crate::app::staging::{FetchSlot, Staged, stage};
 use crate::app::state::AppState;
 use crate::domain::digest::TreeDigest;
 use crate::domain::name::PluginName;
@@ -91,6 +91,9 @@ pub enum Download {
         etag: String,
         kind: ArchiveKind,
         archive: PackedArchive,
+        /// The fetch slot whose disk holds an archive the cache could not
+        /// take: kept until the stream ends.
+        slot: Option<FetchSlot>,
     },
 }
 
@@ -178,18 +181,23 @@ pub async fn download(
                 etag: tag,
             });
         }
-        let archive = match state.archives.cached(&digest, kind).await {
-            Some(archive) => archive,
+        let (archive, slot) = match state.archives.cached(&digest, kind).await {
+            Some(archive) => (archive, None),
             None => match &content {
-                Content::Staged(staged) => state
-                    .archives
-                    .pack(staged.dir.path(), &digest, kind)
-                    .await
-                    .map_err(AppError::PackFailed)?,
-                Content::Unchanged { name, fingerprint } => {
+                Content::Staged(staged) => {
+                    // Packed on the staging's own slot.
                     let archive = state
                         .archives
-                        .pack(&state.registry.plugin_dir(name), &digest, kind)
+                        .pack(staged.dir.path(), &digest, kind, staged.slot.disk())
+                        .await
+                        .map_err(AppError::PackFailed)?;
+                    (archive, Some(staged.slot.clone()))
+                }
+                Content::Unchanged { name, fingerprint } => {
+                    let slot = state.fetch_slots.acquire(deadline).await?;
+                    let archive = state
+                        .archives
+                        .pack(&state.registry.plugin_dir(name), &digest, kind, slot.disk())
                         .await
                         .map_err(AppError::PackFailed)?;
                     let after = state
@@ -205,16 +213,19 @@ pub async fn download(
                         fresh = true;
                         continue;
                     }
-                    archive
+                    (archive, Some(slot))
                 }
             },
         };
+        // A cached archive's disk is the cache's: the slot is done.
+        let slot = slot.filter(|_| !archive.cached);
         return Ok(Download::Archive {
             name: resolved,
             source: source_text,
             etag: tag,
             kind,
             archive,
+            slot,
         });
     }
 }
@@ -250,15 +261,17 @@ mod tests {
         archives
             .expect_pack()
             .times(1)
-            .withf(move |dir, d, kind| {
+            .withf(move |dir, d, kind, _| {
                 dir == std::path::Path::new("/registry/careful-bash")
                     && *d == packed_digest
                     && *kind == ArchiveKind::TarZst
             })
-            .returning(|_, _, _| {
+            .returning(|_, _, _, _| {
                 Ok(PackedArchive {
-                    path: "/cache/x".into(),
-                    len: 1,
+                    file: tempfile::tempfile().unwrap(),
+                    len: 0,
+                    cached: true,
+                    lease: Default::default(),
                 })
             });
         let discarded = digest.clone();

@@ -73,6 +73,9 @@ pub enum AppError {
     #[error("plugin \"{0}\" is not installed")]
     NotInstalled(crate::domain::name::PluginName),
 
+    #[error("too many plugin fetches in progress")]
+    TooManyFetches,
+
     #[error("unsupported format (use tar.gz or tar.zst)")]
     UnsupportedFormat,
     #[error("failed to pack plugin")]

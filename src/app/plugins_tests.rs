@@ -14,7 +14,7 @@ use mockall::predicate::*;
 use tokio::sync::Notify;
 
 use super::*;
-use crate::adapters::fs::FsStaging;
+use crate::adapters::fs::{FsStaging, StagingWriter};
 use crate::app::auth::Principal;
 use crate::app::http::problem::Problem;
 use crate::app::testing::{Ports, workspace};
@@ -28,7 +28,7 @@ use crate::ports::container::{
     InstalledEntry, MockContainerEngine, MockWorkspaceConfigs, PluginMemory, WorkspaceConfigs,
 };
 use crate::ports::receipts::MockReceiptStore;
-use crate::ports::resolver::{FetchError, FetchLimits, SourceResolver, SpecCheck};
+use crate::ports::resolver::{FetchError, FetchLimits, Fetched, SourceResolver, SpecCheck};
 use crate::ports::store::{AllowlistEntry, MockAllowlistStore, StoreError};
 
 /// A resolver that writes a fixed tree, fails, or dawdles.
@@ -76,19 +76,23 @@ impl SourceResolver for FakeResolver {
         &self,
         _spec: &str,
         dest: &Path,
-        _limits: &FetchLimits,
-    ) -> Result<String, FetchError> {
+        limits: &FetchLimits,
+    ) -> Result<Fetched, FetchError> {
         self.fetched.store(true, Ordering::SeqCst);
         tokio::time::sleep(self.delay).await;
         if let Some(fail) = self.fail {
             return Err(fail());
         }
+        let mut writer = StagingWriter::new(dest, limits);
         for (path, content) in &self.files {
-            let full = dest.join(path);
-            std::fs::create_dir_all(full.parent().unwrap()).unwrap();
-            std::fs::write(full, content).unwrap();
+            writer.file(path.as_bytes(), false, content.as_slice(), |e| {
+                FetchError::Other(Box::new(e))
+            })?;
         }
-        Ok(self.name.to_owned())
+        Ok(Fetched {
+            name: self.name.to_owned(),
+            tree: writer.finish()?,
+        })
     }
 }
 

@@ -21,6 +21,7 @@ use crate::app::http;
 use crate::app::http::metrics::Metrics;
 use crate::app::restart::{Restarter, WorkspaceLocks};
 use crate::app::settings::Settings;
+use crate::app::staging::FetchSlots;
 use crate::app::state::{AppState, Policy};
 use crate::domain::policy::AllowlistFailure;
 use crate::domain::token::{TOKEN_BYTES, TokenHash};
@@ -115,6 +116,20 @@ fn create_dir(path: &Path) -> Result<(), StartupError> {
     })
 }
 
+/// The disk one fetch slot may hold (ARCHITECTURE.md, "Disk"): its staged
+/// tree (`max_dir_bytes`) and, beside it, one temporary file of the fetch
+/// or packing: an https archive or git pack, or the archive packed from the
+/// tree, each at most the tree plus its tar framing (headers, padding, long
+/// names: 8 KiB an entry, at most the unpacker's own allowance) and 1 MiB
+/// of compression overhead.
+pub fn staging_disk_budget(max_dir_bytes: u64, max_entries: u64) -> u64 {
+    let framing = max_entries
+        .saturating_mul(8 * 1024)
+        .saturating_add(1 << 20)
+        .min(crate::adapters::fs::METADATA_ALLOWANCE);
+    max_dir_bytes.saturating_mul(2).saturating_add(framing)
+}
+
 /// Builds the application state from the settings.
 pub async fn build_state(settings: &Settings) -> Result<Arc<AppState>, StartupError> {
     create_dir(&settings.data_dir)?;
@@ -184,6 +199,10 @@ pub async fn build_state(settings: &Settings) -> Result<Arc<AppState>, StartupEr
         locks,
         archives: Arc::new(archives),
         local_digests: Default::default(),
+        fetch_slots: FetchSlots::new(
+            settings.max_concurrent_fetches,
+            staging_disk_budget(settings.max_dir_bytes, settings.max_entries),
+        ),
         admin_token,
         policy: Policy {
             body_max_bytes: settings.body_max_bytes,
@@ -195,6 +214,7 @@ pub async fn build_state(settings: &Settings) -> Result<Arc<AppState>, StartupEr
             },
             fetch_timeout: settings.fetch_timeout,
             max_dir_bytes: settings.max_dir_bytes,
+            max_entries: settings.max_entries,
             allow_unpinned: settings.allow_unpinned,
         },
     }))

@@ -54,6 +54,21 @@ fn parse_positive(s: &str) -> Result<u64, String> {
     }
 }
 
+fn parse_count(s: &str) -> Result<u64, String> {
+    match s.trim().parse::<u64>() {
+        Ok(0) | Err(_) => Err("expected a positive whole number".into()),
+        Ok(n) => Ok(n),
+    }
+}
+
+/// A count that also sizes an in-memory structure (a semaphore).
+fn parse_small_count(s: &str) -> Result<usize, String> {
+    match s.trim().parse::<usize>() {
+        Ok(n) if (1..=4096).contains(&n) => Ok(n),
+        _ => Err("expected a whole number from 1 to 4096".into()),
+    }
+}
+
 fn parse_base_url(s: &str) -> Result<String, String> {
     let s = s.trim().trim_end_matches('/');
     if (s.starts_with("https://") || s.starts_with("http://")) && s.len() > "https://".len() {
@@ -188,6 +203,14 @@ pub struct Settings {
     #[arg(long = "plugin-cache-max-bytes", env = "PLUGIN_CACHE_MAX_BYTES", value_name = "PLUGIN_CACHE_MAX_BYTES", default_value = "1073741824", value_parser = parse_positive)]
     pub cache_max_bytes: u64,
 
+    /// Cap on the files and directories of one staged plugin, any source.
+    #[arg(long = "plugin-install-max-entries", env = "PLUGIN_INSTALL_MAX_ENTRIES", value_name = "PLUGIN_INSTALL_MAX_ENTRIES", default_value = "10000", value_parser = parse_count)]
+    pub max_entries: u64,
+
+    /// Stagings and packings at once; more wait a few seconds, then get 429.
+    #[arg(long = "plugin-max-concurrent-fetches", env = "PLUGIN_MAX_CONCURRENT_FETCHES", value_name = "PLUGIN_MAX_CONCURRENT_FETCHES", default_value = "8", value_parser = parse_small_count)]
+    pub max_concurrent_fetches: usize,
+
     /// The admin token; generated into <data-dir>/admin-token when unset.
     #[arg(long = "plugin-admin-token", env = "PLUGIN_ADMIN_TOKEN", value_name = "PLUGIN_ADMIN_TOKEN", hide_env_values = true, value_parser = parse_secret)]
     pub admin_token: Option<Secret>,
@@ -237,6 +260,8 @@ impl Settings {
             cors_origins = ?self.cors_origins,
             engine_timeout = %humantime::format_duration(self.engine_timeout),
             cache_max_bytes = self.cache_max_bytes,
+            max_entries = self.max_entries,
+            max_concurrent_fetches = self.max_concurrent_fetches,
             admin_token = if self.admin_token.is_some() { "(set)" } else { "(generated file)" },
             "effective settings"
         );
@@ -278,6 +303,8 @@ mod tests {
         assert_eq!(s.restart_delay, Duration::from_secs(2));
         assert_eq!(s.engine_timeout, Duration::from_secs(10));
         assert_eq!(s.cache_max_bytes, 1_073_741_824);
+        assert_eq!(s.max_entries, 10_000);
+        assert_eq!(s.max_concurrent_fetches, 8);
         assert!(!s.allow_unpinned && !s.allowlist_fail_open && !s.allow_tokenless_workspaces);
         assert!(s.https_allowed_hosts.is_empty());
         assert_eq!(
@@ -336,6 +363,21 @@ mod tests {
                 "PLUGIN_GITHUB_BASE_URL",
             ),
             ("--plugin-admin-token", " ", "PLUGIN_ADMIN_TOKEN"),
+            (
+                "--plugin-install-max-entries",
+                "0",
+                "PLUGIN_INSTALL_MAX_ENTRIES",
+            ),
+            (
+                "--plugin-max-concurrent-fetches",
+                "lots",
+                "PLUGIN_MAX_CONCURRENT_FETCHES",
+            ),
+            (
+                "--plugin-max-concurrent-fetches",
+                "0",
+                "PLUGIN_MAX_CONCURRENT_FETCHES",
+            ),
         ];
         for (flag, value, setting) in cases {
             let arg = format!("{flag}={value}");

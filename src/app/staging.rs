@@ -1,8 +1,18 @@
 //! The staging pipeline (SPEC §4), in order, shared by install and
-//! download: parse, resolve, grammar, pin, fetch under the deadline,
-//! re-validate, size, integrity, caller digest. Every rule is a domain
-//! function; this module only sequences them around the ports.
+//! download: parse, resolve, grammar, pin, take a fetch slot, fetch under
+//! the deadline, re-validate, size, integrity, caller digest. Every rule is
+//! a domain function; this module only sequences them around the ports.
+//!
+//! Fetch slots (`PLUGIN_MAX_CONCURRENT_FETCHES`) bound how many stagings
+//! and packings run at once, and each carries the disk allowance its
+//! staged tree and temporary files share. A slot is held while its staging
+//! directory exists (it is released only once the directory is removed),
+//! so stagings cannot pile up on disk whatever their callers do.
 
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
 use tokio::time::{Instant, timeout_at};
 
 use crate::app::error::AppError;
@@ -14,10 +24,69 @@ use crate::domain::staging::{
     StagingError, check_caller_sha256, check_integrity, check_pinned, check_returned_name,
     grammar_refusal, require_source,
 };
-use crate::ports::resolver::{FetchError, FetchLimits};
+use crate::ports::resolver::{Cancellation, DiskAllowance, FetchError, FetchLimits};
 use crate::ports::staging::{StagedTree, StagingAreaError, StagingDir};
 
-/// A staged plugin. The directory is removed when this is dropped.
+/// How long a request waits for a fetch slot before it is refused (429).
+pub const FETCH_SLOT_WAIT: Duration = Duration::from_secs(3);
+
+/// The `PLUGIN_MAX_CONCURRENT_FETCHES` slots.
+#[derive(Debug, Clone)]
+pub struct FetchSlots {
+    semaphore: Arc<Semaphore>,
+    wait: Duration,
+    disk_per_slot: u64,
+}
+
+/// One slot: while any clone lives, one staging or packing may run, and
+/// hold at most its disk allowance.
+#[derive(Debug, Clone)]
+pub struct FetchSlot(Arc<SlotInner>);
+
+#[derive(Debug)]
+struct SlotInner {
+    _permit: OwnedSemaphorePermit,
+    disk: DiskAllowance,
+}
+
+impl FetchSlot {
+    /// The disk this slot's work may hold at once.
+    pub fn disk(&self) -> &DiskAllowance {
+        &self.0.disk
+    }
+}
+
+impl FetchSlots {
+    /// `slots` slots, each allowed `disk_per_slot` bytes on disk.
+    pub fn new(slots: usize, disk_per_slot: u64) -> Self {
+        Self {
+            semaphore: Arc::new(Semaphore::new(slots)),
+            wait: FETCH_SLOT_WAIT,
+            disk_per_slot,
+        }
+    }
+
+    /// Takes a slot, waiting at most [`FETCH_SLOT_WAIT`] (and never past
+    /// `deadline`); none free by then → [`AppError::TooManyFetches`].
+    pub async fn acquire(&self, deadline: Instant) -> Result<FetchSlot, AppError> {
+        let until = deadline.min(Instant::now() + self.wait);
+        match timeout_at(until, self.semaphore.clone().acquire_owned()).await {
+            Ok(Ok(permit)) => Ok(FetchSlot(Arc::new(SlotInner {
+                _permit: permit,
+                disk: DiskAllowance::new(self.disk_per_slot),
+            }))),
+            _ => Err(AppError::TooManyFetches),
+        }
+    }
+
+    /// Slots free right now.
+    pub fn available(&self) -> usize {
+        self.semaphore.available_permits()
+    }
+}
+
+/// A staged plugin. The directory is removed when this is dropped, off the
+/// async workers, and its fetch slot freed after that.
 #[derive(Debug)]
 pub struct Staged {
     pub name: PluginName,
@@ -25,14 +94,29 @@ pub struct Staged {
     pub digest: TreeDigest,
     pub tree: StagedTree,
     pub dir: StagingDir,
+    /// The fetch slot the staging holds; packing the tree uses its disk
+    /// allowance.
+    pub slot: FetchSlot,
 }
 
 fn staging(e: StagingError) -> AppError {
     AppError::Staging(e)
 }
 
-/// Runs steps 1–10 of SPEC §4; `deadline` bounds the fetch and the
-/// inspection (→ 504 when it fires).
+/// Raises a fetch's cancellation flag when the request stops waiting for
+/// it (deadline, client gone).
+struct CancelOnDrop(Option<Cancellation>);
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        if let Some(cancel) = self.0.take() {
+            cancel.cancel();
+        }
+    }
+}
+
+/// Runs steps 1–10 of SPEC §4; `deadline` bounds the wait for a fetch slot,
+/// the fetch and the inspection (→ 504 when it fires).
 pub async fn stage(
     state: &AppState,
     source: Option<&str>,
@@ -60,26 +144,44 @@ pub async fn stage(
             })
         })?;
 
-    let dir = state.staging.create().await.map_err(AppError::internal)?;
+    let slot = state.fetch_slots.acquire(deadline).await?;
+    let mut dir = state.staging.create().await.map_err(AppError::internal)?;
+    dir.keep_until_removed(slot.clone());
     let limits = FetchLimits {
         max_bytes: state.policy.max_dir_bytes,
+        max_entries: state.policy.max_entries,
         cancel: dir.cancellation(),
+        disk: slot.disk().clone(),
     };
     let timed_out = || {
         staging(StagingError::Timeout {
             source_text: source.redacted(),
         })
     };
-    let fetched = timeout_at(deadline, resolver.fetch(source.spec(), dir.path(), &limits))
-        .await
-        .map_err(|_| timed_out())?;
-    let raw_name = fetched.map_err(|e| fetch_refusal(&source, e))?;
-    let name = check_returned_name(&source, &raw_name).map_err(staging)?;
-    let tree = timeout_at(deadline, state.staging.inspect(dir.path()))
+    // The fetch runs as its own task, which owns the staging directory
+    // until the fetch has stopped writing: a fetch abandoned at the
+    // deadline (or by a client that left) is told to stop, and its
+    // directory, with the slot, is removed only once it has.
+    let mut cancel_on_drop = CancelOnDrop(Some(limits.cancel.clone()));
+    let (tx, rx) = oneshot::channel();
+    let spec = source.spec().to_owned();
+    tokio::spawn(async move {
+        let fetched = resolver.fetch(&spec, dir.path(), &limits).await;
+        // Nobody waiting: `dir` is dropped here, after the fetch.
+        let _ = tx.send((fetched, dir));
+    });
+    let (fetched, dir) = match timeout_at(deadline, rx).await {
+        Err(_) => return Err(timed_out()),
+        Ok(Err(_)) => return Err(AppError::internal("the fetch task ended without an answer")),
+        Ok(Ok(done)) => done,
+    };
+    cancel_on_drop.0 = None;
+    let fetched = fetched.map_err(|e| fetch_refusal(&source, e))?;
+    let name = check_returned_name(&source, &fetched.name).map_err(staging)?;
+    let tree = timeout_at(deadline, state.staging.inspect(dir.path(), fetched.tree))
         .await
         .map_err(|_| timed_out())?
         .map_err(|e| match e {
-            StagingAreaError::Unsafe(entry) => staging(entry.into_staging_error(&source)),
             StagingAreaError::Io(e) => AppError::Internal(e),
         })?;
     if tree.total_bytes > state.policy.max_dir_bytes {
@@ -103,6 +205,7 @@ pub async fn stage(
         digest,
         tree,
         dir,
+        slot,
     })
 }
 
@@ -113,6 +216,7 @@ fn fetch_refusal(source: &Source, error: FetchError) -> AppError {
     staging(match error {
         FetchError::NotFound => StagingError::NotFound { source_text },
         FetchError::TooLarge => StagingError::TooLarge { source_text },
+        FetchError::TooManyEntries => StagingError::TooManyEntries { source_text },
         FetchError::Unsafe(entry) => entry.into_staging_error(source),
         FetchError::Refused(message) => StagingError::Refused {
             source_text,
@@ -146,5 +250,38 @@ mod tests {
         assert_eq!(error.to_string(), "archive sha256 mismatch");
         assert_eq!(error.source_echo(), Some("https://h.test/p.tar.gz"));
         assert!(matches!(error, StagingError::Refused { .. }));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_request_waits_a_few_seconds_for_a_fetch_slot_then_is_refused() {
+        let slots = FetchSlots::new(2, 100);
+        let far = Instant::now() + Duration::from_secs(600);
+        let first = slots.acquire(far).await.unwrap();
+        let second = slots.acquire(far).await.unwrap();
+        assert_eq!(slots.available(), 0);
+        let started = Instant::now();
+        assert!(matches!(
+            slots.acquire(far).await,
+            Err(AppError::TooManyFetches)
+        ));
+        assert_eq!(started.elapsed(), FETCH_SLOT_WAIT);
+        // A slot lives while any clone does.
+        let kept = first.clone();
+        drop(first);
+        assert_eq!(slots.available(), 0);
+        drop(kept);
+        let third = slots.acquire(far).await.unwrap();
+        assert_eq!(third.disk().cap(), 100, "each slot has its own allowance");
+        drop((second, third));
+        assert_eq!(slots.available(), 2);
+        // Never waits past the request's own deadline.
+        let started = Instant::now();
+        let _all: Vec<_> = [slots.acquire(far).await, slots.acquire(far).await]
+            .into_iter()
+            .map(Result::unwrap)
+            .collect();
+        let soon = Instant::now() + Duration::from_millis(500);
+        assert!(slots.acquire(soon).await.is_err());
+        assert_eq!(started.elapsed(), Duration::from_millis(500));
     }
 }

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use crate::app::download::LocalDigests;
 use crate::app::restart::{Restarter, WorkspaceLocks};
+use crate::app::staging::FetchSlots;
 use crate::domain::policy::AllowlistFailure;
 use crate::domain::token::TokenHash;
 use crate::ports::archives::ArchiveStore;
@@ -26,6 +27,8 @@ pub struct Policy {
     pub fetch_timeout: Duration,
     /// Cap on a staged plugin, enforced while writing.
     pub max_dir_bytes: u64,
+    /// Cap on a staged plugin's files and directories, enforced while writing.
+    pub max_entries: u64,
     pub allow_unpinned: bool,
 }
 
@@ -46,6 +49,8 @@ pub struct AppState {
     pub locks: WorkspaceLocks,
     pub archives: Arc<dyn ArchiveStore>,
     pub local_digests: Arc<LocalDigests>,
+    /// Stagings and packings at once (`PLUGIN_MAX_CONCURRENT_FETCHES`).
+    pub fetch_slots: FetchSlots,
     /// Only the hash of the admin token is kept in memory.
     pub admin_token: TokenHash,
     pub policy: Policy,

@@ -60,6 +60,7 @@ impl Default for Ports {
                 allowlist_failure: AllowlistFailure::Closed,
                 fetch_timeout: Duration::from_secs(30),
                 max_dir_bytes: 1024 * 1024,
+                max_entries: 1000,
                 allow_unpinned: false,
             },
             restart_delay: Duration::from_secs(3600),
@@ -91,6 +92,7 @@ impl Ports {
             locks,
             archives: self.archives,
             local_digests: Default::default(),
+            fetch_slots: crate::app::staging::FetchSlots::new(4, u64::MAX),
             admin_token: TokenHash::of(ADMIN),
             policy: self.policy,
         }

@@ -46,6 +46,8 @@ pub enum StagingError {
     ResolverReturnedInvalidName { source_text: String },
     #[error("staged plugin exceeds size limit")]
     TooLarge { source_text: String },
+    #[error("staged plugin has too many entries")]
+    TooManyEntries { source_text: String },
     #[error("plugin contains an unsafe path: {path}")]
     UnsafePath { source_text: String, path: String },
     #[error("plugin contains a symlink: {path}")]
@@ -76,6 +78,7 @@ impl StagingError {
             | Self::FetchFailed { source_text, .. }
             | Self::ResolverReturnedInvalidName { source_text }
             | Self::TooLarge { source_text }
+            | Self::TooManyEntries { source_text }
             | Self::UnsafePath { source_text, .. }
             | Self::Symlink { source_text, .. }
             | Self::SpecialFile { source_text, .. }

@@ -4,13 +4,14 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use async_trait::async_trait;
 
 use crate::domain::source::SpecError;
-use crate::domain::staging::UnsafeEntry;
+use crate::domain::staging::{OverBudget, UnsafeEntry};
 use crate::ports::BoxError;
+use crate::ports::staging::WrittenTree;
 
 /// What a resolver's grammar says of a spec, before any I/O.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -38,12 +39,104 @@ impl Cancellation {
     }
 }
 
+/// The disk one fetch slot may hold at once (SPEC §4 step 8): its staged
+/// tree and every temporary file of the fetch or packing it runs (a git
+/// pack, an https archive, a cache temporary file, an archive served
+/// without entering the cache). Charged before bytes are written, released
+/// when a temporary file is gone; shared by clones.
+#[derive(Debug, Clone)]
+pub struct DiskAllowance(Arc<DiskUse>);
+
+#[derive(Debug)]
+struct DiskUse {
+    cap: u64,
+    used: AtomicU64,
+    peak: AtomicU64,
+}
+
+impl DiskAllowance {
+    pub fn new(cap: u64) -> Self {
+        Self(Arc::new(DiskUse {
+            cap,
+            used: AtomicU64::new(0),
+            peak: AtomicU64::new(0),
+        }))
+    }
+
+    /// No bound beyond the caller's own caps (resolvers used on their own).
+    pub fn unlimited() -> Self {
+        Self::new(u64::MAX)
+    }
+
+    /// Records `bytes` more on disk; refused (and not recorded) past the cap.
+    pub fn charge(&self, bytes: u64) -> Result<(), OverBudget> {
+        let cap = self.0.cap;
+        let used = self
+            .0
+            .used
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |used| {
+                used.checked_add(bytes).filter(|&total| total <= cap)
+            })
+            .map_err(|_| OverBudget)?;
+        self.0.peak.fetch_max(used + bytes, Ordering::AcqRel);
+        Ok(())
+    }
+
+    /// `bytes` charged earlier are gone from disk.
+    pub fn release(&self, bytes: u64) {
+        let _ = self
+            .0
+            .used
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |used| {
+                Some(used.saturating_sub(bytes))
+            });
+    }
+
+    pub fn used(&self) -> u64 {
+        self.0.used.load(Ordering::Acquire)
+    }
+
+    /// The most ever charged at once.
+    pub fn peak(&self) -> u64 {
+        self.0.peak.load(Ordering::Acquire)
+    }
+
+    pub fn cap(&self) -> u64 {
+        self.0.cap
+    }
+}
+
 /// Bounds every fetch honours while it writes.
 #[derive(Debug, Clone)]
 pub struct FetchLimits {
     /// Cap on the sum of regular files' lengths, enforced while writing.
     pub max_bytes: u64,
+    /// Cap on the files and directories written, enforced while writing.
+    pub max_entries: u64,
     pub cancel: Cancellation,
+    /// The fetch slot's disk, which the tree and temporary files share.
+    pub disk: DiskAllowance,
+}
+
+impl FetchLimits {
+    /// Limits with a fresh cancellation flag and no disk bound beyond the
+    /// caps themselves.
+    pub fn new(max_bytes: u64, max_entries: u64) -> Self {
+        Self {
+            max_bytes,
+            max_entries,
+            cancel: Cancellation::new(),
+            disk: DiskAllowance::unlimited(),
+        }
+    }
+}
+
+/// What a fetch staged: the plugin's name (re-validated by the caller) and
+/// what the staging writer wrote.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fetched {
+    pub name: String,
+    pub tree: WrittenTree,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -51,9 +144,13 @@ pub enum FetchError {
     /// The plugin, repository or ref does not exist.
     #[error("plugin not found")]
     NotFound,
-    /// The tree exceeded `FetchLimits::max_bytes` while being written.
+    /// The tree exceeded `FetchLimits::max_bytes` (or the fetch its disk
+    /// allowance) while being written.
     #[error("staged plugin exceeds size limit")]
     TooLarge,
+    /// The tree exceeded `FetchLimits::max_entries` while being written.
+    #[error("staged plugin has too many entries")]
+    TooManyEntries,
     /// The tree holds an entry staging refuses.
     #[error(transparent)]
     Unsafe(UnsafeEntry),
@@ -80,14 +177,14 @@ pub trait SourceResolver: Send + Sync {
     fn check_spec(&self, spec: &str) -> Result<SpecCheck, SpecError>;
 
     /// Fetches the plugin into `dest` (an empty directory the caller owns
-    /// and removes on error) and returns the plugin's name, which the
-    /// caller re-validates. Only directories and regular files are written.
+    /// and removes on error) through the staging writer, and returns the
+    /// plugin's name, which the caller re-validates, with what was written.
     async fn fetch(
         &self,
         spec: &str,
         dest: &Path,
         limits: &FetchLimits,
-    ) -> Result<String, FetchError>;
+    ) -> Result<Fetched, FetchError>;
 }
 
 /// The registered resolvers, by scheme.
@@ -136,6 +233,19 @@ mod tests {
         assert_eq!(registry.schemes(), ["github", "https", "local"]);
         assert!(registry.get("github").is_some());
         assert!(registry.get("oci").is_none());
+    }
+
+    #[test]
+    fn a_disk_allowance_refuses_past_its_cap_records_the_peak_and_is_shared() {
+        let disk = DiskAllowance::new(10);
+        let clone = disk.clone();
+        assert_eq!(disk.charge(6), Ok(()));
+        assert_eq!(clone.charge(5), Err(OverBudget), "refused, not recorded");
+        assert_eq!(clone.charge(4), Ok(()));
+        assert_eq!((disk.used(), disk.peak()), (10, 10));
+        disk.release(7);
+        assert_eq!((clone.used(), clone.peak()), (3, 10));
+        assert_eq!(DiskAllowance::unlimited().charge(u64::MAX), Ok(()));
     }
 
     #[test]

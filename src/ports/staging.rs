@@ -1,7 +1,9 @@
 //! The staging area (SPEC §4): fresh directories under `<data-dir>/staging`
 //! that resolvers fetch into, and the inspection of what they fetched.
 
+use std::any::Any;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use async_trait::async_trait;
 
@@ -9,22 +11,53 @@ use crate::domain::digest::FileDigest;
 use crate::ports::BoxError;
 use crate::ports::resolver::Cancellation;
 
+/// Something kept alive until a staging directory is gone (the fetch slot
+/// that bounds how many exist at once).
+pub type Kept = Box<dyn Any + Send + Sync>;
+
+/// How a staging directory is removed once its owner is done with it. The
+/// staging area's adapter provides one that keeps the removal off the
+/// async workers.
+pub trait DirRemover: Send + Sync {
+    /// Removes `path` (whatever is left of it), then drops `kept`.
+    fn remove(&self, path: PathBuf, kept: Vec<Kept>);
+}
+
 /// A staging directory, removed when dropped (error paths, cancellation,
 /// or after the caller is done). Dropping also raises its cancellation
 /// flag so a blocking fetch still writing into it stops.
-#[derive(Debug)]
 pub struct StagingDir {
     path: PathBuf,
     cancel: Cancellation,
+    remover: Option<Arc<dyn DirRemover>>,
+    kept: Vec<Kept>,
+}
+
+impl std::fmt::Debug for StagingDir {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StagingDir")
+            .field("path", &self.path)
+            .finish_non_exhaustive()
+    }
 }
 
 impl StagingDir {
-    /// Takes ownership of an existing, empty directory.
+    /// Takes ownership of an existing, empty directory; it is removed on
+    /// the dropping thread.
     pub fn new(path: PathBuf) -> Self {
         Self {
             path,
             cancel: Cancellation::new(),
+            remover: None,
+            kept: Vec::new(),
         }
+    }
+
+    /// Like [`StagingDir::new`], removed by `remover`.
+    pub fn with_remover(path: PathBuf, remover: Arc<dyn DirRemover>) -> Self {
+        let mut dir = Self::new(path);
+        dir.remover = Some(remover);
+        dir
     }
 
     pub fn path(&self) -> &Path {
@@ -34,17 +67,53 @@ impl StagingDir {
     pub fn cancellation(&self) -> Cancellation {
         self.cancel.clone()
     }
+
+    /// Keeps `value` alive until the directory has been removed.
+    pub fn keep_until_removed(&mut self, value: impl Any + Send + Sync) {
+        self.kept.push(Box::new(value));
+    }
 }
 
 impl Drop for StagingDir {
     fn drop(&mut self) {
         self.cancel.cancel();
-        if let Err(e) = std::fs::remove_dir_all(&self.path)
-            && e.kind() != std::io::ErrorKind::NotFound
-        {
-            tracing::warn!(path = %self.path.display(), error = %e, "could not remove staging directory");
+        let kept = std::mem::take(&mut self.kept);
+        let path = std::mem::take(&mut self.path);
+        match self.remover.take() {
+            Some(remover) => remover.remove(path, kept),
+            None => remove_now(&path),
         }
     }
+}
+
+/// Removes a staging directory on this thread, logging a failure.
+pub fn remove_now(path: &Path) {
+    if let Err(e) = std::fs::remove_dir_all(path)
+        && e.kind() != std::io::ErrorKind::NotFound
+    {
+        tracing::warn!(path = %path.display(), error = %e, "could not remove staging directory");
+    }
+}
+
+/// One regular file as the staging writer wrote it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WrittenFile {
+    /// Relative, `/`-separated, checked by the hostile-tree rules.
+    pub path: String,
+    pub len: u64,
+    /// Its SHA-256 when the writer saw the bytes go by (files copied in
+    /// the kernel are hashed afterwards).
+    pub sha256: Option<[u8; 32]>,
+}
+
+/// What the staging writer wrote into a staging directory: the only
+/// record of the tree (nothing walks the directory afterwards).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct WrittenTree {
+    /// Every regular file, in the order written.
+    pub files: Vec<WrittenFile>,
+    /// Files and directories written, the root excluded.
+    pub entries: u64,
 }
 
 /// What a staged tree holds, as the pipeline's checks need it.
@@ -75,10 +144,6 @@ impl StagedTree {
 
 #[derive(Debug, thiserror::Error)]
 pub enum StagingAreaError {
-    /// The tree holds an entry staging refuses (defence in depth: the
-    /// resolvers already refuse them while writing).
-    #[error(transparent)]
-    Unsafe(crate::domain::staging::UnsafeEntry),
     #[error("staging area error")]
     Io(#[source] BoxError),
 }
@@ -89,6 +154,11 @@ pub trait StagingArea: Send + Sync {
     /// A fresh, empty directory for one fetch.
     async fn create(&self) -> Result<StagingDir, StagingAreaError>;
 
-    /// Hashes and measures the tree in `dir`.
-    async fn inspect(&self, dir: &Path) -> Result<StagedTree, StagingAreaError>;
+    /// Hashes and measures the tree the writer wrote into `dir`, as
+    /// `written` records it.
+    async fn inspect(
+        &self,
+        dir: &Path,
+        written: WrittenTree,
+    ) -> Result<StagedTree, StagingAreaError>;
 }

@@ -349,3 +349,215 @@ async fn a_packing_failure_is_a_clean_500_never_a_200() {
         (500, json!({"error": "failed to pack plugin"}))
     );
 }
+
+// ---- the disk budget (ARCHITECTURE.md, "Disk") -------------------------
+
+/// Bytes on disk under `dir`: every regular file (the SQLite files aside),
+/// plus every file this process holds open there whose name is gone (an
+/// archive evicted while streamed, an archive served uncached, an https
+/// download), each inode once. The second number is the nameless part.
+fn disk_held(dir: &std::path::Path) -> (u64, u64) {
+    use std::os::unix::fs::MetadataExt;
+    let mut seen = std::collections::HashSet::new();
+    let mut named = 0u64;
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(entries) = fs::read_dir(&d) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let Ok(meta) = entry.path().symlink_metadata() else {
+                continue;
+            };
+            if meta.is_dir() {
+                stack.push(entry.path());
+            } else if meta.is_file()
+                && !entry.file_name().to_string_lossy().starts_with("test.db")
+                && seen.insert((meta.dev(), meta.ino()))
+            {
+                named += meta.len();
+            }
+        }
+    }
+    let mut nameless = 0u64;
+    let prefix = dir.display().to_string();
+    for fd in fs::read_dir("/proc/self/fd").unwrap().flatten() {
+        let Ok(target) = fs::read_link(fd.path()) else {
+            continue;
+        };
+        let target = target.display().to_string();
+        if !(target.starts_with(&prefix) && target.ends_with(" (deleted)")) {
+            continue;
+        }
+        if let Ok(meta) = fs::metadata(fd.path())
+            && meta.is_file()
+            && seen.insert((meta.dev(), meta.ino()))
+        {
+            nameless += meta.len();
+        }
+    }
+    (named + nameless, nameless)
+}
+
+/// Starts a download and reads no further than the response head: the
+/// server is left holding the stream (a tiny receive window keeps it from
+/// writing far ahead). Returns the status and the open connection.
+async fn start_download(base: &str, path: &str) -> (u16, tokio::net::TcpStream) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let addr: std::net::SocketAddr = base.trim_start_matches("http://").parse().unwrap();
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let mut stream = socket.connect(addr).await.unwrap();
+    let request = format!(
+        "GET {path} HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer {ADMIN_TOKEN}\r\n\r\n"
+    );
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        stream.read_exact(&mut byte).await.unwrap();
+        head.push(byte[0]);
+    }
+    let status = String::from_utf8_lossy(&head)
+        .split(' ')
+        .nth(1)
+        .unwrap()
+        .parse()
+        .unwrap();
+    (status, stream)
+}
+
+/// Samples [`disk_held`] on a thread until dropped; keeps the peak.
+struct Sampler {
+    done: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<u64>>,
+}
+
+impl Sampler {
+    fn start(dir: std::path::PathBuf) -> Self {
+        let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let stop = done.clone();
+        let thread = std::thread::spawn(move || {
+            let mut peak = 0;
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                peak = peak.max(disk_held(&dir).0);
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+            peak
+        });
+        Self {
+            done,
+            thread: Some(thread),
+        }
+    }
+
+    fn peak(mut self) -> u64 {
+        self.done.store(true, std::sync::atomic::Ordering::SeqCst);
+        self.thread.take().unwrap().join().unwrap()
+    }
+}
+
+impl Drop for Sampler {
+    fn drop(&mut self) {
+        self.done.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_data_dir_never_holds_more_than_the_cache_cap_plus_one_staging_budget_per_fetch_slot() {
+    // Archives larger than what the kernel and the server buffer for a
+    // client that stops reading, so a stream stays open while held.
+    const PLUGIN_BYTES: usize = 8 << 20;
+    const PLUGINS: usize = 10;
+    const MAX_DIR_BYTES: u64 = 9 << 20;
+    const MAX_ENTRIES: u64 = 64;
+    const SLOTS: u64 = 2;
+    // Two archives fit in the cache; a third does not.
+    const CACHE: u64 = 5 * (PLUGIN_BYTES as u64) / 2;
+    let registry = tempfile::tempdir().unwrap();
+    for i in 0..PLUGINS {
+        let dir = registry.path().join(format!("big-{i:02}"));
+        fs::create_dir(&dir).unwrap();
+        fs::write(dir.join("plugin.yaml"), format!("version: 1.0.{i}\n")).unwrap();
+        fs::write(
+            dir.join("data.bin"),
+            crate::support::hostile::noise(PLUGIN_BYTES, i as u64),
+        )
+        .unwrap();
+    }
+    let app = spawn_app_with(Options {
+        plugins_dir: Some(registry.path().to_owned()),
+        extra_args: [
+            ("--plugin-install-max-dir-bytes", MAX_DIR_BYTES),
+            ("--plugin-install-max-entries", MAX_ENTRIES),
+            ("--plugin-max-concurrent-fetches", SLOTS),
+            ("--plugin-cache-max-bytes", CACHE),
+        ]
+        .iter()
+        .flat_map(|(flag, value)| [flag.to_string(), value.to_string()])
+        .collect(),
+        ..Options::default()
+    })
+    .await;
+    app.create_workspace("ext", json!({"name": "Remote", "runtime": "external"}))
+        .await;
+    let data_dir = app.data_dir.path().canonicalize().unwrap();
+    let bound = CACHE
+        + SLOTS * workspace_plugins::app::server::staging_disk_budget(MAX_DIR_BYTES, MAX_ENTRIES);
+    let sampler = Sampler::start(data_dir.clone());
+    let path = |i: usize| format!("/workspaces/ext/plugins/big-{i:02}/download");
+    let mut held = Vec::new();
+
+    // Two downloads: cached, and streamed to clients that stop reading.
+    for i in 0..2 {
+        let (status, stream) = start_download(&app.base, &path(i)).await;
+        assert_eq!(status, 200);
+        held.push(stream);
+    }
+    // Two more: the cache is full of archives being streamed (evicting
+    // one would free nothing), so each is served uncached from a file with
+    // no name, on a fetch slot held until its stream ends.
+    for i in 2..4 {
+        let (status, stream) = start_download(&app.base, &path(i)).await;
+        assert_eq!(status, 200);
+        held.push(stream);
+    }
+    let (total, nameless) = disk_held(&data_dir);
+    assert!(
+        nameless >= 2 * PLUGIN_BYTES as u64,
+        "the uncached archives are held while streamed: {nameless}"
+    );
+    assert!(total <= bound, "{total} > {bound}");
+    // The rest, at once: no slot comes free, each is refused.
+    let refused: Vec<_> = (4..PLUGINS)
+        .map(|i| {
+            let (base, path) = (app.base.clone(), path(i));
+            tokio::spawn(async move { start_download(&base, &path).await.0 })
+        })
+        .collect();
+    for status in refused {
+        assert_eq!(status.await.unwrap(), 429);
+    }
+    let (total, _) = disk_held(&data_dir);
+    assert!(total <= bound, "{total} > {bound}");
+
+    // Streams end: the uncached archives go, the slots come back.
+    drop(held);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let (total, nameless) = disk_held(&data_dir);
+        if nameless == 0 && total <= CACHE {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "still {total} bytes, {nameless} without a name"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let (status, _) = start_download(&app.base, &path(PLUGINS - 1)).await;
+    assert_eq!(status, 200);
+    let peak = sampler.peak();
+    eprintln!("peak {peak} bytes, bound {bound}");
+    assert!(peak <= bound, "peak {peak} > {bound}");
+}

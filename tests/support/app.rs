@@ -19,6 +19,7 @@ use workspace_plugins::domain::name::{PluginName, WorkspaceId};
 use workspace_plugins::domain::token::{TokenHash, TokenId, TokenRecord};
 use workspace_plugins::domain::workspace::{Workspace, WorkspaceSpec};
 use workspace_plugins::ports::archives::{ArchiveKind, ArchiveStore, PackError, PackedArchive};
+use workspace_plugins::ports::resolver::DiskAllowance;
 use workspace_plugins::ports::store::{
     AllowlistEntry, AllowlistStore, StoreError, StoreHealth, TokenStore, Upserted, WorkspaceStore,
 };
@@ -158,6 +159,7 @@ impl ArchiveStore for FailingArchives {
         _: &std::path::Path,
         _: &TreeDigest,
         _: ArchiveKind,
+        _: &DiskAllowance,
     ) -> Result<PackedArchive, PackError> {
         Err(PackError("disk full at /srv/secret".into()))
     }

@@ -138,6 +138,38 @@ pub fn git(dir: &Path, args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).trim().to_owned()
 }
 
+/// Runs git with `input` on its standard input.
+pub fn git_with_input(dir: &Path, args: &[&str], input: &[u8]) -> String {
+    use std::io::Write;
+    let mut child = Command::new("git")
+        .current_dir(dir)
+        .args(args)
+        .env("GIT_CONFIG_GLOBAL", "/dev/null")
+        .env("GIT_CONFIG_NOSYSTEM", "1")
+        .env("GIT_AUTHOR_NAME", "Test")
+        .env("GIT_AUTHOR_EMAIL", "test@example.com")
+        .env("GIT_COMMITTER_NAME", "Test")
+        .env("GIT_COMMITTER_EMAIL", "test@example.com")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run git");
+    child
+        .stdin
+        .take()
+        .expect("piped stdin")
+        .write_all(input)
+        .expect("git stdin");
+    let out = child.wait_with_output().expect("git output");
+    assert!(
+        out.status.success(),
+        "git {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
 /// A repository being built: edit the working copy, commit, tag, branch,
 /// then `publish` to the served bare repository.
 pub struct Repo {
@@ -211,6 +243,98 @@ impl Repo {
         self.git(&["push", "--quiet", "--force", &bare, "--all"]);
         self.git(&["push", "--quiet", "--force", &bare, "--tags"]);
         self
+    }
+
+    /// Writes a blob object; returns its id.
+    pub fn blob(&self, content: &[u8]) -> String {
+        git_with_input(self.work.path(), &["hash-object", "-w", "--stdin"], content)
+    }
+
+    /// Writes a tree object from `(mode, type, id, name)` entries, names
+    /// taken as they are (`..`, newlines, anything git's porcelain would
+    /// refuse; ids of gitlinks need not exist); returns its id.
+    pub fn mktree(&self, entries: &[(&str, &str, String, Vec<u8>)]) -> String {
+        let mut input = Vec::new();
+        for (mode, kind, id, name) in entries {
+            input.extend_from_slice(format!("{mode} {kind} {id}\t").as_bytes());
+            input.extend_from_slice(name);
+            input.push(0);
+        }
+        git_with_input(self.work.path(), &["mktree", "-z", "--missing"], &input)
+    }
+
+    /// Commits the tree object `tree` on `main` (no working copy
+    /// involved), tags it `tag` and publishes it; returns the commit.
+    pub fn commit_tree(&self, tree: &str, tag: &str) -> String {
+        let commit = self.git(&["commit-tree", tree, "-m", tag]);
+        self.git(&["update-ref", "refs/heads/main", &commit]);
+        self.git(&["tag", "-a", "-m", tag, tag, &commit]);
+        self.publish();
+        commit
+    }
+
+    /// Writes `entries` (paths `/`-separated, parents implicit) as tree
+    /// objects: a symlink is a `120000` blob, a special file a submodule
+    /// (gitlink); returns the root tree's id.
+    pub fn tree_of(&self, entries: &[(Vec<u8>, super::hostile::Node)]) -> String {
+        use super::hostile::Node;
+        use std::collections::BTreeMap;
+        let mut leaves = Vec::new();
+        let mut dirs: BTreeMap<Vec<u8>, Vec<(Vec<u8>, &Node)>> = BTreeMap::new();
+        for (path, node) in entries {
+            match path.iter().position(|&b| b == b'/') {
+                Some(i) => dirs
+                    .entry(path[..i].to_vec())
+                    .or_default()
+                    .push((path[i + 1..].to_vec(), node)),
+                None => leaves.push((path.clone(), node)),
+            }
+        }
+        self.tree_of_refs(leaves, dirs)
+    }
+
+    fn tree_of_refs(
+        &self,
+        leaves: Vec<(Vec<u8>, &super::hostile::Node)>,
+        dirs: std::collections::BTreeMap<Vec<u8>, Vec<(Vec<u8>, &super::hostile::Node)>>,
+    ) -> String {
+        use super::hostile::Node;
+        let mut blobs: std::collections::HashMap<Vec<u8>, String> = Default::default();
+        let mut blob = |content: &[u8]| {
+            blobs
+                .entry(content.to_vec())
+                .or_insert_with(|| self.blob(content))
+                .clone()
+        };
+        let mut lines: Vec<(&str, &str, String, Vec<u8>)> = Vec::new();
+        for (name, node) in leaves {
+            lines.push(match node {
+                Node::File(content) => ("100644", "blob", blob(content), name),
+                Node::Symlink(target) => ("120000", "blob", blob(target.as_bytes()), name),
+                Node::Special => ("160000", "commit", "1".repeat(40), name),
+            });
+        }
+        for (name, children) in dirs {
+            let mut sub_leaves = Vec::new();
+            let mut sub_dirs: std::collections::BTreeMap<Vec<u8>, Vec<(Vec<u8>, &Node)>> =
+                Default::default();
+            for (path, node) in children {
+                match path.iter().position(|&b| b == b'/') {
+                    Some(i) => sub_dirs
+                        .entry(path[..i].to_vec())
+                        .or_default()
+                        .push((path[i + 1..].to_vec(), node)),
+                    None => sub_leaves.push((path, node)),
+                }
+            }
+            lines.push((
+                "040000",
+                "tree",
+                self.tree_of_refs(sub_leaves, sub_dirs),
+                name,
+            ));
+        }
+        self.mktree(&lines)
     }
 
     /// Sets a config value of the served repository (e.g.

@@ -787,3 +787,148 @@ pub fn alias_bomb() -> String {
     yaml.push_str("version: *a9\n");
     yaml
 }
+
+// ---- one hostile tree, every source -----------------------------------
+
+/// An entry of a tree that every source can be asked to hold.
+pub enum Node {
+    File(Vec<u8>),
+    /// A symlink to this target.
+    Symlink(&'static str),
+    /// A FIFO (a local directory, a tarball) or a submodule (git).
+    Special,
+}
+
+/// A tree (paths `/`-separated, parents implicit), the sources that can
+/// express it, and the one answer all of them must get.
+pub struct SameTree {
+    pub name: &'static str,
+    pub entries: Vec<(Vec<u8>, Node)>,
+    /// False when a local directory cannot hold it (a `..` entry).
+    pub local: bool,
+    pub expect: Expect,
+}
+
+/// The hostile trees of SPEC §4, each to be staged from a local directory,
+/// an https tarball and a git repository; `cap` and `max_entries` are the
+/// app's `PLUGIN_INSTALL_MAX_DIR_BYTES` and `PLUGIN_INSTALL_MAX_ENTRIES`.
+pub fn same_trees(cap: u64, max_entries: u64) -> Vec<SameTree> {
+    let file =
+        |path: &str, content: &[u8]| (path.as_bytes().to_vec(), Node::File(content.to_vec()));
+    vec![
+        SameTree {
+            name: "same-symlink",
+            entries: vec![
+                file("plugin.yaml", plugin_yaml()),
+                (b"rules/link".to_vec(), Node::Symlink("/etc/passwd")),
+            ],
+            local: true,
+            expect: symlink("rules/link"),
+        },
+        SameTree {
+            // A right-to-left override in a name could make a message
+            // read as something else: it is shown escaped, by every source.
+            name: "same-symlink-rtl",
+            entries: vec![
+                file("plugin.yaml", plugin_yaml()),
+                (
+                    "rules/evil\u{202e}dm.link".as_bytes().to_vec(),
+                    Node::Symlink("../plugin.yaml"),
+                ),
+            ],
+            local: true,
+            expect: symlink("rules/evil\\u{202e}dm.link"),
+        },
+        SameTree {
+            name: "same-dot-dot",
+            entries: vec![file("plugin.yaml", plugin_yaml()), file("rules/..", b"x")],
+            local: false,
+            expect: unsafe_path("rules/.."),
+        },
+        SameTree {
+            name: "same-control-char",
+            entries: vec![file("plugin.yaml", plugin_yaml()), file("a\nb", b"x")],
+            local: true,
+            expect: unsafe_path("a\\nb"),
+        },
+        SameTree {
+            name: "same-special-file",
+            entries: vec![
+                file("plugin.yaml", plugin_yaml()),
+                (b"pipe".to_vec(), Node::Special),
+            ],
+            local: true,
+            expect: special("pipe"),
+        },
+        SameTree {
+            name: "same-over-the-byte-cap",
+            entries: vec![file(
+                "big.bin",
+                &noise(usize::try_from(cap).unwrap() + 1, 21),
+            )],
+            local: true,
+            expect: too_large(),
+        },
+        SameTree {
+            name: "same-over-the-entry-cap",
+            // `many/` and its files: one entry more than the cap.
+            entries: (0..max_entries)
+                .map(|i| file(&format!("many/f{i:05}"), b""))
+                .collect(),
+            local: true,
+            expect: Expect::Error(413, "staged plugin has too many entries".into()),
+        },
+    ]
+}
+
+/// Writes `entries` under the existing directory `dir`.
+pub fn write_local(dir: &Path, entries: &[(Vec<u8>, Node)]) {
+    for (path, node) in entries {
+        let full = dir.join(std::ffi::OsStr::from_bytes(path));
+        std::fs::create_dir_all(full.parent().unwrap()).unwrap();
+        match node {
+            Node::File(content) => std::fs::write(&full, content).unwrap(),
+            Node::Symlink(target) => std::os::unix::fs::symlink(target, &full).unwrap(),
+            Node::Special => {
+                let status = std::process::Command::new("mkfifo")
+                    .arg(&full)
+                    .status()
+                    .unwrap();
+                assert!(status.success(), "mkfifo");
+            }
+        }
+    }
+}
+
+/// `entries` as a gzipped tarball, in order, parents implicit.
+pub fn tar_gz_of(entries: &[(Vec<u8>, Node)]) -> Vec<u8> {
+    let tar = entries
+        .iter()
+        .fold(Tar::new(), |tar, (path, node)| match node {
+            Node::File(content) => tar.entry(path, b'0', content),
+            Node::Symlink(target) => tar.link(std::str::from_utf8(path).unwrap(), b'2', target),
+            Node::Special => tar.entry(path, b'6', b""),
+        });
+    gzip(&tar.finish())
+}
+
+/// Waits until `dir` is empty: staging directories are removed in the
+/// background once a request is answered.
+pub async fn wait_until_empty(dir: &Path) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let left: Vec<_> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        if left.is_empty() {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{} still holds {left:?}",
+            dir.display()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}

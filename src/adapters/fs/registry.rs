@@ -5,11 +5,12 @@ use std::path::{Path, PathBuf};
 use async_trait::async_trait;
 
 use crate::adapters::fs::tree::copy_tree;
+use crate::adapters::fs::writer::StagingWriter;
 use crate::domain::manifest::{MANIFEST_MAX_BYTES, Manifest};
 use crate::domain::name::PluginName;
 use crate::domain::source::{SpecError, parse_local_spec};
 use crate::ports::registry::{PluginRegistry, RegistryError};
-use crate::ports::resolver::{FetchError, FetchLimits, SourceResolver, SpecCheck};
+use crate::ports::resolver::{FetchError, FetchLimits, Fetched, SourceResolver, SpecCheck};
 
 /// The local registry: one directory per plugin under `root`.
 #[derive(Debug, Clone)]
@@ -173,29 +174,28 @@ impl SourceResolver for LocalResolver {
         spec: &str,
         dest: &Path,
         limits: &FetchLimits,
-    ) -> Result<String, FetchError> {
+    ) -> Result<Fetched, FetchError> {
         let name = parse_local_spec(spec).map_err(|e| FetchError::Other(Box::new(e)))?;
         let src = self.registry.root.join(name.as_str());
         let dest = dest.to_path_buf();
         let limits = limits.clone();
         tokio::task::spawn_blocking(move || {
+            let writer = StagingWriter::new(&dest, &limits);
             // The plugin directory itself must be a real directory: a symlink
             // here would stage files from anywhere on the host.
             match std::fs::symlink_metadata(&src) {
                 Ok(meta) if meta.is_dir() => {}
-                Ok(meta) if meta.file_type().is_symlink() => {
-                    return Err(FetchError::Unsafe(
-                        crate::domain::staging::UnsafeEntry::Symlink(".".into()),
-                    ));
-                }
+                Ok(meta) if meta.file_type().is_symlink() => return Err(writer.symlink(b".")),
                 Ok(_) => return Err(FetchError::NotFound),
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                     return Err(FetchError::NotFound);
                 }
                 Err(e) => return Err(FetchError::Other(Box::new(e))),
             }
-            copy_tree(&src, &dest, &limits)?;
-            Ok(name.as_str().to_owned())
+            Ok(Fetched {
+                name: name.as_str().to_owned(),
+                tree: copy_tree(&src, writer)?,
+            })
         })
         .await
         .map_err(|e| FetchError::Other(Box::new(e)))?
@@ -275,12 +275,10 @@ mod tests {
         assert_eq!(resolver.check_spec("demo"), Ok(SpecCheck { pinned: true }));
         assert_eq!(resolver.check_spec("Demo"), Err(SpecError::InvalidName));
         let dest = tempfile::tempdir().unwrap();
-        let limits = FetchLimits {
-            max_bytes: 1024,
-            cancel: Default::default(),
-        };
-        let name = resolver.fetch("demo", dest.path(), &limits).await.unwrap();
-        assert_eq!(name, "demo");
+        let limits = FetchLimits::new(1024, 100);
+        let fetched = resolver.fetch("demo", dest.path(), &limits).await.unwrap();
+        assert_eq!(fetched.name, "demo");
+        assert_eq!(fetched.tree.entries, 3);
         assert_eq!(
             fs::read_to_string(dest.path().join("rules/a.md")).unwrap(),
             "rule"
@@ -294,13 +292,11 @@ mod tests {
         let (dir, registry) = registry_with(&["real"]);
         std::os::unix::fs::symlink(dir.path().join("real"), dir.path().join("link")).unwrap();
         let dest = tempfile::tempdir().unwrap();
-        let limits = FetchLimits {
-            max_bytes: 1024,
-            cancel: Default::default(),
-        };
+        let limits = FetchLimits::new(1024, 100);
         let result = LocalResolver::new(registry)
             .fetch("link", dest.path(), &limits)
             .await;
-        assert!(matches!(result, Err(FetchError::Unsafe(_))), "{result:?}");
+        let err = result.unwrap_err();
+        assert_eq!(err.to_string(), "plugin contains a symlink: .");
     }
 }

@@ -1,14 +1,16 @@
-//! Unpacking a tarball into staging under the hostile-tree rules of SPEC §4:
-//! only directories and regular files, relative safe paths, no overwrite,
-//! and every limit enforced while the stream is read, so that an archive
-//! over the cap or a decompression bomb stops at the cap.
+//! Unpacking a tarball into staging: every entry is fed to the
+//! [`StagingWriter`], which applies the hostile-tree rules of SPEC §4;
+//! this module bounds the stream itself, so that an archive over the cap
+//! or a decompression bomb stops at the cap.
 //!
 //! `tar::Archive::unpack` is never used: it follows its own rules (it would
-//! create symlinks and hard links). Entries are iterated and written here.
+//! create symlinks and hard links). Entries are iterated and fed here.
 //!
 //! Limits, all checked as bytes flow (never from what a header claims):
-//! * regular files' bytes are charged to a [`SizeBudget`] before they are
-//!   written, so disk use never exceeds `max_bytes`;
+//! * the writer charges regular files' bytes before writing them, so disk
+//!   use never exceeds `max_bytes`, and counts entries;
+//! * data carried by entries that are not files (a directory claiming
+//!   gigabytes) is charged to its own [`SizeBudget`] of `max_bytes`;
 //! * the whole decompressed stream is bounded by `max_bytes` plus
 //!   [`METADATA_ALLOWANCE`] (headers, padding, long names), which bounds the
 //!   CPU a bomb made of empty entries can burn and the number of entries;
@@ -23,14 +25,16 @@
 
 use std::cell::Cell;
 use std::fs;
-use std::io::{self, Read, Write};
+use std::io::{self, Read};
 use std::path::Path;
 
 use tar::EntryType;
 
+use super::writer::StagingWriter;
 use crate::domain::source::ArchiveFormat;
-use crate::domain::staging::{SizeBudget, UnsafeEntry, check_entry_path, escape_path};
+use crate::domain::staging::{SizeBudget, check_entry_path};
 use crate::ports::resolver::{FetchError, FetchLimits};
+use crate::ports::staging::WrittenTree;
 
 const CHUNK: usize = 64 * 1024;
 
@@ -48,13 +52,16 @@ pub const METADATA_WINDOW: u64 = 1024 * 1024;
 pub const INVALID_ARCHIVE_MESSAGE: &str =
     "archive is not a valid tarball (corrupt, truncated, or not compressed as its extension says)";
 
-/// What an unpacked archive looked like at its top level.
+/// What an unpacked archive looked like at its top level, and what was
+/// written.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UnpackedRoot {
     /// The name of the archive's only top-level entry when that entry is a
     /// directory. Its contents have then been moved up, so `dest` holds the
     /// plugin's files directly, and this name is the plugin's name (SPEC §3).
     pub single_dir: Option<String>,
+    /// The staged tree, paths relative to `dest` (after the move up).
+    pub tree: WrittenTree,
 }
 
 /// Unpacks a compressed tarball (`format`) from `reader` into `dest`; see
@@ -88,6 +95,8 @@ pub fn unpack_archive<R: Read>(
 ///   FIFO, sparse file or any other type (`SpecialFile`);
 /// * [`FetchError::TooLarge`]: regular files over `limits.max_bytes`, or a
 ///   stream over the bounds in the module docs;
+/// * [`FetchError::TooManyEntries`]: more than `limits.max_entries` files
+///   and directories;
 /// * [`FetchError::Cancelled`]: `limits.cancel` was raised;
 /// * [`FetchError::Refused`] with [`INVALID_ARCHIVE_MESSAGE`]: the stream is
 ///   not a well-formed (compressed) tarball, truncated included;
@@ -117,18 +126,30 @@ pub fn unpack_tar<R: Read>(
     );
     // A limit tripped inside the stream surfaces from the tar crate as an
     // opaque io::Error; the meter knows what really happened.
-    let top = match (result, meter.tripped.get()) {
+    let (top, mut tree) = match (result, meter.tripped.get()) {
         (Err(_), Some(trip)) => return Err(trip.into()),
         (result, _) => result?,
     };
     match top.single_dir() {
         Some(name) => {
             hoist(dest, &name).map_err(other)?;
+            let prefix = format!("{name}/");
+            for file in &mut tree.files {
+                if let Some(rest) = file.path.strip_prefix(&prefix) {
+                    file.path = rest.to_owned();
+                }
+            }
+            // The top directory itself is gone.
+            tree.entries = tree.entries.saturating_sub(1);
             Ok(UnpackedRoot {
                 single_dir: Some(name),
+                tree,
             })
         }
-        None => Ok(UnpackedRoot { single_dir: None }),
+        None => Ok(UnpackedRoot {
+            single_dir: None,
+            tree,
+        }),
     }
 }
 
@@ -240,10 +261,11 @@ fn unpack_entries<R: Read>(
     dest: &Path,
     limits: &FetchLimits,
     meter: &Meter<'_>,
-) -> Result<TopLevel, FetchError> {
+) -> Result<(TopLevel, WrittenTree), FetchError> {
     let mut archive = tar::Archive::new(reader);
     let mut entries = archive.entries().map_err(invalid_archive)?;
-    let mut budget = SizeBudget::new(limits.max_bytes);
+    let mut writer = StagingWriter::new(dest, limits);
+    let mut carried = SizeBudget::new(limits.max_bytes);
     let mut top = TopLevel::default();
     loop {
         if limits.cancel.is_cancelled() {
@@ -258,68 +280,41 @@ fn unpack_entries<R: Read>(
         if kind == EntryType::XGlobalHeader {
             // Archive-wide pax defaults (mtime, charset…): nothing to
             // write, but their bytes still count.
-            drain(&mut entry, &mut budget)?;
+            drain(&mut entry, &mut carried)?;
             continue;
         }
         let raw = entry.path_bytes().into_owned();
-        let unsafe_path = || FetchError::Unsafe(UnsafeEntry::Path(escape_path(&raw)));
-        let clean = check_entry_path(&raw).map_err(FetchError::Unsafe)?;
-        let clean = match (clean, kind) {
-            (Some(clean), _) => clean,
-            // `./` itself: the staging directory already exists.
-            (None, EntryType::Directory) => {
-                drain(&mut entry, &mut budget)?;
-                continue;
-            }
-            (None, _) => return Err(unsafe_path()),
-        };
         match kind {
             EntryType::Directory => {
-                top.see(&clean, true);
-                create_dirs(dest, Path::new(&clean)).map_err(|e| conflict(e, &raw))?;
-                drain(&mut entry, &mut budget)?;
+                writer.dir(&raw)?;
+                see(&mut top, &raw, true);
+                drain(&mut entry, &mut carried)?;
             }
             EntryType::Regular | EntryType::Continuous => {
-                top.see(&clean, false);
-                if let Some(parent) = Path::new(&clean).parent() {
-                    create_dirs(dest, parent).map_err(|e| conflict(e, &raw))?;
-                }
-                let path = dest.join(&clean);
                 let executable = entry.header().mode().is_ok_and(|m| m & 0o111 != 0);
-                write_file(&mut entry, &path, executable, &mut budget, limits, &raw)?;
+                let declared = entry.size();
+                let written = writer.file(&raw, executable, &mut entry, invalid_archive)?;
+                // The tar crate reports a stream that ends inside an entry
+                // as a short entry, not an error.
+                if written != declared {
+                    return Err(invalid_archive(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        "archive ends inside an entry",
+                    )));
+                }
+                see(&mut top, &raw, false);
             }
-            EntryType::Symlink => return Err(FetchError::Unsafe(UnsafeEntry::Symlink(clean))),
-            _ => return Err(FetchError::Unsafe(UnsafeEntry::SpecialFile(clean))),
+            EntryType::Symlink => return Err(writer.symlink(&raw)),
+            _ => return Err(writer.special(&raw)),
         }
     }
-    Ok(top)
+    Ok((top, writer.finish()?))
 }
 
-/// Creates `dest/rel` and its missing parents, but never `dest` itself:
-/// unlike `create_dir_all`, a staging directory removed under a late
-/// writer (deadline, client gone) is not re-created. No symlink can be on
-/// the way: staging never creates one.
-fn create_dirs(dest: &Path, rel: &Path) -> io::Result<()> {
-    let mut path = dest.to_path_buf();
-    for part in rel.components() {
-        path.push(part);
-        match fs::create_dir(&path) {
-            Ok(()) => {}
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists && path.is_dir() => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(())
-}
-
-/// An entry that collides with an earlier one (a file where a directory
-/// is, a duplicate file) is refused as an unsafe path, never overwritten.
-fn conflict(e: io::Error, raw: &[u8]) -> FetchError {
-    match e.kind() {
-        io::ErrorKind::AlreadyExists | io::ErrorKind::NotADirectory => {
-            FetchError::Unsafe(UnsafeEntry::Path(escape_path(raw)))
-        }
-        _ => other(e),
+/// Records an entry the writer accepted (so its path is safe).
+fn see(top: &mut TopLevel, raw: &[u8], is_dir: bool) {
+    if let Ok(Some(clean)) = check_entry_path(raw) {
+        top.see(&clean, is_dir);
     }
 }
 
@@ -334,42 +329,6 @@ fn drain<R: Read>(entry: &mut R, budget: &mut SizeBudget) -> Result<(), FetchErr
         }
         budget.charge(n as u64).map_err(|_| FetchError::TooLarge)?;
     }
-}
-
-fn write_file<R: Read>(
-    entry: &mut tar::Entry<'_, R>,
-    path: &Path,
-    executable: bool,
-    budget: &mut SizeBudget,
-    limits: &FetchLimits,
-    raw: &[u8],
-) -> Result<(), FetchError> {
-    let declared = entry.size();
-    let mut output = super::create_plugin_file(path, executable).map_err(|e| conflict(e, raw))?;
-    let mut buf = vec![0u8; CHUNK];
-    let mut written = 0u64;
-    loop {
-        if limits.cancel.is_cancelled() {
-            return Err(FetchError::Cancelled);
-        }
-        let n = entry.read(&mut buf).map_err(invalid_archive)?;
-        if n == 0 {
-            break;
-        }
-        // Charged before writing, so the staged bytes never exceed the cap.
-        budget.charge(n as u64).map_err(|_| FetchError::TooLarge)?;
-        output.write_all(&buf[..n]).map_err(other)?;
-        written += n as u64;
-    }
-    // The tar crate reports a stream that ends inside an entry as a short
-    // entry, not an error.
-    if written != declared {
-        return Err(invalid_archive(io::Error::new(
-            io::ErrorKind::UnexpectedEof,
-            "archive ends inside an entry",
-        )));
-    }
-    Ok(())
 }
 
 /// Moves the contents of `dest/<name>` up into `dest`. The directory is
@@ -396,16 +355,14 @@ fn hoist(dest: &Path, name: &str) -> io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ports::resolver::Cancellation;
+    use crate::domain::staging::UnsafeEntry;
     use proptest::prelude::*;
+    use std::io::Write;
     use std::os::unix::fs::PermissionsExt;
     use std::path::PathBuf;
 
     fn limits(max_bytes: u64) -> FetchLimits {
-        FetchLimits {
-            max_bytes,
-            cancel: Cancellation::new(),
-        }
+        FetchLimits::new(max_bytes, 100_000)
     }
 
     /// A raw ustar header: the tar crate's builder refuses hostile names,
@@ -515,6 +472,10 @@ mod tests {
         names.sort();
         assert_eq!(names, [".unpack-0", "my-plugin", "plugin.yaml"]);
         assert!(dest.path().join("my-plugin/nested.md").is_file());
+        let mut written: Vec<_> = root.tree.files.iter().map(|f| f.path.as_str()).collect();
+        written.sort();
+        assert_eq!(written, [".unpack-0", "my-plugin/nested.md", "plugin.yaml"]);
+        assert_eq!(root.tree.entries, 4, "the hoisted directory is gone");
     }
 
     #[test]
@@ -584,6 +545,20 @@ mod tests {
         assert!(matches!(err, FetchError::TooLarge), "{err}");
         let len = fs::metadata(dest.path().join("bomb")).unwrap().len();
         assert!(len <= 1 << 20, "disk use stays under the cap: {len}");
+    }
+
+    #[test]
+    fn empty_entries_stop_at_the_entry_cap() {
+        let names: Vec<String> = (0..50).map(|i| format!("d{i}/")).collect();
+        let entries: Vec<(&[u8], u8, &[u8])> = names
+            .iter()
+            .map(|n| (n.as_bytes(), b'5', b"".as_slice()))
+            .collect();
+        let dest = tempfile::tempdir().unwrap();
+        let l = FetchLimits::new(1 << 20, 20);
+        let err = unpack_tar(&tar(&entries)[..], dest.path(), &l).unwrap_err();
+        assert!(matches!(err, FetchError::TooManyEntries), "{err}");
+        assert_eq!(fs::read_dir(dest.path()).unwrap().count(), 20);
     }
 
     #[test]

@@ -6,10 +6,13 @@
 //! next to the staging directory (`<dest>.git-work`), fetches only the
 //! commit the ref names (depth 1 where the server allows), then writes that
 //! commit's *tree* into the staging directory by walking git objects, not by
-//! checking out: so no `.git` ever lands in staging, symlinks and
-//! submodules are refused instead of created, every path passes the
-//! hostile-tree rule and the size cap is charged before a blob is written.
-//! The work directory is removed before `fetch` returns, on every path.
+//! checking out, through the one staging writer: so no `.git` ever lands
+//! in staging, symlinks and submodules are refused instead of created,
+//! every path passes the hostile-tree rule, the size cap is charged before
+//! a blob is written and every entry counts against the entry cap (a
+//! repeated subtree each time it appears). The bytes received are charged
+//! to the fetch's disk allowance while the pack exists; the work directory
+//! is removed before `fetch` returns, on every path.
 //!
 //! Secrets: the token is only ever handed to libgit2 through its
 //! credentials callback (as `x-access-token:<token>`, GitHub's convention),
@@ -32,7 +35,9 @@ use git2::{
 };
 
 use crate::domain::source::{GithubSpec, SpecError};
-use crate::ports::resolver::{Cancellation, FetchError, FetchLimits, SourceResolver, SpecCheck};
+use crate::ports::resolver::{
+    Cancellation, DiskAllowance, FetchError, FetchLimits, Fetched, SourceResolver, SpecCheck,
+};
 
 /// How long libgit2 may wait for a TCP connection to the git server.
 const CONNECT_TIMEOUT_MS: i32 = 15_000;
@@ -171,14 +176,15 @@ impl SourceResolver for GitResolver {
     /// for a repository the server wants credentials for when no token is
     /// configured: GitHub answers 401 alike for private and missing
     /// repositories); [`FetchError::Unsafe`] for symlinks, submodules and
-    /// hostile paths; [`FetchError::TooLarge`] past the cap;
+    /// hostile paths; [`FetchError::TooLarge`] past the cap or the disk
+    /// allowance; [`FetchError::TooManyEntries`] past the entry cap;
     /// [`FetchError::Cancelled`]; anything else is [`FetchError::Other`].
     async fn fetch(
         &self,
         spec: &str,
         dest: &Path,
         limits: &FetchLimits,
-    ) -> Result<String, FetchError> {
+    ) -> Result<Fetched, FetchError> {
         let spec = GithubSpec::parse(spec).map_err(|e| FetchError::Other(Box::new(e)))?;
         let job = FetchJob {
             url: self.repository_url(&spec),
@@ -214,21 +220,25 @@ struct FetchJob {
 }
 
 impl FetchJob {
-    fn run(self) -> Result<String, FetchError> {
+    fn run(self) -> Result<Fetched, FetchError> {
         if self.limits.cancel.is_cancelled() {
             return Err(FetchError::Cancelled);
         }
-        // Declared first so it is dropped last, after the repository.
-        let work = WorkDir::create(&self.dest)?;
+        // Declared first so it is dropped last, after the repository: the
+        // pack's bytes stay charged until it is gone.
+        let work = WorkDir::create(&self.dest, &self.limits.disk)?;
         let repo = Repository::init_bare(work.path()).map_err(other)?;
-        let session = Session::new(self.token.as_ref(), &self.limits);
+        let session = Session::new(self.token.as_ref(), &self.limits, &work);
         let commit = self.fetch_commit(&repo, &session)?;
         let tree = repo
             .find_commit(commit)
             .and_then(|c| c.tree())
             .map_err(other)?;
-        tree::write_tree(&repo, &tree, &self.dest, &self.limits)?;
-        Ok(self.spec.plugin_name().to_owned())
+        let written = tree::write_tree(&repo, &tree, &self.dest, &self.limits)?;
+        Ok(Fetched {
+            name: self.spec.plugin_name().to_owned(),
+            tree: written,
+        })
     }
 
     /// Fetches what the spec names into `repo` and returns its commit.
@@ -366,12 +376,14 @@ struct Session<'a> {
     /// by-sha fallback, holds history, so it may exceed the tree; bounded
     /// so a huge repository cannot fill the disk before the tree cap runs.
     max_download: u64,
+    /// Where the received bytes are charged while the pack is on disk.
+    work: &'a WorkDir,
     credentials_asked: Cell<u32>,
     over_download: Cell<bool>,
 }
 
 impl<'a> Session<'a> {
-    fn new(token: Option<&'a Token>, limits: &'a FetchLimits) -> Self {
+    fn new(token: Option<&'a Token>, limits: &'a FetchLimits, work: &'a WorkDir) -> Self {
         Self {
             token,
             cancel: &limits.cancel,
@@ -379,6 +391,7 @@ impl<'a> Session<'a> {
                 .max_bytes
                 .saturating_mul(4)
                 .saturating_add(1024 * 1024),
+            work,
             credentials_asked: Cell::new(0),
             over_download: Cell::new(false),
         }
@@ -405,10 +418,19 @@ impl<'a> Session<'a> {
                 Some(token) => Cred::userpass_plaintext("x-access-token", &token.0),
             }
         });
-        callbacks.transfer_progress(|progress| {
-            if progress.received_bytes() as u64 > self.max_download {
+        // Counts are per fetch: each fetch writes a pack of its own.
+        let mut charged_here = 0u64;
+        callbacks.transfer_progress(move |progress| {
+            let received = progress.received_bytes() as u64;
+            if received > self.max_download
+                || self
+                    .work
+                    .charge(received.saturating_sub(charged_here))
+                    .is_err()
+            {
                 self.over_download.set(true);
             }
+            charged_here = charged_here.max(received);
             !self.over_download.get() && !self.cancel.is_cancelled()
         });
         callbacks.sideband_progress(|_| !self.cancel.is_cancelled());
@@ -454,13 +476,17 @@ impl<'a> Session<'a> {
     }
 }
 
-/// The private repository next to the staging directory, removed on drop.
+/// The private repository next to the staging directory, removed on drop;
+/// the packs received into it are charged to the fetch's disk allowance
+/// until then.
 struct WorkDir {
     path: PathBuf,
+    disk: DiskAllowance,
+    charged: Cell<u64>,
 }
 
 impl WorkDir {
-    fn create(dest: &Path) -> Result<Self, FetchError> {
+    fn create(dest: &Path, disk: &DiskAllowance) -> Result<Self, FetchError> {
         let name = dest
             .file_name()
             .ok_or_else(|| FetchError::Other("staging directory has no file name".into()))?;
@@ -468,20 +494,32 @@ impl WorkDir {
         sibling.push(".git-work");
         let path = dest.with_file_name(sibling);
         std::fs::create_dir(&path).map_err(other)?;
-        Ok(Self { path })
+        Ok(Self {
+            path,
+            disk: disk.clone(),
+            charged: Cell::new(0),
+        })
     }
 
     fn path(&self) -> &Path {
         &self.path
     }
+
+    fn charge(&self, bytes: u64) -> Result<(), crate::domain::staging::OverBudget> {
+        self.disk.charge(bytes)?;
+        self.charged.set(self.charged.get() + bytes);
+        Ok(())
+    }
 }
 
 impl Drop for WorkDir {
     fn drop(&mut self) {
-        if let Err(e) = std::fs::remove_dir_all(&self.path)
-            && e.kind() != std::io::ErrorKind::NotFound
-        {
-            tracing::warn!(path = %self.path.display(), error = %e, "could not remove git work directory");
+        match std::fs::remove_dir_all(&self.path) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                // Still on disk: it stays charged.
+                tracing::warn!(path = %self.path.display(), error = %e, "could not remove git work directory");
+            }
+            _ => self.disk.release(self.charged.get()),
         }
     }
 }

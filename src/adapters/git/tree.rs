@@ -1,17 +1,22 @@
-//! Writing a commit's tree into staging under the hostile-tree rules of
-//! SPEC §4, the same rules `copy_tree` applies to the local registry: only
-//! directories and regular files, safe relative paths, the executable bit
-//! kept and nothing else, the size cap charged before a blob is written.
+//! Feeding a commit's tree, object by object, to the [`StagingWriter`],
+//! which applies the hostile-tree rules of SPEC §4 as it does for every
+//! source. What is git's own here: a tree entry's name is one component
+//! (never empty, `.`, `/`-split or `.git`, which git itself refuses), the
+//! object type decides the kind of entry (tree, blob, symlink; a submodule
+//! or anything else is a special file), and a blob's size is checked from
+//! its header before the blob is inflated into memory.
+//!
+//! A tree that repeats one subtree (a "git bomb": a few KB of objects that
+//! expand to billions of entries) stops at the writer's entry cap, since
+//! every repetition is written and counted.
 
-use std::fs;
-use std::io::Write;
 use std::path::Path;
 
 use git2::{Oid, Repository, Tree};
 
-use crate::adapters::fs::create_plugin_file;
-use crate::domain::staging::{SizeBudget, UnsafeEntry, check_entry_path, escape_path};
+use crate::adapters::fs::StagingWriter;
 use crate::ports::resolver::{FetchError, FetchLimits};
+use crate::ports::staging::WrittenTree;
 
 /// Git's object-type bits of a tree entry's mode.
 const TYPE_MASK: i32 = 0o170000;
@@ -19,110 +24,76 @@ const TYPE_TREE: i32 = 0o040000;
 const TYPE_BLOB: i32 = 0o100000;
 const TYPE_SYMLINK: i32 = 0o120000;
 
-fn io(e: std::io::Error) -> FetchError {
-    FetchError::Other(Box::new(e))
-}
-
 fn git(e: git2::Error) -> FetchError {
     FetchError::Other(Box::new(e))
 }
 
 /// Writes `root` into the existing, empty directory `dest`.
 ///
-/// Iterative, so a maliciously deep tree cannot overflow the stack. Only
-/// `create_dir` and `create_new` are used: if the caller removed `dest`
-/// (deadline), writes fail instead of re-creating it.
+/// Iterative, so a maliciously deep tree cannot overflow the stack; the
+/// pending list holds at most one level's entries per level (the entry cap
+/// bounds both).
 pub fn write_tree(
     repo: &Repository,
     root: &Tree<'_>,
     dest: &Path,
     limits: &FetchLimits,
-) -> Result<(), FetchError> {
-    let mut budget = SizeBudget::new(limits.max_bytes);
+) -> Result<WrittenTree, FetchError> {
+    let mut writer = StagingWriter::new(dest, limits);
     let odb = repo.odb().map_err(git)?;
     // (tree, its raw path relative to the root: empty for the root).
     let mut pending: Vec<(Oid, Vec<u8>)> = vec![(root.id(), Vec::new())];
     while let Some((tree_id, prefix)) = pending.pop() {
         let tree = repo.find_tree(tree_id).map_err(git)?;
         for entry in tree.iter() {
-            if limits.cancel.is_cancelled() {
-                return Err(FetchError::Cancelled);
-            }
             let mut raw = prefix.clone();
             if !raw.is_empty() {
                 raw.push(b'/');
             }
             raw.extend_from_slice(entry.name_bytes());
-            // A tree entry's name is one component, never empty or `/`-split;
-            // git itself refuses `.git` in a tree, in any case.
             let name = entry.name_bytes();
             if name.is_empty()
                 || name == b"."
                 || name.contains(&b'/')
                 || name.eq_ignore_ascii_case(b".git")
             {
-                return Err(FetchError::Unsafe(UnsafeEntry::Path(escape_path(&raw))));
+                return Err(StagingWriter::unsafe_path(&raw));
             }
-            let Some(clean) = check_entry_path(&raw).map_err(FetchError::Unsafe)? else {
-                return Err(FetchError::Unsafe(UnsafeEntry::Path(escape_path(&raw))));
-            };
             let mode = entry.filemode_raw();
-            let target = dest.join(&clean);
             match mode & TYPE_MASK {
                 TYPE_TREE => {
-                    fs::create_dir(&target).map_err(io)?;
+                    writer.dir(&raw)?;
                     pending.push((entry.id(), raw));
                 }
                 TYPE_BLOB => {
-                    write_blob(repo, &odb, entry.id(), &target, mode, &mut budget)?;
+                    // Sized from the header, before the blob is inflated
+                    // into memory.
+                    let (size, _) = odb.read_header(entry.id()).map_err(git)?;
+                    writer.check_room(size as u64)?;
+                    let blob = repo.find_blob(entry.id()).map_err(git)?;
+                    writer.file(&raw, mode & 0o111 != 0, blob.content(), |e| {
+                        FetchError::Other(Box::new(e))
+                    })?;
                 }
-                TYPE_SYMLINK => {
-                    return Err(FetchError::Unsafe(UnsafeEntry::Symlink(escape_path(&raw))));
-                }
-                // Submodules (TYPE_GITLINK) and anything git does not define.
-                _ => {
-                    return Err(FetchError::Unsafe(UnsafeEntry::SpecialFile(escape_path(
-                        &raw,
-                    ))));
-                }
+                TYPE_SYMLINK => return Err(writer.symlink(&raw)),
+                // Submodules (gitlinks) and anything git does not define.
+                _ => return Err(writer.special(&raw)),
             }
         }
     }
-    Ok(())
-}
-
-fn write_blob(
-    repo: &Repository,
-    odb: &git2::Odb<'_>,
-    id: Oid,
-    target: &Path,
-    mode: i32,
-    budget: &mut SizeBudget,
-) -> Result<(), FetchError> {
-    // Charged from the header, before the blob is inflated into memory or
-    // written, so the staged bytes never exceed the cap.
-    let (size, _) = odb.read_header(id).map_err(git)?;
-    budget
-        .charge(size as u64)
-        .map_err(|_| FetchError::TooLarge)?;
-    let blob = repo.find_blob(id).map_err(git)?;
-    let mut file = create_plugin_file(target, mode & 0o111 != 0).map_err(io)?;
-    file.write_all(blob.content()).map_err(io)?;
-    Ok(())
+    writer.finish()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ports::resolver::Cancellation;
+    use crate::domain::staging::UnsafeEntry;
     use git2::ObjectType;
+    use std::fs;
     use std::os::unix::fs::PermissionsExt;
 
     fn limits(max_bytes: u64) -> FetchLimits {
-        FetchLimits {
-            max_bytes,
-            cancel: Cancellation::new(),
-        }
+        FetchLimits::new(max_bytes, 10_000)
     }
 
     /// A tree object written raw, bypassing libgit2's name checks, as a
@@ -143,7 +114,7 @@ mod tests {
         repo: &Repository,
         tree: Oid,
         max_bytes: u64,
-    ) -> (tempfile::TempDir, Result<(), FetchError>) {
+    ) -> (tempfile::TempDir, Result<WrittenTree, FetchError>) {
         let dest = tempfile::tempdir().unwrap();
         let tree = repo.find_tree(tree).unwrap();
         let result = write_tree(repo, &tree, dest.path(), &limits(max_bytes));
@@ -199,7 +170,9 @@ mod tests {
         assert!(matches!(result, Err(FetchError::TooLarge)), "{result:?}");
         assert!(!dest.path().join("z").exists(), "refused before writing");
         let (dest, result) = write(&repo, tree, 110);
-        result.unwrap();
+        let written = result.unwrap();
+        assert_eq!(written.entries, 4);
+        assert_eq!(written.files.len(), 3);
         let mode = |p: &str| {
             fs::metadata(dest.path().join(p))
                 .unwrap()
@@ -210,6 +183,38 @@ mod tests {
         assert_eq!(mode("a"), 0o644);
         assert_eq!(mode("bin/run"), 0o755);
         assert_eq!(fs::read(dest.path().join("z")).unwrap(), [7u8; 100]);
+    }
+
+    #[test]
+    fn a_repeated_subtree_is_written_and_counted_every_time_it_appears() {
+        let dir = tempfile::tempdir().unwrap();
+        let repo = Repository::init_bare(dir.path()).unwrap();
+        let blob = repo.blob(b"").unwrap();
+        let names: Vec<Vec<u8>> = (0..10).map(|i| format!("e{i}").into_bytes()).collect();
+        let mut level = raw_tree(
+            &repo,
+            &names
+                .iter()
+                .map(|n| ("100644", n.as_slice(), blob))
+                .collect::<Vec<_>>(),
+        );
+        // 10 levels of 10 references to the level below: 10^10 files.
+        for _ in 0..10 {
+            level = raw_tree(
+                &repo,
+                &names
+                    .iter()
+                    .map(|n| ("40000", n.as_slice(), level))
+                    .collect::<Vec<_>>(),
+            );
+        }
+        let dest = tempfile::tempdir().unwrap();
+        let l = FetchLimits::new(1 << 20, 500);
+        let tree = repo.find_tree(level).unwrap();
+        let started = std::time::Instant::now();
+        let err = write_tree(&repo, &tree, dest.path(), &l).unwrap_err();
+        assert!(matches!(err, FetchError::TooManyEntries), "{err:?}");
+        assert!(started.elapsed() < std::time::Duration::from_secs(10));
     }
 
     #[test]

@@ -11,10 +11,13 @@
 //!    allowed hosts, into an anonymous temp file beside `dest` (no name on
 //!    disk, so nothing is left behind whatever happens) while it is hashed;
 //!    the download is capped at `max_bytes + METADATA_ALLOWANCE`, the most
-//!    the unpacker may read from a decompressed stream anyway;
+//!    the unpacker may read from a decompressed stream anyway, and its
+//!    bytes are charged to the fetch's disk allowance until the file is
+//!    gone;
 //! 3. the SHA-256 must equal the pinned digest, else 422
 //!    `archive sha256 mismatch` and nothing is unpacked;
-//! 4. the file is unpacked with [`unpack_archive`] on a blocking thread;
+//! 4. the file is unpacked with [`unpack_archive`] on a blocking thread,
+//!    through the one staging writer;
 //! 5. the plugin name is the archive's single top-level directory, if it
 //!    has exactly one, else the archive's file name without its extension.
 //!
@@ -32,7 +35,9 @@ use tokio::io::AsyncWriteExt;
 
 use crate::adapters::fs::{METADATA_ALLOWANCE, unpack_archive};
 use crate::domain::source::{HttpsSpec, SpecError, host_is_allowed};
-use crate::ports::resolver::{FetchError, FetchLimits, SourceResolver, SpecCheck};
+use crate::ports::resolver::{
+    DiskAllowance, FetchError, FetchLimits, Fetched, SourceResolver, SpecCheck,
+};
 
 /// The 422 text when the downloaded bytes do not hash to the pinned digest.
 pub const SHA256_MISMATCH_MESSAGE: &str = "archive sha256 mismatch";
@@ -63,6 +68,20 @@ pub enum HttpsSetupError {
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
 struct RedirectRefused(String);
+
+/// The downloaded archive: an anonymous file whose bytes stay charged to
+/// the fetch's disk allowance until it is closed.
+struct Archive {
+    file: std::fs::File,
+    disk: DiskAllowance,
+    charged: u64,
+}
+
+impl Drop for Archive {
+    fn drop(&mut self) {
+        self.disk.release(self.charged);
+    }
+}
 
 /// The `https` resolver.
 #[derive(Debug, Clone)]
@@ -135,7 +154,7 @@ impl HttpsResolver {
         spec: &HttpsSpec,
         dir: &Path,
         limits: &FetchLimits,
-    ) -> Result<(std::fs::File, String), FetchError> {
+    ) -> Result<(Archive, String), FetchError> {
         let cap = limits.max_bytes.saturating_add(METADATA_ALLOWANCE);
         let response = self
             .client
@@ -157,19 +176,29 @@ impl HttpsResolver {
         }
 
         let file = tempfile::tempfile_in(dir).map_err(|e| FetchError::Other(Box::new(e)))?;
+        let mut archive = Archive {
+            file: file
+                .try_clone()
+                .map_err(|e| FetchError::Other(Box::new(e)))?,
+            disk: limits.disk.clone(),
+            charged: 0,
+        };
         let mut file = tokio::fs::File::from_std(file);
         let mut hasher = Sha256::new();
-        let mut received = 0u64;
         let mut body = response.bytes_stream();
         while let Some(chunk) = body.next().await {
             if limits.cancel.is_cancelled() {
                 return Err(FetchError::Cancelled);
             }
             let chunk = chunk.map_err(request_error)?;
-            received = received.saturating_add(chunk.len() as u64);
-            if received > cap {
+            let len = chunk.len() as u64;
+            if archive.charged.saturating_add(len) > cap {
                 return Err(FetchError::TooLarge);
             }
+            // Charged before it is written: the archive and the tree it
+            // unpacks to share the fetch's disk allowance.
+            archive.disk.charge(len).map_err(|_| FetchError::TooLarge)?;
+            archive.charged += len;
             hasher.update(&chunk);
             file.write_all(&chunk)
                 .await
@@ -178,8 +207,8 @@ impl HttpsResolver {
         file.flush()
             .await
             .map_err(|e| FetchError::Other(Box::new(e)))?;
-        tracing::debug!(host = %spec.host, bytes = received, "https archive downloaded");
-        Ok((file.into_std().await, hex::encode(hasher.finalize())))
+        tracing::debug!(host = %spec.host, bytes = archive.charged, "https archive downloaded");
+        Ok((archive, hex::encode(hasher.finalize())))
     }
 }
 
@@ -217,13 +246,13 @@ impl SourceResolver for HttpsResolver {
         spec: &str,
         dest: &Path,
         limits: &FetchLimits,
-    ) -> Result<String, FetchError> {
+    ) -> Result<Fetched, FetchError> {
         let spec = HttpsSpec::parse(spec, &self.allowed_hosts)
             .map_err(|e| FetchError::Other(Box::new(e)))?;
         // Beside `dest`, not in it: the staged tree must hold only the
         // plugin's files.
         let dir = dest.parent().unwrap_or(dest);
-        let (mut file, digest) = self.download(&spec, dir, limits).await?;
+        let (archive, digest) = self.download(&spec, dir, limits).await?;
         if digest != spec.sha256 {
             tracing::warn!(host = %spec.host, expected = %spec.sha256, got = %digest, "https archive digest mismatch");
             return Err(FetchError::Refused(SHA256_MISMATCH_MESSAGE.to_owned()));
@@ -232,20 +261,28 @@ impl SourceResolver for HttpsResolver {
         let dest_dir = dest.to_path_buf();
         let unpack_limits = limits.clone();
         let root = tokio::task::spawn_blocking(move || {
+            let mut file = &archive.file;
             file.seek(SeekFrom::Start(0))
                 .map_err(|e| FetchError::Other(Box::new(e)))?;
-            unpack_archive(
+            let root = unpack_archive(
                 BufReader::with_capacity(64 * 1024, file),
                 format,
                 &dest_dir,
                 &unpack_limits,
-            )
+            );
+            // Closed (and released) on this thread: freeing a large file's
+            // blocks can take a while.
+            drop(archive);
+            root
         })
         .await
         .map_err(|e| FetchError::Other(Box::new(e)))??;
-        Ok(root
-            .single_dir
-            .unwrap_or_else(|| spec.archive_stem().to_owned()))
+        Ok(Fetched {
+            name: root
+                .single_dir
+                .unwrap_or_else(|| spec.archive_stem().to_owned()),
+            tree: root.tree,
+        })
     }
 }
 

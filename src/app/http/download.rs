@@ -3,6 +3,7 @@
 
 use std::sync::Arc;
 
+use futures_util::StreamExt;
 use poem::http::{HeaderValue, StatusCode, header};
 use poem::web::Data;
 use poem::{Body, IntoResponse, Response};
@@ -55,6 +56,7 @@ impl IntoResponse for DownloadResponse {
                 etag,
                 kind,
                 archive,
+                ..
             } => {
                 builder = builder
                     .header(header::ETAG, header_value(etag))
@@ -166,7 +168,7 @@ impl DownloadApi {
             return Err(AppError::InvalidPluginName.into());
         }
         let kind = negotiate_format(format.0.as_deref(), accept.0.as_deref())?;
-        let outcome = download(
+        let mut outcome = download(
             &state,
             &workspace,
             &name,
@@ -177,17 +179,27 @@ impl DownloadApi {
         .await?;
         match outcome {
             Download::NotModified { .. } => Ok(DownloadResponse::NotModified { download: outcome }),
-            Download::Archive { ref archive, .. } => {
+            Download::Archive {
+                ref mut archive,
+                ref mut slot,
+                ..
+            } => {
                 // The archive is complete on disk before the first byte is
                 // sent: Content-Length is exact, never a truncated 200.
-                let file = tokio::fs::File::open(&archive.path).await.map_err(|e| {
+                let file = archive.file.try_clone().map_err(|e| {
                     AppError::PackFailed(crate::ports::archives::PackError(Box::new(e)))
                 })?;
-                let body =
-                    Body::from_bytes_stream(FileBody::new(file.into_std().await, archive.len));
+                // What keeps the archive's disk accounted for (and, for one
+                // the cache could not take, its fetch slot) lives as long as
+                // the stream.
+                let held = (std::mem::take(&mut archive.lease), slot.take());
+                let stream = FileBody::new(file, archive.len).map(move |chunk| {
+                    let _held = &held;
+                    chunk
+                });
                 Ok(DownloadResponse::Archive {
+                    body: Body::from_bytes_stream(stream),
                     download: outcome,
-                    body,
                 })
             }
         }

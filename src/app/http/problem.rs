@@ -9,7 +9,7 @@ use crate::app::error::AppError;
 use crate::domain::policy::AllowlistRefusal;
 use crate::domain::staging::StagingError;
 
-/// Seconds a client should wait before retrying a 503.
+/// Seconds a client should wait before retrying a 503 or a 429.
 const RETRY_AFTER_SECS: u32 = 5;
 
 /// An error: `error` is a human-readable, actionable message.
@@ -46,9 +46,13 @@ impl ErrorBody {
 /// Every error response of the API.
 #[derive(ApiResponse, Debug)]
 pub enum Problem {
-    /// The request cannot be served as sent; `error` says why.
+    /// The request cannot be served as sent; `error` says why; 429 carries `Retry-After`.
     #[oai(status_range = "4XX")]
-    Client(StatusCode, Json<ErrorBody>),
+    Client(
+        StatusCode,
+        Json<ErrorBody>,
+        #[oai(header = "Retry-After")] Option<u32>,
+    ),
     /// The service or a dependency failed; 503 carries `Retry-After`.
     #[oai(status_range = "5XX")]
     Server(
@@ -64,19 +68,20 @@ impl Problem {
             let retry = (status == StatusCode::SERVICE_UNAVAILABLE).then_some(RETRY_AFTER_SECS);
             Self::Server(status, Json(body), retry)
         } else {
-            Self::Client(status, Json(body))
+            let retry = (status == StatusCode::TOO_MANY_REQUESTS).then_some(RETRY_AFTER_SECS);
+            Self::Client(status, Json(body), retry)
         }
     }
 
     pub fn status(&self) -> StatusCode {
         match self {
-            Self::Client(status, _) | Self::Server(status, _, _) => *status,
+            Self::Client(status, _, _) | Self::Server(status, _, _) => *status,
         }
     }
 
     pub fn body(&self) -> &ErrorBody {
         match self {
-            Self::Client(_, Json(body)) | Self::Server(_, Json(body), _) => body,
+            Self::Client(_, Json(body), _) | Self::Server(_, Json(body), _) => body,
         }
     }
 }
@@ -103,7 +108,7 @@ fn staging(error: &StagingError) -> (StatusCode, ErrorBody) {
         E::NotFound { .. } => StatusCode::NOT_FOUND,
         E::Timeout { .. } => StatusCode::GATEWAY_TIMEOUT,
         E::FetchFailed { .. } => StatusCode::BAD_GATEWAY,
-        E::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+        E::TooLarge { .. } | E::TooManyEntries { .. } => StatusCode::PAYLOAD_TOO_LARGE,
     };
     let mut body = ErrorBody::new(error.to_string());
     body.source = error.source_echo().map(str::to_owned);
@@ -184,6 +189,7 @@ impl From<AppError> for Problem {
             ),
             E::UninstallTimedOut => (StatusCode::GATEWAY_TIMEOUT, ErrorBody::new(message)),
             E::NotInstalled(_) => (StatusCode::NOT_FOUND, ErrorBody::new(message)),
+            E::TooManyFetches => (StatusCode::TOO_MANY_REQUESTS, ErrorBody::new(message)),
             E::CopyFailed(_)
             | E::PackFailed(_)
             | E::RemoveFailed(_)
