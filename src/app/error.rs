@@ -41,6 +41,11 @@ pub enum AppError {
     InvalidQuery(String),
     #[error("token not found")]
     TokenNotFound,
+    #[error("container \"{container}\" already belongs to workspace \"{owner}\"")]
+    ContainerTaken {
+        container: crate::domain::workspace::ContainerName,
+        owner: crate::domain::name::WorkspaceId,
+    },
 
     #[error("invalid request body")]
     InvalidBody,

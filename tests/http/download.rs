@@ -349,3 +349,41 @@ async fn a_packing_failure_is_a_clean_500_never_a_200() {
         (500, json!({"error": "failed to pack plugin"}))
     );
 }
+
+#[tokio::test]
+async fn a_source_with_user_info_is_refused_like_install_and_never_echoed() {
+    let app = spawn_app().await;
+    let token = external(&app).await;
+    app.create_workspace("box", json!({"name": "Box", "runtime": "claude-code"}))
+        .await;
+    let pin = "0".repeat(64);
+    for source in [
+        format!("https://user:pass@plugins.example/careful-bash.tar.gz#sha256={pin}"),
+        "local://user:pass@careful-bash".to_owned(),
+    ] {
+        let installed = app
+            .call(
+                Method::POST,
+                "/workspaces/box/plugins",
+                Some(ADMIN_TOKEN),
+                Some(json!({ "source": source })),
+            )
+            .await;
+        let resp = app
+            .req(Method::GET, PATH, Some(&token))
+            .query(&[("source", &source)])
+            .send()
+            .await
+            .unwrap();
+        let downloaded = json(resp).await;
+        assert_eq!(downloaded, installed, "{source}");
+        let (status, body) = downloaded;
+        assert_eq!(status, 400, "{body}");
+        assert_eq!(body["error"], "invalid plugin source", "{body}");
+        let echoed = body["source"].as_str().unwrap();
+        assert!(
+            !echoed.contains("user") && !echoed.contains("pass"),
+            "{echoed}"
+        );
+    }
+}

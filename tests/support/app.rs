@@ -78,7 +78,7 @@ impl WorkspaceStore for BreakableStore {
 
 #[async_trait]
 impl TokenStore for BreakableStore {
-    async fn insert_token(&self, token: &TokenRecord) -> Result<(), StoreError> {
+    async fn insert_token(&self, token: &TokenRecord) -> Result<bool, StoreError> {
         self.check()?;
         self.inner.insert_token(token).await
     }

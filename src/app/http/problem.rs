@@ -150,6 +150,7 @@ impl From<AppError> for Problem {
                 },
             ),
             E::BodyTooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, ErrorBody::new(message)),
+            E::ContainerTaken { .. } => (StatusCode::CONFLICT, ErrorBody::new(message)),
             E::Staging(e) => staging(e),
             E::Guard(refusal) => (
                 StatusCode::UNPROCESSABLE_ENTITY,
