@@ -357,9 +357,16 @@ async fn a_source_with_user_info_is_refused_like_install_and_never_echoed() {
     app.create_workspace("box", json!({"name": "Box", "runtime": "claude-code"}))
         .await;
     let pin = "0".repeat(64);
-    for source in [
-        format!("https://user:pass@plugins.example/careful-bash.tar.gz#sha256={pin}"),
-        "local://user:pass@careful-bash".to_owned(),
+    for (source, message) in [
+        (
+            format!("https://user:pass@plugins.example/careful-bash.tar.gz#sha256={pin}"),
+            "invalid plugin source",
+        ),
+        // Read as a plugin name, which cannot hold `:` or `@`.
+        (
+            "local://user:pass@careful-bash".to_owned(),
+            "invalid plugin name",
+        ),
     ] {
         let installed = app
             .call(
@@ -379,7 +386,7 @@ async fn a_source_with_user_info_is_refused_like_install_and_never_echoed() {
         assert_eq!(downloaded, installed, "{source}");
         let (status, body) = downloaded;
         assert_eq!(status, 400, "{body}");
-        assert_eq!(body["error"], "invalid plugin source", "{body}");
+        assert_eq!(body["error"], message, "{body}");
         let echoed = body["source"].as_str().unwrap();
         assert!(
             !echoed.contains("user") && !echoed.contains("pass"),
