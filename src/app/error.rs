@@ -51,6 +51,8 @@ pub enum AppError {
     InvalidBody,
     #[error("request body too large (limit {0} bytes)")]
     BodyTooLarge(u64),
+    #[error("request body timed out: send it without pauses")]
+    BodyTimedOut,
 
     #[error(transparent)]
     Staging(StagingError),

@@ -264,6 +264,11 @@ impl TestApp {
         format!("{}{}", self.base, path)
     }
 
+    /// `host:port` of the server, for raw TCP clients.
+    pub fn addr(&self) -> &str {
+        self.base.trim_start_matches("http://")
+    }
+
     /// A request with an optional bearer token.
     pub fn req(
         &self,
