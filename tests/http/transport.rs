@@ -228,7 +228,7 @@ async fn random_methods_and_paths_do_not_grow_the_metrics() {
     ];
     let random = |i: usize| {
         let method = format!("X{:08X}", rand::random::<u32>());
-        let path = if i % 2 == 0 {
+        let path = if i.is_multiple_of(2) {
             paths[i % paths.len()].to_owned()
         } else {
             format!("/{:x}/{:x}", rand::random::<u64>(), rand::random::<u32>())

@@ -34,14 +34,18 @@ enum Workspaces {
 #[derive(DeriveIden)]
 enum Tokens {
     Table,
-    /// The rebuilt table of `m20261201_000003_one_owner`, before its rename.
-    TokensNext,
     Id,
     WorkspaceId,
     Hash,
     CreatedAt,
     LastUsedAt,
     Revoked,
+}
+
+/// The rebuilt `tokens` of `m20261201_000003_one_owner`, before its rename.
+#[derive(DeriveIden)]
+enum TokensRebuilt {
+    Table,
 }
 
 #[derive(DeriveIden)]
@@ -294,7 +298,7 @@ mod m20261201_000003_one_owner {
         manager
             .create_table(
                 Table::create()
-                    .table(Tokens::TokensNext)
+                    .table(TokensRebuilt::Table)
                     .col(string(Tokens::Id).primary_key())
                     .col(key_string(Tokens::WorkspaceId, backend))
                     .col(string_uniq(Tokens::Hash))
@@ -304,7 +308,7 @@ mod m20261201_000003_one_owner {
                     .foreign_key(
                         ForeignKey::create()
                             .name("fk_tokens_workspace_id")
-                            .from(Tokens::TokensNext, Tokens::WorkspaceId)
+                            .from(TokensRebuilt::Table, Tokens::WorkspaceId)
                             .to(Workspaces::Table, Workspaces::Id)
                             .on_delete(ForeignKeyAction::Cascade),
                     )
@@ -324,7 +328,7 @@ mod m20261201_000003_one_owner {
         // Tokens of a workspace that no longer exists are dead already:
         // they are not carried over.
         let copy = Query::insert()
-            .into_table(Tokens::TokensNext)
+            .into_table(TokensRebuilt::Table)
             .columns(columns())
             .select_from(
                 Query::select()
@@ -349,7 +353,7 @@ mod m20261201_000003_one_owner {
         manager
             .rename_table(
                 Table::rename()
-                    .table(Tokens::TokensNext, Tokens::Table)
+                    .table(TokensRebuilt::Table, Tokens::Table)
                     .to_owned(),
             )
             .await?;
