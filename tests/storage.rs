@@ -7,6 +7,11 @@
 mod support;
 
 use chrono::{DateTime, Duration, TimeZone, Utc};
+use sea_orm::sea_query::{Alias, Expr, ExprTrait, Query};
+use sea_orm::{
+    ConnectionTrait, DatabaseConnection, DatabaseTransaction, DbBackend, SqliteTransactionMode,
+    Statement, TransactionOptions, TransactionTrait,
+};
 use tempfile::TempDir;
 
 use support::db;
@@ -83,6 +88,50 @@ impl TestDb {
         db::execute(&self.url, &sql).await;
     }
 
+    /// Another connection to this database, in a write transaction: what
+    /// it writes is not committed (and, on SQLite, holds the database's
+    /// write lock) until the test commits it.
+    async fn other_writer(&self) -> (DatabaseConnection, DatabaseTransaction) {
+        let conn = db::connection(&self.url).await;
+        let txn = conn
+            .begin_with_options(TransactionOptions {
+                sqlite_transaction_mode: Some(SqliteTransactionMode::Immediate),
+                ..TransactionOptions::default()
+            })
+            .await
+            .expect("begin");
+        (conn, txn)
+    }
+
+    /// Returns once a statement of another connection waits for a lock
+    /// held by an open transaction. PostgreSQL shows it in
+    /// `pg_stat_activity`; SQLite's write lock blocks any second writer
+    /// whenever it starts, so there is nothing to wait for.
+    async fn until_a_writer_waits_for_a_lock(&self) {
+        if self.backend == Backend::Sqlite {
+            return;
+        }
+        let watcher = db::connection(&self.url).await;
+        let query = Statement::from_string(
+            DbBackend::Postgres,
+            "SELECT count(*) FROM pg_stat_activity \
+             WHERE datname = current_database() AND wait_event_type = 'Lock'",
+        );
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            let row = watcher.query_one_raw(query.clone()).await.unwrap().unwrap();
+            let waiting: i64 = row.try_get_by_index(0).unwrap();
+            if waiting > 0 {
+                return;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no statement ever waited for the open transaction"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+    }
+
     /// A URL of this backend where no database can be opened.
     fn unreachable_url(&self) -> String {
         match self.backend {
@@ -124,6 +173,12 @@ all_backends!(
     workspaces_list_in_id_order_in_pages_after_a_cursor,
     workspace_delete_answers_true_then_false,
     workspace_delete_removes_only_its_own_tokens,
+    a_token_issued_after_its_workspace_was_deleted_is_refused_and_never_revived,
+    a_token_insert_waiting_on_a_delete_is_refused,
+    a_token_committed_while_a_delete_waits_is_deleted_with_its_workspace,
+    a_container_belongs_to_one_live_record_at_a_time,
+    racing_claims_of_one_container_leave_exactly_one_owner,
+    concurrent_allowlist_replacements_end_as_exactly_one_of_the_lists,
     token_is_found_by_the_hash_of_its_secret,
     tokens_list_oldest_first_for_their_workspace_only,
     revoking_another_workspaces_token_changes_nothing,
@@ -184,6 +239,25 @@ fn token(workspace: &str, created_at: DateTime<Utc>) -> (TokenRecord, String) {
         revoked: false,
     };
     (record, secret)
+}
+
+/// Creates the record `ws` unless it exists.
+async fn ensure_workspace(store: &SeaOrmStore, ws: &str) {
+    if store.workspace(&id(ws)).await.unwrap().is_none() {
+        store
+            .upsert_workspace(&id(ws), &spec(ws), t0())
+            .await
+            .unwrap();
+    }
+}
+
+/// Stores a token, creating its workspace's record first if needed.
+async fn issue(store: &SeaOrmStore, token: &TokenRecord) {
+    ensure_workspace(store, token.workspace_id.as_str()).await;
+    assert!(
+        store.insert_token(token).await.unwrap(),
+        "token of an existing workspace stored"
+    );
 }
 
 /// An error and all its sources, for asserting on the cause.
@@ -403,7 +477,7 @@ async fn workspace_delete_removes_only_its_own_tokens(db: TestDb) {
     let (doomed_b, _) = token("doomed", t0() + Duration::seconds(1));
     let (kept, _) = token("other", t0());
     for t in [&doomed_a, &doomed_b, &kept] {
-        store.insert_token(t).await.unwrap();
+        issue(&store, t).await;
     }
 
     assert!(store.delete_workspace(&id("doomed")).await.unwrap());
@@ -421,12 +495,247 @@ async fn workspace_delete_removes_only_its_own_tokens(db: TestDb) {
     assert!(store.has_live_token(&id("other")).await.unwrap());
 }
 
+async fn a_token_issued_after_its_workspace_was_deleted_is_refused_and_never_revived(db: TestDb) {
+    let store = db.store().await;
+    let ws = id("doomed");
+    store.upsert_workspace(&ws, &spec("d"), t0()).await.unwrap();
+    // The issuing request has found the record (its check)...
+    assert!(store.workspace(&ws).await.unwrap().is_some());
+    // ...then the delete commits, then the request inserts its token.
+    assert!(store.delete_workspace(&ws).await.unwrap());
+    let (late, secret) = token("doomed", t0());
+    assert!(
+        !store.insert_token(&late).await.unwrap(),
+        "a token of a deleted workspace is refused"
+    );
+    assert_eq!(
+        store.token_by_hash(&TokenHash::of(&secret)).await.unwrap(),
+        None
+    );
+
+    // A new record with the same id starts with no tokens.
+    store
+        .upsert_workspace(&ws, &spec("d2"), t0())
+        .await
+        .unwrap();
+    assert_eq!(store.tokens(&ws).await.unwrap(), vec![]);
+    assert!(!store.has_live_token(&ws).await.unwrap());
+    assert_eq!(store.token_by_hash(&late.hash).await.unwrap(), None);
+}
+
+/// The raw insert of a token row, as another writer would make it.
+fn token_row(t: &TokenRecord) -> sea_orm::sea_query::InsertStatement {
+    Query::insert()
+        .into_table(Alias::new("tokens"))
+        .columns(
+            [
+                "id",
+                "workspace_id",
+                "hash",
+                "created_at",
+                "last_used_at",
+                "revoked",
+            ]
+            .map(Alias::new),
+        )
+        .values_panic([
+            t.id.as_str().into(),
+            t.workspace_id.as_str().into(),
+            t.hash.to_hex().into(),
+            t.created_at.into(),
+            Option::<DateTime<Utc>>::None.into(),
+            false.into(),
+        ])
+        .to_owned()
+}
+
+async fn a_token_insert_waiting_on_a_delete_is_refused(db: TestDb) {
+    let store = db.store().await;
+    let ws = id("doomed");
+    store.upsert_workspace(&ws, &spec("d"), t0()).await.unwrap();
+    let (_conn, delete) = db.other_writer().await;
+    delete
+        .execute(
+            Query::delete()
+                .from_table(Alias::new("workspaces"))
+                .and_where(Expr::col(Alias::new("id")).eq("doomed")),
+        )
+        .await
+        .unwrap();
+
+    let (late, _) = token("doomed", t0());
+    let inserting = tokio::spawn({
+        let (store, late) = (store.clone(), late.clone());
+        async move { store.insert_token(&late).await }
+    });
+    db.until_a_writer_waits_for_a_lock().await;
+    delete.commit().await.unwrap();
+
+    assert!(
+        !inserting.await.unwrap().unwrap(),
+        "refused after the delete"
+    );
+    assert_eq!(store.token_by_hash(&late.hash).await.unwrap(), None);
+    store
+        .upsert_workspace(&ws, &spec("d2"), t0())
+        .await
+        .unwrap();
+    assert_eq!(store.tokens(&ws).await.unwrap(), vec![]);
+}
+
+async fn a_token_committed_while_a_delete_waits_is_deleted_with_its_workspace(db: TestDb) {
+    let store = db.store().await;
+    let ws = id("doomed");
+    store.upsert_workspace(&ws, &spec("d"), t0()).await.unwrap();
+    let (late, _) = token("doomed", t0());
+    let (_conn, insert) = db.other_writer().await;
+    insert.execute(&token_row(&late)).await.unwrap();
+
+    let deleting = tokio::spawn({
+        let (store, ws) = (store.clone(), ws.clone());
+        async move { store.delete_workspace(&ws).await }
+    });
+    db.until_a_writer_waits_for_a_lock().await;
+    insert.commit().await.unwrap();
+
+    assert!(deleting.await.unwrap().unwrap());
+    assert_eq!(
+        store.token_by_hash(&late.hash).await.unwrap(),
+        None,
+        "the token went with its workspace"
+    );
+    store
+        .upsert_workspace(&ws, &spec("d2"), t0())
+        .await
+        .unwrap();
+    assert_eq!(store.tokens(&ws).await.unwrap(), vec![]);
+    assert!(!store.has_live_token(&ws).await.unwrap());
+}
+
+fn in_container(name: &str, container: Option<&str>, status: WorkspaceStatus) -> WorkspaceSpec {
+    WorkspaceSpec {
+        container: container.map(|c| ContainerName::parse(c).unwrap()),
+        status,
+        ..spec(name)
+    }
+}
+
+fn taken_by(err: StoreError) -> (String, String) {
+    match err {
+        StoreError::ContainerTaken { container, owner } => {
+            (container.to_string(), owner.to_string())
+        }
+        other => panic!("not ContainerTaken: {other:?}"),
+    }
+}
+
+async fn a_container_belongs_to_one_live_record_at_a_time(db: TestDb) {
+    use WorkspaceStatus::{Online, Paused, Removed};
+    let store = db.store().await;
+    let first = in_container("a", Some("ws-b"), Online);
+    store
+        .upsert_workspace(&id("a"), &first, t0())
+        .await
+        .unwrap();
+
+    // "b" defaults to ws-b: a's. Nothing is written.
+    let err = store
+        .upsert_workspace(&id("b"), &in_container("b", None, Online), t0())
+        .await
+        .unwrap_err();
+    assert_eq!(taken_by(err), ("ws-b".into(), "a".into()));
+    assert_eq!(store.workspace(&id("b")).await.unwrap(), None);
+    // Nor may an existing record move into it; it keeps what it had.
+    let (c, _) = store
+        .upsert_workspace(&id("c"), &in_container("c", Some("box"), Online), t0())
+        .await
+        .unwrap();
+    let err = store
+        .upsert_workspace(&id("c"), &in_container("c2", Some("ws-b"), Online), t0())
+        .await
+        .unwrap_err();
+    assert_eq!(taken_by(err), ("ws-b".into(), "a".into()));
+    assert_eq!(store.workspace(&id("c")).await.unwrap(), Some(c));
+
+    // A record's own container is no conflict, whatever its other fields.
+    let paused = in_container("a2", Some("ws-b"), Paused);
+    let (_, outcome) = store
+        .upsert_workspace(&id("a"), &paused, t0())
+        .await
+        .unwrap();
+    assert_eq!(outcome, Upserted::Updated);
+
+    // A removed record holds nothing: its container can be reused...
+    store
+        .upsert_workspace(&id("a"), &in_container("a", Some("ws-b"), Removed), t0())
+        .await
+        .unwrap();
+    store
+        .upsert_workspace(&id("b"), &in_container("b", None, Online), t0())
+        .await
+        .unwrap();
+    // ...and it cannot come back to life in a container taken since.
+    let err = store
+        .upsert_workspace(&id("a"), &first, t0())
+        .await
+        .unwrap_err();
+    assert_eq!(taken_by(err), ("ws-b".into(), "b".into()));
+    assert_eq!(
+        store
+            .workspace(&id("a"))
+            .await
+            .unwrap()
+            .unwrap()
+            .spec
+            .status,
+        Removed
+    );
+    // A deleted record frees its container.
+    assert!(store.delete_workspace(&id("b")).await.unwrap());
+    store
+        .upsert_workspace(&id("a"), &first, t0())
+        .await
+        .unwrap();
+}
+
+async fn racing_claims_of_one_container_leave_exactly_one_owner(db: TestDb) {
+    let store = db.store().await;
+    for round in 0..3 {
+        let container = format!("contested-{round}");
+        let racers: Vec<_> = (0..8)
+            .map(|i| {
+                let store = store.clone();
+                let ws = id(&format!("r{round}-{i}"));
+                let spec = in_container("r", Some(&container), WorkspaceStatus::Online);
+                tokio::spawn(
+                    async move { (ws.clone(), store.upsert_workspace(&ws, &spec, t0()).await) },
+                )
+            })
+            .collect();
+        let mut winners = Vec::new();
+        let mut losers = Vec::new();
+        for racer in racers {
+            match racer.await.unwrap() {
+                (ws, Ok(_)) => winners.push(ws.to_string()),
+                (_, Err(e)) => losers.push(taken_by(e)),
+            }
+        }
+        assert_eq!(winners.len(), 1, "round {round}: {winners:?} {losers:?}");
+        for (taken, owner) in losers {
+            assert_eq!(
+                (taken.as_str(), owner.as_str()),
+                (container.as_str(), winners[0].as_str())
+            );
+        }
+    }
+}
+
 // ----------------------------------------------------------------- tokens
 
 async fn token_is_found_by_the_hash_of_its_secret(db: TestDb) {
     let store = db.store().await;
     let (record, secret) = token("ws-1", t0());
-    store.insert_token(&record).await.unwrap();
+    issue(&store, &record).await;
 
     let found = store
         .token_by_hash(&TokenHash::of(&secret))
@@ -470,7 +779,7 @@ async fn tokens_list_oldest_first_for_their_workspace_only(db: TestDb) {
     let (oldest, oldest_secret) = token("ws-1", t0());
     let (foreign, _) = token("ws-2", t0() - Duration::seconds(10));
     for t in [&newest, &middle, &oldest, &foreign] {
-        store.insert_token(t).await.unwrap();
+        issue(&store, t).await;
     }
 
     let listed = store.tokens(&id("ws-1")).await.unwrap();
@@ -490,7 +799,7 @@ async fn tokens_list_oldest_first_for_their_workspace_only(db: TestDb) {
         token("ws-4", t0()).0,
     ];
     for t in &twins {
-        store.insert_token(t).await.unwrap();
+        issue(&store, t).await;
     }
     twins.sort_by(|a, b| a.id.as_str().cmp(b.id.as_str()));
     assert_eq!(store.tokens(&id("ws-4")).await.unwrap(), twins);
@@ -499,7 +808,7 @@ async fn tokens_list_oldest_first_for_their_workspace_only(db: TestDb) {
 async fn revoking_another_workspaces_token_changes_nothing(db: TestDb) {
     let store = db.store().await;
     let (theirs, _) = token("ws-2", t0());
-    store.insert_token(&theirs).await.unwrap();
+    issue(&store, &theirs).await;
 
     assert!(
         !store.revoke_token(&id("ws-1"), &theirs.id).await.unwrap(),
@@ -525,11 +834,11 @@ async fn revoking_sets_revoked_and_ends_the_live_token(db: TestDb) {
     assert!(!store.has_live_token(&ws).await.unwrap(), "no tokens yet");
 
     let (first, _) = token("ws-1", t0());
-    store.insert_token(&first).await.unwrap();
+    issue(&store, &first).await;
     assert!(store.has_live_token(&ws).await.unwrap());
 
     let (second, _) = token("ws-1", t0() + Duration::seconds(1));
-    store.insert_token(&second).await.unwrap();
+    issue(&store, &second).await;
 
     assert!(store.revoke_token(&ws, &first.id).await.unwrap());
     let revoked = store.token_by_hash(&first.hash).await.unwrap().unwrap();
@@ -558,13 +867,14 @@ async fn revoking_sets_revoked_and_ends_the_live_token(db: TestDb) {
 
     // A token inserted already revoked is not live.
     let (dead, _) = token("ws-9", t0());
-    store
-        .insert_token(&TokenRecord {
+    issue(
+        &store,
+        &TokenRecord {
             revoked: true,
             ..dead
-        })
-        .await
-        .unwrap();
+        },
+    )
+    .await;
     assert!(!store.has_live_token(&id("ws-9")).await.unwrap());
 }
 
@@ -572,8 +882,8 @@ async fn touching_a_token_records_its_last_use(db: TestDb) {
     let store = db.store().await;
     let (record, _) = token("ws-1", t0());
     let (other, _) = token("ws-1", t0());
-    store.insert_token(&record).await.unwrap();
-    store.insert_token(&other).await.unwrap();
+    issue(&store, &record).await;
+    issue(&store, &other).await;
 
     let used = t0() + Duration::minutes(3) + Duration::milliseconds(125);
     store.touch_token(&record.id, used).await.unwrap();
@@ -606,8 +916,9 @@ async fn touching_a_token_records_its_last_use(db: TestDb) {
 
 async fn duplicate_token_hash_or_id_is_a_conflict(db: TestDb) {
     let store = db.store().await;
+    ensure_workspace(&store, "ws-2").await;
     let (original, _) = token("ws-1", t0());
-    store.insert_token(&original).await.unwrap();
+    issue(&store, &original).await;
 
     let same_hash = TokenRecord {
         id: TokenId::from_random([2; 12]),
@@ -805,6 +1116,51 @@ async fn allowlist_replace_is_atomic(db: TestDb) {
     );
 }
 
+async fn concurrent_allowlist_replacements_end_as_exactly_one_of_the_lists(db: TestDb) {
+    let store = db.store().await;
+    let org = id("org-1");
+    for round in 0..3 {
+        // Overlapping lists: entries that stay, go and come all race.
+        let lists: Vec<Vec<PluginName>> = (0..12)
+            .map(|i| {
+                plugins(&[
+                    "shared",
+                    &format!("only-{i}"),
+                    &format!("pair-{}", i / 2),
+                    &format!("round-{round}"),
+                ])
+            })
+            .collect();
+        let writers: Vec<_> = lists
+            .iter()
+            .cloned()
+            .map(|list| {
+                let (store, org) = (store.clone(), org.clone());
+                tokio::spawn(
+                    async move { store.replace_allowlist(&org, &list, "admin", t0()).await },
+                )
+            })
+            .collect();
+        for writer in writers {
+            writer.await.unwrap().unwrap();
+        }
+        let mut stored: Vec<String> = store
+            .allowlist(&org)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|e| e.plugin_name.to_string())
+            .collect();
+        stored.sort();
+        let one_of_them = lists.iter().any(|list| {
+            let mut names: Vec<String> = list.iter().map(|p| p.to_string()).collect();
+            names.sort();
+            names == stored
+        });
+        assert!(one_of_them, "round {round}: a merge {stored:?}");
+    }
+}
+
 // ------------------------------------------------------ migrations, health
 
 async fn migrations_are_idempotent_and_keep_data(db: TestDb) {
@@ -814,7 +1170,7 @@ async fn migrations_are_idempotent_and_keep_data(db: TestDb) {
         .await
         .unwrap();
     let (tok, _) = token("ws-1", t0());
-    first.insert_token(&tok).await.unwrap();
+    issue(&first, &tok).await;
     let list = first
         .replace_allowlist(&id("ws-1"), &plugins(&["p"]), "alice", t0())
         .await

@@ -139,7 +139,11 @@ async fn resolve(
             },
         ));
     }
-    let staged = stage(state, Some(&source.to_string()), None, deadline).await?;
+    // The source goes to the pipeline as given, user info included, so its
+    // grammar check refuses a credential exactly as install does (the
+    // redacted form would silently drop it and fetch anyway).
+    let given = format!("{}://{}", source.scheme(), source.spec());
+    let staged = stage(state, Some(&given), None, deadline).await?;
     if let (Some(name), Some(fp)) = (local, fingerprint) {
         state.local_digests.put(name, fp, staged.digest.clone());
     }

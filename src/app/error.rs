@@ -41,11 +41,18 @@ pub enum AppError {
     InvalidQuery(String),
     #[error("token not found")]
     TokenNotFound,
+    #[error("container \"{container}\" already belongs to workspace \"{owner}\"")]
+    ContainerTaken {
+        container: crate::domain::workspace::ContainerName,
+        owner: crate::domain::name::WorkspaceId,
+    },
 
     #[error("invalid request body")]
     InvalidBody,
     #[error("request body too large (limit {0} bytes)")]
     BodyTooLarge(u64),
+    #[error("request body timed out: send it without pauses")]
+    BodyTimedOut,
 
     #[error(transparent)]
     Staging(StagingError),

@@ -9,7 +9,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use base64::Engine as _;
-use poem::listener::{Acceptor, Listener, TcpListener};
 use rand::RngCore;
 
 use crate::adapters::db::SeaOrmStore;
@@ -222,17 +221,15 @@ pub async fn build_state(settings: &Settings) -> Result<Arc<AppState>, StartupEr
 
 /// A bound, not yet serving, server.
 pub struct Bound {
-    acceptor: poem::listener::TcpAcceptor,
+    listener: tokio::net::TcpListener,
     state: Arc<AppState>,
     cors_origins: Vec<String>,
+    limits: http::transport::Limits,
 }
 
 impl Bound {
     pub fn local_addr(&self) -> Option<SocketAddr> {
-        self.acceptor
-            .local_addr()
-            .into_iter()
-            .find_map(|a| a.as_socket_addr().copied())
+        self.listener.local_addr().ok()
     }
 
     /// Serves until `shutdown` resolves, then drains in-flight requests.
@@ -242,10 +239,15 @@ impl Bound {
     ) -> Result<(), StartupError> {
         let restarts = self.state.restarts.clone();
         let app = http::app(self.state, &self.cors_origins, Metrics::new()?);
-        let served = poem::Server::new_with_acceptor(self.acceptor)
-            .run_with_graceful_shutdown(app, shutdown, Some(Duration::from_secs(30)))
-            .await
-            .map_err(StartupError::Serve);
+        let served = http::transport::serve(
+            self.listener,
+            app,
+            self.limits,
+            shutdown,
+            Duration::from_secs(30),
+        )
+        .await
+        .map_err(StartupError::Serve);
         // A restart still pending is carried out before the process exits,
         // so a plugin installed just before shutdown is loaded.
         restarts.flush().await;
@@ -265,16 +267,20 @@ pub async fn bind_with_state(
     settings: &Settings,
     state: Arc<AppState>,
 ) -> Result<Bound, StartupError> {
-    let acceptor = TcpListener::bind(settings.listen.to_string())
-        .into_acceptor()
+    let listener = tokio::net::TcpListener::bind(settings.listen)
         .await
         .map_err(|source| StartupError::Listen {
             addr: settings.listen,
             source,
         })?;
     Ok(Bound {
-        acceptor,
+        listener,
         state,
         cors_origins: settings.cors_origins.clone(),
+        limits: http::transport::Limits {
+            header_read_timeout: settings.http_header_timeout,
+            body_idle_timeout: settings.http_body_idle_timeout,
+            max_connections: settings.http_max_connections,
+        },
     })
 }

@@ -61,6 +61,20 @@ fn parse_count(s: &str) -> Result<u64, String> {
     }
 }
 
+fn parse_positive_duration(s: &str) -> Result<Duration, String> {
+    match parse_duration(s)? {
+        d if d.is_zero() => Err("expected a duration above zero, like 500ms, 2s or 5m".into()),
+        d => Ok(d),
+    }
+}
+
+fn parse_connections(s: &str) -> Result<usize, String> {
+    match s.trim().parse::<usize>() {
+        Ok(0) | Err(_) => Err("expected a positive whole number of connections".into()),
+        Ok(n) => Ok(n),
+    }
+}
+
 /// A count that also sizes an in-memory structure (a semaphore).
 fn parse_small_count(s: &str) -> Result<usize, String> {
     match s.trim().parse::<usize>() {
@@ -211,6 +225,20 @@ pub struct Settings {
     #[arg(long = "plugin-max-concurrent-fetches", env = "PLUGIN_MAX_CONCURRENT_FETCHES", value_name = "PLUGIN_MAX_CONCURRENT_FETCHES", default_value = "8", value_parser = parse_small_count)]
     pub max_concurrent_fetches: usize,
 
+    /// Time a client has to send a request line and headers; also how long
+    /// a kept-alive connection may wait for its next request.
+    #[arg(long = "plugin-http-header-timeout", env = "PLUGIN_HTTP_HEADER_TIMEOUT", value_name = "PLUGIN_HTTP_HEADER_TIMEOUT", default_value = "30s", value_parser = parse_positive_duration)]
+    pub http_header_timeout: Duration,
+
+    /// Longest pause in a request body, or in a client's reading of a
+    /// response, before the connection is closed.
+    #[arg(long = "plugin-http-body-idle-timeout", env = "PLUGIN_HTTP_BODY_IDLE_TIMEOUT", value_name = "PLUGIN_HTTP_BODY_IDLE_TIMEOUT", default_value = "30s", value_parser = parse_positive_duration)]
+    pub http_body_idle_timeout: Duration,
+
+    /// Open client connections at most; more wait in the listen backlog.
+    #[arg(long = "plugin-http-max-connections", env = "PLUGIN_HTTP_MAX_CONNECTIONS", value_name = "PLUGIN_HTTP_MAX_CONNECTIONS", default_value = "512", value_parser = parse_connections)]
+    pub http_max_connections: usize,
+
     /// The admin token; generated into <data-dir>/admin-token when unset.
     #[arg(long = "plugin-admin-token", env = "PLUGIN_ADMIN_TOKEN", value_name = "PLUGIN_ADMIN_TOKEN", hide_env_values = true, value_parser = parse_secret)]
     pub admin_token: Option<Secret>,
@@ -262,6 +290,10 @@ impl Settings {
             cache_max_bytes = self.cache_max_bytes,
             max_entries = self.max_entries,
             max_concurrent_fetches = self.max_concurrent_fetches,
+
+            http_header_timeout = %humantime::format_duration(self.http_header_timeout),
+            http_body_idle_timeout = %humantime::format_duration(self.http_body_idle_timeout),
+            http_max_connections = self.http_max_connections,
             admin_token = if self.admin_token.is_some() { "(set)" } else { "(generated file)" },
             "effective settings"
         );
@@ -305,6 +337,10 @@ mod tests {
         assert_eq!(s.cache_max_bytes, 1_073_741_824);
         assert_eq!(s.max_entries, 10_000);
         assert_eq!(s.max_concurrent_fetches, 8);
+
+        assert_eq!(s.http_header_timeout, Duration::from_secs(30));
+        assert_eq!(s.http_body_idle_timeout, Duration::from_secs(30));
+        assert_eq!(s.http_max_connections, 512);
         assert!(!s.allow_unpinned && !s.allowlist_fail_open && !s.allow_tokenless_workspaces);
         assert!(s.https_allowed_hosts.is_empty());
         assert_eq!(
@@ -377,6 +413,20 @@ mod tests {
                 "--plugin-max-concurrent-fetches",
                 "0",
                 "PLUGIN_MAX_CONCURRENT_FETCHES",
+
+                "--plugin-http-header-timeout",
+                "0s",
+                "PLUGIN_HTTP_HEADER_TIMEOUT",
+            ),
+            (
+                "--plugin-http-body-idle-timeout",
+                "later",
+                "PLUGIN_HTTP_BODY_IDLE_TIMEOUT",
+            ),
+            (
+                "--plugin-http-max-connections",
+                "0",
+                "PLUGIN_HTTP_MAX_CONNECTIONS",
             ),
         ];
         for (flag, value, setting) in cases {

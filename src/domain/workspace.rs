@@ -184,6 +184,25 @@ impl WorkspaceSpec {
     }
 }
 
+/// The container of record `id`: `explicit`, else `ws-` + the first 12
+/// characters of the id (SPEC §8).
+pub fn effective_container(id: &WorkspaceId, explicit: Option<&ContainerName>) -> ContainerName {
+    match explicit {
+        Some(name) => name.clone(),
+        None => ContainerName(id.container_default()),
+    }
+}
+
+impl WorkspaceSpec {
+    /// The container record `id` holds with these fields: its effective
+    /// container unless it is `removed`. Two records never hold the same
+    /// one (SPEC §6).
+    pub fn claimed_container(&self, id: &WorkspaceId) -> Option<ContainerName> {
+        (self.status != WorkspaceStatus::Removed)
+            .then(|| effective_container(id, self.container.as_ref()))
+    }
+}
+
 /// A workspace record.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Workspace {
@@ -202,10 +221,7 @@ impl Workspace {
     /// The record's explicit container, else `ws-` + the first 12
     /// characters of the id.
     pub fn container_name(&self) -> ContainerName {
-        match &self.spec.container {
-            Some(name) => name.clone(),
-            None => ContainerName(self.id.container_default()),
-        }
+        effective_container(&self.id, self.spec.container.as_ref())
     }
 
     /// Restarts are skipped for workspaces that are not meant to run.
@@ -411,6 +427,39 @@ mod tests {
             },
         );
         assert_eq!(explicit.container_name().as_str(), "my.box");
+    }
+
+    #[test]
+    fn a_record_claims_its_effective_container_unless_removed() {
+        for status in WorkspaceStatus::ALL {
+            let derived = workspace(
+                "0123456789abcdef",
+                WorkspaceInput {
+                    status: Some(status.as_str()),
+                    ..input()
+                },
+            );
+            let explicit = workspace(
+                "ws1",
+                WorkspaceInput {
+                    container: Some("my.box"),
+                    status: Some(status.as_str()),
+                    ..input()
+                },
+            );
+            let claims = |w: &Workspace| w.spec.claimed_container(&w.id).map(|c| c.to_string());
+            if status == WorkspaceStatus::Removed {
+                assert_eq!(claims(&derived), None);
+                assert_eq!(claims(&explicit), None);
+            } else {
+                assert_eq!(
+                    claims(&derived).as_deref(),
+                    Some("ws-0123456789ab"),
+                    "{status}"
+                );
+                assert_eq!(claims(&explicit).as_deref(), Some("my.box"), "{status}");
+            }
+        }
     }
 
     #[test]

@@ -5,7 +5,7 @@ use chrono::{DateTime, Utc};
 
 use crate::domain::name::{PluginName, WorkspaceId};
 use crate::domain::token::{TokenHash, TokenId, TokenRecord};
-use crate::domain::workspace::{Workspace, WorkspaceSpec};
+use crate::domain::workspace::{ContainerName, Workspace, WorkspaceSpec};
 use crate::ports::BoxError;
 
 /// What a store can fail with. Stores never answer "not found" as an
@@ -18,6 +18,13 @@ pub enum StoreError {
     /// A write conflicted with existing data (e.g. a duplicate key).
     #[error("store conflict")]
     Conflict(#[source] BoxError),
+    /// The record's container is already the container of `owner`, another
+    /// record that is not `removed` (SPEC §6); nothing was written.
+    #[error("container \"{container}\" already belongs to workspace \"{owner}\"")]
+    ContainerTaken {
+        container: ContainerName,
+        owner: WorkspaceId,
+    },
     /// Anything else the database reported.
     #[error("store error")]
     Other(#[source] BoxError),
@@ -37,6 +44,9 @@ pub trait WorkspaceStore: Send + Sync {
     async fn workspace(&self, id: &WorkspaceId) -> Result<Option<Workspace>, StoreError>;
 
     /// Creates or replaces the settable fields of `id`'s record at `now`.
+    /// [`StoreError::ContainerTaken`] when the record would hold another
+    /// live record's container; of two racing writes that would share one,
+    /// exactly one succeeds.
     async fn upsert_workspace(
         &self,
         id: &WorkspaceId,
@@ -59,8 +69,11 @@ pub trait WorkspaceStore: Send + Sync {
 #[cfg_attr(test, mockall::automock)]
 #[async_trait]
 pub trait TokenStore: Send + Sync {
-    /// Stores a new token (its hash only).
-    async fn insert_token(&self, token: &TokenRecord) -> Result<(), StoreError>;
+    /// Stores a new token (its hash only) if its workspace has a record;
+    /// false, and nothing stored, when it has none. A token inserted while
+    /// its workspace is being deleted is deleted with it: it never outlives
+    /// the record, nor comes back with a new record of the same id.
+    async fn insert_token(&self, token: &TokenRecord) -> Result<bool, StoreError>;
 
     /// The token whose secret hashes to `hash`, revoked or not.
     async fn token_by_hash(&self, hash: &TokenHash) -> Result<Option<TokenRecord>, StoreError>;
@@ -94,7 +107,9 @@ pub trait AllowlistStore: Send + Sync {
     async fn allowlist(&self, org: &WorkspaceId) -> Result<Vec<AllowlistEntry>, StoreError>;
 
     /// Replaces the org's list atomically: on any failure the old list
-    /// stays. Entries that stay keep their `enabled_by` and `enabled_at`.
+    /// stays, and concurrent replacements of one org apply one after the
+    /// other (the result is one of the lists, never a merge). Entries that
+    /// stay keep their `enabled_by` and `enabled_at`.
     /// `plugins` must be free of duplicates (`normalize_allowlist`);
     /// duplicates are a `Conflict`.
     async fn replace_allowlist(

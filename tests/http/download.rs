@@ -560,4 +560,48 @@ async fn the_data_dir_never_holds_more_than_the_cache_cap_plus_one_staging_budge
     let peak = sampler.peak();
     eprintln!("peak {peak} bytes, bound {bound}");
     assert!(peak <= bound, "peak {peak} > {bound}");
+
+#[tokio::test]
+async fn a_source_with_user_info_is_refused_like_install_and_never_echoed() {
+    let app = spawn_app().await;
+    let token = external(&app).await;
+    app.create_workspace("box", json!({"name": "Box", "runtime": "claude-code"}))
+        .await;
+    let pin = "0".repeat(64);
+    for (source, message) in [
+        (
+            format!("https://user:pass@plugins.example/careful-bash.tar.gz#sha256={pin}"),
+            "invalid plugin source",
+        ),
+        // Read as a plugin name, which cannot hold `:` or `@`.
+        (
+            "local://user:pass@careful-bash".to_owned(),
+            "invalid plugin name",
+        ),
+    ] {
+        let installed = app
+            .call(
+                Method::POST,
+                "/workspaces/box/plugins",
+                Some(ADMIN_TOKEN),
+                Some(json!({ "source": source })),
+            )
+            .await;
+        let resp = app
+            .req(Method::GET, PATH, Some(&token))
+            .query(&[("source", &source)])
+            .send()
+            .await
+            .unwrap();
+        let downloaded = json(resp).await;
+        assert_eq!(downloaded, installed, "{source}");
+        let (status, body) = downloaded;
+        assert_eq!(status, 400, "{body}");
+        assert_eq!(body["error"], message, "{body}");
+        let echoed = body["source"].as_str().unwrap();
+        assert!(
+            !echoed.contains("user") && !echoed.contains("pass"),
+            "{echoed}"
+        );
+    }
 }

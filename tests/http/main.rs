@@ -9,4 +9,5 @@ mod download;
 mod health;
 mod openapi;
 mod plugins;
+mod transport;
 mod workspaces;

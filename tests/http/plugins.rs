@@ -95,6 +95,26 @@ async fn an_empty_registry_is_an_empty_list() {
 }
 
 #[tokio::test]
+async fn a_missing_registry_directory_lists_no_plugins() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = spawn_app_with(Options {
+        plugins_dir: Some(dir.path().join("not-created")),
+        ..Options::default()
+    })
+    .await;
+    assert_eq!(
+        app.call(Method::GET, "/plugins", None, None).await,
+        (200, json!([]))
+    );
+    app.create_workspace("ws-1", json!({"name": "w", "runtime": "claude-code"}))
+        .await;
+    assert_eq!(
+        app.admin_get("/workspaces/ws-1/plugins/available").await,
+        (200, json!([]))
+    );
+}
+
+#[tokio::test]
 async fn sources_lists_the_registered_schemes() {
     let app = spawn_app().await;
     let resp = app

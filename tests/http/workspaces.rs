@@ -315,3 +315,101 @@ async fn concurrent_creates_of_one_id_give_one_201_and_no_error() {
         "{statuses:?}"
     );
 }
+
+#[tokio::test]
+async fn a_container_of_another_live_record_is_a_409_and_changes_nothing() {
+    let app = spawn_app().await;
+    let owner = app
+        .create_workspace(
+            "owner",
+            json!({"name": "A", "runtime": "x", "container": "ws-newcomer"}),
+        )
+        .await;
+    // "newcomer" defaults to ws-newcomer, the owner's explicit container.
+    let conflict = json!({
+        "error": "container \"ws-newcomer\" already belongs to workspace \"owner\""
+    });
+    assert_eq!(
+        app.call(
+            Method::PUT,
+            "/workspaces/newcomer",
+            Some(ADMIN_TOKEN),
+            Some(json!({"name": "B", "runtime": "x"})),
+        )
+        .await,
+        (409, conflict.clone())
+    );
+    assert_eq!(app.admin_get("/workspaces/newcomer").await.0, 404);
+    // An existing record may not move into it either, and keeps its fields.
+    let other = app
+        .create_workspace("other", json!({"name": "C", "runtime": "x"}))
+        .await;
+    let (status, body) = app
+        .call(
+            Method::PUT,
+            "/workspaces/other",
+            Some(ADMIN_TOKEN),
+            Some(json!({"name": "C2", "runtime": "y", "container": "ws-newcomer"})),
+        )
+        .await;
+    assert_eq!(status, 409, "{body}");
+    assert_eq!(app.admin_get("/workspaces/other").await.1, other);
+
+    // Updating a record in its own container is fine.
+    let (status, updated) = app
+        .call(
+            Method::PUT,
+            "/workspaces/owner",
+            Some(ADMIN_TOKEN),
+            Some(json!({"name": "A2", "runtime": "x", "container": "ws-newcomer"})),
+        )
+        .await;
+    assert_eq!(status, 200, "{updated}");
+    assert_eq!(updated["created_at"], owner["created_at"]);
+
+    // A removed record's container can be taken.
+    let (status, _) = app
+        .call(
+            Method::PUT,
+            "/workspaces/owner",
+            Some(ADMIN_TOKEN),
+            Some(json!({"name": "A2", "runtime": "x", "container": "ws-newcomer", "status": "removed"})),
+        )
+        .await;
+    assert_eq!(status, 200);
+    app.create_workspace("newcomer", json!({"name": "B", "runtime": "x"}))
+        .await;
+}
+
+#[tokio::test]
+async fn a_token_of_a_deleted_workspace_does_not_come_back_with_a_new_record() {
+    let app = spawn_app().await;
+    app.create_workspace("ws-1", json!({"name": "A", "runtime": "x"}))
+        .await;
+    let (_, secret) = app.issue_token("ws-1").await;
+    let (status, _) = app
+        .call(Method::DELETE, "/workspaces/ws-1", Some(ADMIN_TOKEN), None)
+        .await;
+    assert_eq!(status, 204);
+    assert_eq!(
+        app.call(
+            Method::POST,
+            "/workspaces/ws-1/tokens",
+            Some(ADMIN_TOKEN),
+            None
+        )
+        .await,
+        (404, json!({"error": "workspace not found"}))
+    );
+    app.create_workspace("ws-1", json!({"name": "A", "runtime": "x"}))
+        .await;
+    assert_eq!(
+        app.call(Method::GET, "/workspaces/ws-1", Some(&secret), None)
+            .await,
+        (401, json!({"error": "invalid auth token"}))
+    );
+    assert_eq!(
+        app.admin_get("/workspaces/ws-1/tokens").await,
+        (200, json!([]))
+    );
+}

@@ -79,7 +79,7 @@ impl WorkspaceStore for BreakableStore {
 
 #[async_trait]
 impl TokenStore for BreakableStore {
-    async fn insert_token(&self, token: &TokenRecord) -> Result<(), StoreError> {
+    async fn insert_token(&self, token: &TokenRecord) -> Result<bool, StoreError> {
         self.check()?;
         self.inner.insert_token(token).await
     }
@@ -264,6 +264,11 @@ pub async fn json(resp: reqwest::Response) -> (u16, Value) {
 impl TestApp {
     pub fn url(&self, path: &str) -> String {
         format!("{}{}", self.base, path)
+    }
+
+    /// `host:port` of the server, for raw TCP clients.
+    pub fn addr(&self) -> &str {
+        self.base.trim_start_matches("http://")
     }
 
     /// A request with an optional bearer token.

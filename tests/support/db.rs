@@ -91,6 +91,17 @@ pub async fn execute(url: &str, sql: &str) {
     let _ = db.close().await;
 }
 
+/// A connection of its own to `url`, e.g. to hold a transaction open
+/// while the store under test works on another connection.
+///
+/// # Panics
+/// When the database cannot be reached.
+pub async fn connection(url: &str) -> DatabaseConnection {
+    connect(url)
+        .await
+        .unwrap_or_else(|e| panic!("cannot connect to {}: {e}", redact(url)))
+}
+
 async fn connect(url: &str) -> Result<DatabaseConnection, sea_orm::DbErr> {
     let mut options = ConnectOptions::new(url);
     options

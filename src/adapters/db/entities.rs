@@ -16,6 +16,9 @@ pub mod workspace {
         pub status: String,
         pub created_at: DateTimeUtc,
         pub updated_at: DateTimeUtc,
+        /// The effective container while the record is not `removed`,
+        /// else NULL; unique, so no two live records share a container.
+        pub container_claim: Option<String>,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

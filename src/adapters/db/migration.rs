@@ -12,6 +12,7 @@ impl MigratorTrait for Migrator {
         vec![
             Box::new(m20261125_000001_initial::Migration),
             Box::new(m20261125_000002_receipts::Migration),
+            Box::new(m20261201_000003_one_owner::Migration),
         ]
     }
 }
@@ -27,6 +28,7 @@ enum Workspaces {
     Status,
     CreatedAt,
     UpdatedAt,
+    ContainerClaim,
 }
 
 #[derive(DeriveIden)]
@@ -38,6 +40,12 @@ enum Tokens {
     CreatedAt,
     LastUsedAt,
     Revoked,
+}
+
+/// The rebuilt `tokens` of `m20261201_000003_one_owner`, before its rename.
+#[derive(DeriveIden)]
+enum TokensRebuilt {
+    Table,
 }
 
 #[derive(DeriveIden)]
@@ -205,5 +213,282 @@ mod m20261125_000001_initial {
             }
             Ok(())
         }
+    }
+}
+
+/// Every record owns what it refers to, and nothing is shared:
+///
+/// * `workspaces.container_claim` holds the effective container of a record
+///   that is not `removed` (NULL otherwise), under a unique index, so two
+///   live records never share a container (SPEC §6) even when two writes
+///   race;
+/// * `tokens.workspace_id` references `workspaces.id` with `ON DELETE
+///   CASCADE`, so a token issued while its workspace is deleted either
+///   fails to insert or is deleted with it, and never waits for a new
+///   record with the same id. SQLite cannot add a foreign key to a table,
+///   so `tokens` is rebuilt (on both backends: one path), keeping every
+///   token whose workspace exists.
+mod m20261201_000003_one_owner {
+    use std::collections::HashSet;
+
+    use sea_orm::ConnectionTrait;
+
+    use super::*;
+    use crate::domain::name::WorkspaceId;
+    use crate::domain::workspace::{ContainerName, WorkspaceStatus, effective_container};
+
+    pub struct Migration;
+
+    impl MigrationName for Migration {
+        fn name(&self) -> &str {
+            "m20261201_000003_one_owner"
+        }
+    }
+
+    pub const CONTAINER_CLAIM_INDEX: &str = "idx_workspaces_container_claim";
+
+    /// Claims each live record's effective container, oldest record first.
+    /// Records that already share a container (allowed before) keep their
+    /// data; only the oldest holds the claim, and the others get a 409 at
+    /// their next `PUT` until their container is changed.
+    async fn backfill_claims(manager: &SchemaManager<'_>) -> Result<(), DbErr> {
+        let db = manager.get_connection();
+        let rows = db
+            .query_all(
+                Query::select()
+                    .columns([Workspaces::Id, Workspaces::Container, Workspaces::Status])
+                    .from(Workspaces::Table)
+                    .order_by(Workspaces::CreatedAt, Order::Asc)
+                    .order_by(Workspaces::Id, Order::Asc),
+            )
+            .await?;
+        let mut claimed = HashSet::new();
+        for row in rows {
+            let id: String = row.try_get("", "id")?;
+            let container: Option<String> = row.try_get("", "container")?;
+            let status: String = row.try_get("", "status")?;
+            // Rows this service did not write are left unclaimed.
+            let (Ok(parsed_id), Ok(status)) =
+                (WorkspaceId::parse(&id), status.parse::<WorkspaceStatus>())
+            else {
+                continue;
+            };
+            if status == WorkspaceStatus::Removed {
+                continue;
+            }
+            let explicit = container.as_deref().map(ContainerName::parse).transpose();
+            let Ok(explicit) = explicit else { continue };
+            let claim = effective_container(&parsed_id, explicit.as_ref());
+            if !claimed.insert(claim.as_str().to_owned()) {
+                continue;
+            }
+            db.execute(
+                Query::update()
+                    .table(Workspaces::Table)
+                    .value(Workspaces::ContainerClaim, claim.as_str())
+                    .and_where(Expr::col(Workspaces::Id).eq(id)),
+            )
+            .await?;
+        }
+        Ok(())
+    }
+
+    async fn rebuild_tokens(manager: &SchemaManager<'_>) -> Result<(), DbErr> {
+        let backend = manager.get_database_backend();
+        manager
+            .create_table(
+                Table::create()
+                    .table(TokensRebuilt::Table)
+                    .col(string(Tokens::Id).primary_key())
+                    .col(key_string(Tokens::WorkspaceId, backend))
+                    .col(string_uniq(Tokens::Hash))
+                    .col(timestamp_with_time_zone(Tokens::CreatedAt))
+                    .col(timestamp_with_time_zone_null(Tokens::LastUsedAt))
+                    .col(boolean(Tokens::Revoked))
+                    .foreign_key(
+                        ForeignKey::create()
+                            .name("fk_tokens_workspace_id")
+                            .from(TokensRebuilt::Table, Tokens::WorkspaceId)
+                            .to(Workspaces::Table, Workspaces::Id)
+                            .on_delete(ForeignKeyAction::Cascade),
+                    )
+                    .to_owned(),
+            )
+            .await?;
+        let columns = || {
+            [
+                Tokens::Id,
+                Tokens::WorkspaceId,
+                Tokens::Hash,
+                Tokens::CreatedAt,
+                Tokens::LastUsedAt,
+                Tokens::Revoked,
+            ]
+        };
+        // Tokens of a workspace that no longer exists are dead already:
+        // they are not carried over.
+        let copy = Query::insert()
+            .into_table(TokensRebuilt::Table)
+            .columns(columns())
+            .select_from(
+                Query::select()
+                    .columns(columns())
+                    .from(Tokens::Table)
+                    .and_where(
+                        Expr::col(Tokens::WorkspaceId).in_subquery(
+                            Query::select()
+                                .column(Workspaces::Id)
+                                .from(Workspaces::Table)
+                                .to_owned(),
+                        ),
+                    )
+                    .to_owned(),
+            )
+            .map_err(|e| DbErr::Migration(e.to_string()))?
+            .to_owned();
+        manager.exec_stmt(copy).await?;
+        manager
+            .drop_table(Table::drop().table(Tokens::Table).to_owned())
+            .await?;
+        manager
+            .rename_table(
+                Table::rename()
+                    .table(TokensRebuilt::Table, Tokens::Table)
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_index(
+                Index::create()
+                    .name("idx_tokens_workspace_id")
+                    .table(Tokens::Table)
+                    .col(Tokens::WorkspaceId)
+                    .to_owned(),
+            )
+            .await
+    }
+
+    #[async_trait::async_trait]
+    impl MigrationTrait for Migration {
+        async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+            manager
+                .alter_table(
+                    Table::alter()
+                        .table(Workspaces::Table)
+                        .add_column(string_null(Workspaces::ContainerClaim))
+                        .to_owned(),
+                )
+                .await?;
+            backfill_claims(manager).await?;
+            manager
+                .create_index(
+                    Index::create()
+                        .name(CONTAINER_CLAIM_INDEX)
+                        .table(Workspaces::Table)
+                        .col(Workspaces::ContainerClaim)
+                        .unique()
+                        .to_owned(),
+                )
+                .await?;
+            rebuild_tokens(manager).await
+        }
+
+        async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+            manager
+                .drop_index(
+                    Index::drop()
+                        .name(CONTAINER_CLAIM_INDEX)
+                        .table(Workspaces::Table)
+                        .to_owned(),
+                )
+                .await?;
+            manager
+                .alter_table(
+                    Table::alter()
+                        .table(Workspaces::Table)
+                        .drop_column(Workspaces::ContainerClaim)
+                        .to_owned(),
+                )
+                .await
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use sea_orm::{ConnectionTrait, Database, DatabaseConnection};
+
+    use super::*;
+
+    async fn at_receipts() -> DatabaseConnection {
+        let db = Database::connect("sqlite::memory:").await.unwrap();
+        Migrator::up(&db, Some(2)).await.unwrap();
+        db
+    }
+
+    async fn column(db: &DatabaseConnection, sql: &str) -> Vec<(String, Option<String>)> {
+        db.query_all_raw(sea_orm::Statement::from_string(
+            db.get_database_backend(),
+            sql,
+        ))
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|row| {
+            (
+                row.try_get_by_index(0).unwrap(),
+                row.try_get_by_index(1).unwrap(),
+            )
+        })
+        .collect()
+    }
+
+    #[tokio::test]
+    async fn one_owner_claims_containers_oldest_first_and_drops_orphan_tokens() {
+        let db = at_receipts().await;
+        db.execute_unprepared(
+            "INSERT INTO workspaces (id, name, runtime, parent_id, container, status, created_at, updated_at) VALUES \
+             ('older', 'n', 'r', NULL, 'box', 'online', '2026-01-01T00:00:00Z', '2026-01-01T00:00:00Z'), \
+             ('newer', 'n', 'r', NULL, 'box', 'online', '2026-02-01T00:00:00Z', '2026-02-01T00:00:00Z'), \
+             ('gone', 'n', 'r', NULL, 'box', 'removed', '2025-01-01T00:00:00Z', '2025-01-01T00:00:00Z'), \
+             ('0123456789abcdef', 'n', 'r', NULL, NULL, 'paused', '2026-01-01T00:00:00Z', '2026-01-01T00:00:00Z'); \
+             INSERT INTO tokens (id, workspace_id, hash, created_at, last_used_at, revoked) VALUES \
+             ('t1', 'older', 'h1', '2026-01-01T00:00:00Z', NULL, false), \
+             ('t2', 'deleted-long-ago', 'h2', '2026-01-01T00:00:00Z', NULL, false);",
+        )
+        .await
+        .unwrap();
+
+        Migrator::up(&db, None).await.unwrap();
+
+        assert_eq!(
+            column(
+                &db,
+                "SELECT id, container_claim FROM workspaces ORDER BY id"
+            )
+            .await,
+            [
+                ("0123456789abcdef".into(), Some("ws-0123456789ab".into())),
+                ("gone".into(), None),
+                ("newer".into(), None),
+                ("older".into(), Some("box".into())),
+            ]
+        );
+        assert_eq!(
+            column(&db, "SELECT id, workspace_id FROM tokens").await,
+            [("t1".into(), Some("older".into()))]
+        );
+        // The rebuilt table enforces its owner and goes with it.
+        let orphan = db
+            .execute_unprepared(
+                "INSERT INTO tokens (id, workspace_id, hash, created_at, last_used_at, revoked) \
+                 VALUES ('t3', 'nobody', 'h3', '2026-01-01T00:00:00Z', NULL, false)",
+            )
+            .await;
+        assert!(orphan.is_err(), "{orphan:?}");
+        db.execute_unprepared("DELETE FROM workspaces WHERE id = 'older'")
+            .await
+            .unwrap();
+        assert_eq!(column(&db, "SELECT id, workspace_id FROM tokens").await, []);
     }
 }

@@ -8,7 +8,8 @@ use chrono::{DateTime, Utc};
 use sea_orm::sea_query::Expr;
 use sea_orm::{
     ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectOptions, ConnectionTrait, Database,
-    DatabaseConnection, DbErr, EntityTrait, QueryFilter, QueryOrder, QuerySelect, SqlErr,
+    DatabaseConnection, DatabaseTransaction, DbBackend, DbErr, EntityTrait, QueryFilter,
+    QueryOrder, QuerySelect, SqlErr, SqliteTransactionMode, Statement, TransactionOptions,
     TransactionTrait,
 };
 use sea_orm_migration::MigratorTrait;
@@ -42,6 +43,15 @@ fn map_err(e: DbErr) -> StoreError {
     }
 }
 
+/// How many times a workspace write is tried when a concurrent write of
+/// the same id or container won the race: each retry re-reads what won.
+const UPSERT_ATTEMPTS: usize = 3;
+
+/// The first key of the per-org advisory lock that serializes allowlist
+/// replacements on PostgreSQL: an arbitrary constant ("wpal") that keeps
+/// these locks apart from any other advisory lock on the server.
+const ALLOWLIST_LOCK_CLASS: i32 = 0x7770_616c;
+
 /// A row that does not convert back into a domain value: the database was
 /// written by something else, or by a buggy version of this service.
 fn corrupt(what: &str, id: &str) -> StoreError {
@@ -70,13 +80,42 @@ impl SeaOrmStore {
 }
 
 impl SeaOrmStore {
+    /// A transaction that will write. On SQLite it takes the write lock at
+    /// `BEGIN`, so what it reads cannot change before it writes; PostgreSQL
+    /// transactions lock what they need explicitly.
+    async fn begin_write(&self) -> Result<DatabaseTransaction, StoreError> {
+        self.db
+            .begin_with_options(TransactionOptions {
+                sqlite_transaction_mode: Some(SqliteTransactionMode::Immediate),
+                ..TransactionOptions::default()
+            })
+            .await
+            .map_err(map_err)
+    }
+
     async fn try_upsert(
         &self,
         id: &WorkspaceId,
         spec: &WorkspaceSpec,
         now: DateTime<Utc>,
     ) -> Result<(Workspace, Upserted), StoreError> {
-        let txn = self.db.begin().await.map_err(map_err)?;
+        let txn = self.begin_write().await?;
+        // The unique index on the claim is what holds under a race; this
+        // read names the owner for the answer (a write that lost the race
+        // is retried and lands here).
+        if let Some(container) = spec.claimed_container(id) {
+            let owner = workspace::Entity::find()
+                .filter(workspace::Column::ContainerClaim.eq(container.as_str()))
+                .filter(workspace::Column::Id.ne(id.as_str()))
+                .one(&txn)
+                .await
+                .map_err(map_err)?;
+            if let Some(owner) = owner {
+                let owner =
+                    WorkspaceId::parse(&owner.id).map_err(|_| corrupt("workspace", &owner.id))?;
+                return Err(StoreError::ContainerTaken { container, owner });
+            }
+        }
         let existing = workspace::Entity::find_by_id(id.as_str())
             .one(&txn)
             .await
@@ -172,6 +211,7 @@ fn workspace_row(
         status: Set(spec.status.as_str().to_owned()),
         created_at: Set(created_at),
         updated_at: Set(now),
+        container_claim: Set(spec.claimed_container(id).map(|c| c.as_str().to_owned())),
     }
 }
 
@@ -192,11 +232,15 @@ impl WorkspaceStore for SeaOrmStore {
         spec: &WorkspaceSpec,
         now: DateTime<Utc>,
     ) -> Result<(Workspace, Upserted), StoreError> {
-        match self.try_upsert(id, spec, now).await {
-            // A concurrent create of the same id won the insert: this
-            // request is an update of the record it created.
-            Err(StoreError::Conflict(_)) => self.try_upsert(id, spec, now).await,
-            other => other,
+        let mut attempt = 1;
+        loop {
+            match self.try_upsert(id, spec, now).await {
+                // A concurrent write won: a create of the same id (this
+                // request then updates the record it created) or a claim
+                // of the same container (the retry names its owner).
+                Err(StoreError::Conflict(_)) if attempt < UPSERT_ATTEMPTS => attempt += 1,
+                other => return other,
+            }
         }
     }
 
@@ -220,25 +264,22 @@ impl WorkspaceStore for SeaOrmStore {
     }
 
     async fn delete_workspace(&self, id: &WorkspaceId) -> Result<bool, StoreError> {
-        let txn = self.db.begin().await.map_err(map_err)?;
-        token::Entity::delete_many()
-            .filter(token::Column::WorkspaceId.eq(id.as_str()))
-            .exec(&txn)
-            .await
-            .map_err(map_err)?;
+        // The tokens go with the record (`ON DELETE CASCADE`), including
+        // one whose insert is racing this delete: its foreign-key check
+        // either waits for this delete and fails, or holds the record until
+        // it commits and is then deleted with it.
         let deleted = workspace::Entity::delete_by_id(id.as_str())
-            .exec(&txn)
+            .exec(&self.db)
             .await
             .map_err(map_err)?;
-        txn.commit().await.map_err(map_err)?;
         Ok(deleted.rows_affected > 0)
     }
 }
 
 #[async_trait]
 impl TokenStore for SeaOrmStore {
-    async fn insert_token(&self, t: &TokenRecord) -> Result<(), StoreError> {
-        token::ActiveModel {
+    async fn insert_token(&self, t: &TokenRecord) -> Result<bool, StoreError> {
+        let inserted = token::ActiveModel {
             id: Set(t.id.as_str().to_owned()),
             workspace_id: Set(t.workspace_id.as_str().to_owned()),
             hash: Set(t.hash.to_hex()),
@@ -247,9 +288,15 @@ impl TokenStore for SeaOrmStore {
             revoked: Set(t.revoked),
         }
         .insert(&self.db)
-        .await
-        .map_err(map_err)?;
-        Ok(())
+        .await;
+        match inserted {
+            Ok(_) => Ok(true),
+            // The workspace has no record (any more): see `delete_workspace`.
+            Err(e) if matches!(e.sql_err(), Some(SqlErr::ForeignKeyConstraintViolation(_))) => {
+                Ok(false)
+            }
+            Err(e) => Err(map_err(e)),
+        }
     }
 
     async fn token_by_hash(&self, hash: &TokenHash) -> Result<Option<TokenRecord>, StoreError> {
@@ -339,7 +386,19 @@ impl AllowlistStore for SeaOrmStore {
         enabled_by: &str,
         now: DateTime<Utc>,
     ) -> Result<Vec<AllowlistEntry>, StoreError> {
-        let txn = self.db.begin().await.map_err(map_err)?;
+        let txn = self.begin_write().await?;
+        if txn.get_database_backend() == DbBackend::Postgres {
+            // READ COMMITTED lets two replacements read the same old list
+            // and merge their writes: one at a time per org, each reading
+            // the list the previous one committed.
+            txn.execute_raw(Statement::from_sql_and_values(
+                DbBackend::Postgres,
+                "SELECT pg_advisory_xact_lock($1, hashtext($2))",
+                [ALLOWLIST_LOCK_CLASS.into(), org.as_str().into()],
+            ))
+            .await
+            .map_err(map_err)?;
+        }
         let existing: BTreeMap<String, AllowlistEntry> = read_allowlist(&txn, org)
             .await?
             .into_iter()

@@ -42,7 +42,25 @@ pub(crate) fn read_manifest(dir: &Path, name: PluginName) -> Manifest {
 }
 
 fn list_blocking(root: &Path) -> Result<Vec<Manifest>, RegistryError> {
-    let entries = std::fs::read_dir(root).map_err(|e| RegistryError::Unavailable(Box::new(e)))?;
+    let entries = match std::fs::read_dir(root) {
+        Ok(entries) => entries,
+        // A registry that is not there holds no plugins (SPEC §5): the
+        // listing is empty, and the log says which directory is missing.
+        Err(e)
+            if matches!(
+                e.kind(),
+                std::io::ErrorKind::NotFound | std::io::ErrorKind::NotADirectory
+            ) =>
+        {
+            tracing::warn!(
+                plugins_dir = %root.display(),
+                error = %e,
+                "registry: PLUGINS_DIR is not a directory; listing no plugins"
+            );
+            return Ok(Vec::new());
+        }
+        Err(e) => return Err(RegistryError::Unavailable(Box::new(e))),
+    };
     let mut plugins = Vec::new();
     for entry in entries {
         let entry = entry.map_err(|e| RegistryError::Unavailable(Box::new(e)))?;
@@ -258,12 +276,12 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_missing_registry_directory_is_unavailable() {
+    async fn a_missing_registry_directory_lists_no_plugins() {
         let registry = LocalRegistry::new("/nonexistent/plugins-dir");
-        assert!(matches!(
-            registry.list().await,
-            Err(RegistryError::Unavailable(_))
-        ));
+        assert_eq!(registry.list().await.unwrap(), vec![]);
+        let (dir, _) = registry_with(&["file.txt"]);
+        let a_file = LocalRegistry::new(dir.path().join("file.txt"));
+        assert_eq!(a_file.list().await.unwrap(), vec![]);
     }
 
     #[tokio::test]

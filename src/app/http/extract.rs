@@ -114,7 +114,13 @@ async fn read_capped(body: Body, limit: u64) -> Result<Vec<u8>, AppError> {
     use futures_util::TryStreamExt;
     let mut stream = body.into_bytes_stream();
     let mut out = Vec::new();
-    while let Some(chunk) = stream.try_next().await.map_err(|_| AppError::InvalidBody)? {
+    while let Some(chunk) = stream.try_next().await.map_err(|e| {
+        if e.kind() == super::transport::BODY_IDLE_KIND {
+            AppError::BodyTimedOut
+        } else {
+            AppError::InvalidBody
+        }
+    })? {
         if (out.len() + chunk.len()) as u64 > limit {
             return Err(AppError::BodyTooLarge(limit));
         }

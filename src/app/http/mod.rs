@@ -11,6 +11,7 @@ pub mod health;
 pub mod metrics;
 pub mod plugins;
 pub mod problem;
+pub mod transport;
 pub mod workspace_plugins;
 pub mod workspaces;
 
@@ -67,6 +68,47 @@ pub fn openapi_service() -> OpenApiService<Apis, ()> {
         "Installs, removes and serves plugins for AI-agent workspaces. \
          Errors are JSON objects with an `error` message.",
     )
+}
+
+/// API route patterns, as poem's router names them (`/workspaces/:param0`)
+/// → the operation ids served there, joined by `|` in declaration order.
+pub(crate) fn operations_by_route() -> std::collections::HashMap<String, String> {
+    use poem_openapi::OpenApi as _;
+    let mut routes = std::collections::HashMap::new();
+    for api in Apis::meta() {
+        for path in api.paths {
+            // poem-openapi routes `/{id}/…/{name}` as `/:param0/…/:param1`.
+            let mut params = 0;
+            let pattern = path
+                .path
+                .split('/')
+                .map(|segment| {
+                    if segment.starts_with('{') && segment.ends_with('}') {
+                        params += 1;
+                        format!(":param{}", params - 1)
+                    } else {
+                        segment.to_owned()
+                    }
+                })
+                .collect::<Vec<_>>()
+                .join("/");
+            let ops = path
+                .operations
+                .iter()
+                .filter_map(|op| op.operation_id)
+                .collect::<Vec<_>>()
+                .join("|");
+            // Two APIs may serve one path: its label names all of them.
+            routes
+                .entry(pattern)
+                .and_modify(|all: &mut String| {
+                    all.push('|');
+                    all.push_str(&ops);
+                })
+                .or_insert(ops);
+        }
+    }
+    routes
 }
 
 /// The OpenAPI document as committed in `openapi/openapi.json`.

@@ -86,6 +86,23 @@ impl Problem {
     }
 }
 
+/// The JSON body of an error the HTTP transport answers before any
+/// handler runs: a request hyper could not parse. None for other statuses.
+pub fn transport_error_json(status: StatusCode, max_header_bytes: usize) -> Option<String> {
+    let message = match status {
+        StatusCode::BAD_REQUEST => {
+            "malformed HTTP request: the request line, the path or a header is not valid HTTP/1.1"
+                .to_owned()
+        }
+        StatusCode::URI_TOO_LONG => "request URI too long".to_owned(),
+        StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE => {
+            format!("request headers too large (at most {max_header_bytes} bytes and 100 headers)")
+        }
+        _ => return None,
+    };
+    serde_json::to_string(&serde_json::json!({ "error": message })).ok()
+}
+
 fn staging(error: &StagingError) -> (StatusCode, ErrorBody) {
     use StagingError as E;
     let status = match error {
@@ -155,6 +172,8 @@ impl From<AppError> for Problem {
                 },
             ),
             E::BodyTooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, ErrorBody::new(message)),
+            E::BodyTimedOut => (StatusCode::REQUEST_TIMEOUT, ErrorBody::new(message)),
+            E::ContainerTaken { .. } => (StatusCode::CONFLICT, ErrorBody::new(message)),
             E::Staging(e) => staging(e),
             E::Guard(refusal) => (
                 StatusCode::UNPROCESSABLE_ENTITY,

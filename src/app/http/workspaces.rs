@@ -20,7 +20,7 @@ use crate::app::state::AppState;
 use crate::domain::name::WorkspaceId;
 use crate::domain::token::{TOKEN_BYTES, TokenHash, TokenId, TokenRecord};
 use crate::domain::workspace::{Workspace, WorkspaceInput, WorkspaceSpec};
-use crate::ports::store::Upserted;
+use crate::ports::store::{StoreError, Upserted};
 
 pub struct WorkspacesApi;
 
@@ -176,7 +176,12 @@ impl WorkspacesApi {
             .workspaces
             .upsert_workspace(&id, &spec, crate::app::now())
             .await
-            .map_err(AppError::Store)?;
+            .map_err(|e| match e {
+                StoreError::ContainerTaken { container, owner } => {
+                    AppError::ContainerTaken { container, owner }
+                }
+                e => AppError::Store(e),
+            })?;
         let view = Json(WorkspaceView::from(workspace));
         Ok(match outcome {
             Upserted::Created => UpsertResponse::Created(view),
@@ -306,11 +311,16 @@ impl WorkspacesApi {
             last_used_at: None,
             revoked: false,
         };
-        state
+        // The record can be deleted between the check above and this
+        // insert: the store then refuses the token rather than keep it.
+        if !state
             .tokens
             .insert_token(&record)
             .await
-            .map_err(AppError::Store)?;
+            .map_err(AppError::Store)?
+        {
+            return Err(AppError::WorkspaceNotFound.into());
+        }
         Ok(Created::Created(Json(IssuedToken {
             id: record.id.to_string(),
             token: secret,
