@@ -43,9 +43,10 @@ pub struct Server {
     dir: tempfile::TempDir,
 }
 
-/// The server's open-file limit. It keeps a server that fans out one
-/// engine request per directory from exhausting the shared engine's own
-/// descriptors (other tests use it), and it is a common production default.
+/// The server's open-file limit (production services run with limits of
+/// this order). It keeps a server that opens one engine connection per
+/// directory from exhausting the shared engine's own descriptors, which
+/// other tests and sessions use.
 const SERVER_NOFILE: u32 = 4096;
 
 /// `VmRSS` and `VmHWM` of a process, in KiB.
@@ -83,11 +84,12 @@ impl Server {
         } else {
             None
         };
-        // `exec` keeps the pid: /proc/<pid> is the server's.
+        // `exec` keeps the pid: /proc/<pid> is the server's. A hard limit
+        // below ours is lower still, so a refused `ulimit` is fine.
         let mut cmd = std::process::Command::new("sh");
         cmd.args([
             "-c",
-            &format!("ulimit -n {SERVER_NOFILE} && exec \"$0\""),
+            &format!("ulimit -n {SERVER_NOFILE} 2>/dev/null; exec \"$0\""),
             env!("CARGO_BIN_EXE_workspace-plugins"),
         ]);
         for (key, _) in std::env::vars() {
@@ -503,14 +505,20 @@ pub fn diff(before: &[String], after: &[String], max: usize) -> String {
 }
 
 /// Entries under `/configs` (not following a symlinked `/configs`) whose
-/// owner is not `1000:1000`, as `uid:gid|path`.
-pub async fn foreign_owned(container: &str) -> Result<BTreeSet<String>, String> {
+/// owner is not `1000:1000`, keyed by `inode|uid:gid` (so a file that was
+/// only moved, e.g. a root-owned leftover renamed aside with its plugin
+/// directory, is not new), each with its path.
+pub async fn foreign_owned(container: &str) -> Result<BTreeMap<String, String>, String> {
     let script =
-        r#"find /configs \( ! -user 1000 -o ! -group 1000 \) -exec stat -c '%u:%g|%n' {} +"#;
+        r#"find /configs \( ! -user 1000 -o ! -group 1000 \) -exec stat -c '%i|%u:%g %n' {} +"#;
     let text = exec(container, ROOT, script, &[])
         .await
         .map_err(|e| format!("owner scan of /configs failed: {e}"))?;
-    Ok(text.lines().map(str::to_owned).collect())
+    Ok(text
+        .lines()
+        .filter_map(|l| l.split_once(' '))
+        .map(|(key, path)| (key.to_owned(), path.to_owned()))
+        .collect())
 }
 
 /// A tree as `relative path -> sha256` for regular files, `dir` for
@@ -922,11 +930,15 @@ impl Group<'_> {
         }
         match foreign_owned(container).await {
             Ok(after) => {
-                let new: Vec<&String> = after.difference(&owned_before).take(12).collect();
+                let new: Vec<String> = after
+                    .iter()
+                    .filter(|(key, _)| !owned_before.contains_key(*key))
+                    .take(12)
+                    .map(|(key, path)| format!("{path} ({})", key.split('|').nth(1).unwrap_or("")))
+                    .collect();
                 if !new.is_empty() {
                     outcome.problems.push(format!(
-                        "entries under /configs now owned by someone other than 1000:1000 \
-                         (uid:gid|path): {new:?}"
+                        "entries under /configs now owned by someone other than 1000:1000: {new:?}"
                     ));
                 }
             }
