@@ -614,12 +614,22 @@ pub fn write_plugin(registry: &Path, name: &str, files: &[(&str, &str)]) -> Path
 }
 
 /// A loop the agent runs in the container (as 1000:1000) while an
-/// operation is in flight. Started after one full iteration; stopped by a
-/// flag file, so the loop ends after a whole iteration.
+/// operation is in flight. Its body adds one to `$swapped` each time it
+/// put its symlink in place, so a loop whose swaps all failed is seen.
+/// Started after one full iteration; stopped by a flag file, so the loop
+/// ends after a whole iteration.
 pub struct Race {
     child: Child,
     stdout: BufReader<ChildStdout>,
     container: String,
+    swapped_before: u64,
+}
+
+/// What a race loop did while the operation ran.
+#[derive(Debug, Clone, Copy)]
+pub struct RaceCount {
+    pub iterations: u64,
+    pub swaps: u64,
 }
 
 const RACE_STOP: &str = "/configs/.race-stop";
@@ -627,8 +637,9 @@ const RACE_STOP: &str = "/configs/.race-stop";
 impl Race {
     pub async fn start(container: &str, body: &str) -> Result<Self, String> {
         let script = format!(
-            "rm -f {RACE_STOP}\n{{ {body}\n}} 2>/dev/null\nn=1\necho started\n\
-             while [ ! -e {RACE_STOP} ]; do\n{{ {body}\n}} 2>/dev/null\nn=$((n+1))\ndone\necho \"$n\"\n"
+            "rm -f {RACE_STOP}\nswapped=0\n{{ {body}\n}} 2>/dev/null\necho \"started $swapped\"\n\
+             n=0\nwhile [ ! -e {RACE_STOP} ]; do\n{{ {body}\n}} 2>/dev/null\nn=$((n+1))\ndone\n\
+             echo \"$n $swapped\"\n"
         );
         let mut child = Command::new("docker")
             .args(["exec", "-u", AGENT, container, "sh", "-c", &script])
@@ -640,18 +651,20 @@ impl Race {
             .map_err(|e| format!("cannot start the race loop: {e}"))?;
         let mut stdout = BufReader::new(child.stdout.take().expect("piped stdout"));
         let mut line = String::new();
-        match tokio::time::timeout(Duration::from_secs(20), stdout.read_line(&mut line)).await {
-            Ok(Ok(_)) if line.trim() == "started" => Ok(Self {
+        let read = tokio::time::timeout(Duration::from_secs(20), stdout.read_line(&mut line)).await;
+        match (read, line.trim().strip_prefix("started ")) {
+            (Ok(Ok(_)), Some(swapped)) => Ok(Self {
                 child,
                 stdout,
                 container: container.to_owned(),
+                swapped_before: swapped.parse().unwrap_or(0),
             }),
-            other => Err(format!("the race loop did not start: {other:?} {line:?}")),
+            (other, _) => Err(format!("the race loop did not start: {other:?} {line:?}")),
         }
     }
 
-    /// Stops the loop; how many iterations it ran.
-    pub async fn stop(mut self) -> Result<u64, String> {
+    /// Stops the loop; what it did since it started.
+    pub async fn stop(mut self) -> Result<RaceCount, String> {
         exec(&self.container, AGENT, "touch \"$1\"", &[RACE_STOP])
             .await
             .map_err(|e| format!("cannot stop the race loop: {e}"))?;
@@ -662,12 +675,16 @@ impl Race {
         )
         .await;
         let _ = self.child.kill().await;
-        match read {
-            Ok(Ok(_)) => rest
-                .trim()
-                .parse()
-                .map_err(|_| format!("the race loop printed {rest:?}")),
-            other => Err(format!("the race loop did not stop: {other:?}")),
+        if !matches!(read, Ok(Ok(_))) {
+            return Err(format!("the race loop did not stop: {read:?}"));
+        }
+        let mut numbers = rest.split_whitespace().map(str::parse::<u64>);
+        match (numbers.next(), numbers.next()) {
+            (Some(Ok(iterations)), Some(Ok(swapped))) => Ok(RaceCount {
+                iterations,
+                swaps: swapped.saturating_sub(self.swapped_before),
+            }),
+            _ => Err(format!("the race loop printed {rest:?}")),
         }
     }
 }
@@ -754,7 +771,7 @@ pub struct Outcome {
     pub elapsed: Option<Duration>,
     pub growth_kib: u64,
     pub engine_connections: Option<usize>,
-    pub race_iterations: Option<u64>,
+    pub race: Option<RaceCount>,
     pub problems: Vec<String>,
 }
 
@@ -795,7 +812,7 @@ impl Group<'_> {
             elapsed: None,
             growth_kib: 0,
             engine_connections: None,
-            race_iterations: None,
+            race: None,
             problems: Vec::new(),
         };
         if let Err(problem) = self
@@ -862,7 +879,15 @@ impl Group<'_> {
         let connections = server.engine_connections() - connections_before;
         if let Some(race) = race {
             match race.stop().await {
-                Ok(n) => outcome.race_iterations = Some(n),
+                Ok(count) => {
+                    outcome.race = Some(count);
+                    if count.swaps == 0 {
+                        outcome.problems.push(
+                            "the race loop never put its symlink in place during the operation"
+                                .to_owned(),
+                        );
+                    }
+                }
                 Err(e) => outcome.problems.push(e),
             }
         }
@@ -1023,8 +1048,8 @@ pub fn report(group: &str, outcomes: &[Outcome], server: &Server) {
             o.engine_connections
                 .map(|n| format!("  conn×{n}"))
                 .unwrap_or_default(),
-            o.race_iterations
-                .map(|n| format!("  race×{n}"))
+            o.race
+                .map(|r| format!("  race: {} swaps in {} loops", r.swaps, r.iterations))
                 .unwrap_or_default(),
             if o.problems.is_empty() {
                 ""
