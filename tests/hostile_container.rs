@@ -390,10 +390,11 @@ fn huge_tree_cases() -> Vec<Case> {
 /// before the operation and stopped after it.
 fn race_cases() -> Vec<Case> {
     /// Alternates `path` between the agent's real directory and a symlink
-    /// to `/`.
+    /// to `/` (counting the swaps, see `Race`).
     fn swap_for_root(path: &str) -> String {
         format!(
-            "mv {path} {path}.real; ln -s / {path}; sleep 0.01; rm -f {path}; mv {path}.real {path}"
+            "mv {path} {path}.real; ln -s / {path} && swapped=$((swapped+1)); sleep 0.01; \
+             rm -f {path}; mv {path}.real {path}"
         )
     }
     vec![
@@ -443,7 +444,8 @@ fn race_cases() -> Vec<Case> {
         .agent(CLAUDE_WITH_DEMO_BLOCK)
         .agent("cp /configs/CLAUDE.md /tmp/agent-notes.md")
         .race(
-            "mv /configs/CLAUDE.md /configs/CLAUDE.md.real; ln -s /tmp/agent-notes.md /configs/CLAUDE.md; \
+            "mv /configs/CLAUDE.md /configs/CLAUDE.md.real; \
+             ln -s /tmp/agent-notes.md /configs/CLAUDE.md && swapped=$((swapped+1)); \
              sleep 0.01; rm -f /configs/CLAUDE.md; mv /configs/CLAUDE.md.real /configs/CLAUDE.md",
         ),
     ]

@@ -43,9 +43,10 @@ pub struct Server {
     dir: tempfile::TempDir,
 }
 
-/// The server's open-file limit. It keeps a server that fans out one
-/// engine request per directory from exhausting the shared engine's own
-/// descriptors (other tests use it), and it is a common production default.
+/// The server's open-file limit (production services run with limits of
+/// this order). It keeps a server that opens one engine connection per
+/// directory from exhausting the shared engine's own descriptors, which
+/// other tests and sessions use.
 const SERVER_NOFILE: u32 = 4096;
 
 /// `VmRSS` and `VmHWM` of a process, in KiB.
@@ -83,11 +84,12 @@ impl Server {
         } else {
             None
         };
-        // `exec` keeps the pid: /proc/<pid> is the server's.
+        // `exec` keeps the pid: /proc/<pid> is the server's. A hard limit
+        // below ours is lower still, so a refused `ulimit` is fine.
         let mut cmd = std::process::Command::new("sh");
         cmd.args([
             "-c",
-            &format!("ulimit -n {SERVER_NOFILE} && exec \"$0\""),
+            &format!("ulimit -n {SERVER_NOFILE} 2>/dev/null; exec \"$0\""),
             env!("CARGO_BIN_EXE_workspace-plugins"),
         ]);
         for (key, _) in std::env::vars() {
@@ -503,14 +505,20 @@ pub fn diff(before: &[String], after: &[String], max: usize) -> String {
 }
 
 /// Entries under `/configs` (not following a symlinked `/configs`) whose
-/// owner is not `1000:1000`, as `uid:gid|path`.
-pub async fn foreign_owned(container: &str) -> Result<BTreeSet<String>, String> {
+/// owner is not `1000:1000`, keyed by `inode|uid:gid` (so a file that was
+/// only moved, e.g. a root-owned leftover renamed aside with its plugin
+/// directory, is not new), each with its path.
+pub async fn foreign_owned(container: &str) -> Result<BTreeMap<String, String>, String> {
     let script =
-        r#"find /configs \( ! -user 1000 -o ! -group 1000 \) -exec stat -c '%u:%g|%n' {} +"#;
+        r#"find /configs \( ! -user 1000 -o ! -group 1000 \) -exec stat -c '%i|%u:%g %n' {} +"#;
     let text = exec(container, ROOT, script, &[])
         .await
         .map_err(|e| format!("owner scan of /configs failed: {e}"))?;
-    Ok(text.lines().map(str::to_owned).collect())
+    Ok(text
+        .lines()
+        .filter_map(|l| l.split_once(' '))
+        .map(|(key, path)| (key.to_owned(), path.to_owned()))
+        .collect())
 }
 
 /// A tree as `relative path -> sha256` for regular files, `dir` for
@@ -606,12 +614,22 @@ pub fn write_plugin(registry: &Path, name: &str, files: &[(&str, &str)]) -> Path
 }
 
 /// A loop the agent runs in the container (as 1000:1000) while an
-/// operation is in flight. Started after one full iteration; stopped by a
-/// flag file, so the loop ends after a whole iteration.
+/// operation is in flight. Its body adds one to `$swapped` each time it
+/// put its symlink in place, so a loop whose swaps all failed is seen.
+/// Started after one full iteration; stopped by a flag file, so the loop
+/// ends after a whole iteration.
 pub struct Race {
     child: Child,
     stdout: BufReader<ChildStdout>,
     container: String,
+    swapped_before: u64,
+}
+
+/// What a race loop did while the operation ran.
+#[derive(Debug, Clone, Copy)]
+pub struct RaceCount {
+    pub iterations: u64,
+    pub swaps: u64,
 }
 
 const RACE_STOP: &str = "/configs/.race-stop";
@@ -619,8 +637,9 @@ const RACE_STOP: &str = "/configs/.race-stop";
 impl Race {
     pub async fn start(container: &str, body: &str) -> Result<Self, String> {
         let script = format!(
-            "rm -f {RACE_STOP}\n{{ {body}\n}} 2>/dev/null\nn=1\necho started\n\
-             while [ ! -e {RACE_STOP} ]; do\n{{ {body}\n}} 2>/dev/null\nn=$((n+1))\ndone\necho \"$n\"\n"
+            "rm -f {RACE_STOP}\nswapped=0\n{{ {body}\n}} 2>/dev/null\necho \"started $swapped\"\n\
+             n=0\nwhile [ ! -e {RACE_STOP} ]; do\n{{ {body}\n}} 2>/dev/null\nn=$((n+1))\ndone\n\
+             echo \"$n $swapped\"\n"
         );
         let mut child = Command::new("docker")
             .args(["exec", "-u", AGENT, container, "sh", "-c", &script])
@@ -632,18 +651,20 @@ impl Race {
             .map_err(|e| format!("cannot start the race loop: {e}"))?;
         let mut stdout = BufReader::new(child.stdout.take().expect("piped stdout"));
         let mut line = String::new();
-        match tokio::time::timeout(Duration::from_secs(20), stdout.read_line(&mut line)).await {
-            Ok(Ok(_)) if line.trim() == "started" => Ok(Self {
+        let read = tokio::time::timeout(Duration::from_secs(20), stdout.read_line(&mut line)).await;
+        match (read, line.trim().strip_prefix("started ")) {
+            (Ok(Ok(_)), Some(swapped)) => Ok(Self {
                 child,
                 stdout,
                 container: container.to_owned(),
+                swapped_before: swapped.parse().unwrap_or(0),
             }),
-            other => Err(format!("the race loop did not start: {other:?} {line:?}")),
+            (other, _) => Err(format!("the race loop did not start: {other:?} {line:?}")),
         }
     }
 
-    /// Stops the loop; how many iterations it ran.
-    pub async fn stop(mut self) -> Result<u64, String> {
+    /// Stops the loop; what it did since it started.
+    pub async fn stop(mut self) -> Result<RaceCount, String> {
         exec(&self.container, AGENT, "touch \"$1\"", &[RACE_STOP])
             .await
             .map_err(|e| format!("cannot stop the race loop: {e}"))?;
@@ -654,12 +675,16 @@ impl Race {
         )
         .await;
         let _ = self.child.kill().await;
-        match read {
-            Ok(Ok(_)) => rest
-                .trim()
-                .parse()
-                .map_err(|_| format!("the race loop printed {rest:?}")),
-            other => Err(format!("the race loop did not stop: {other:?}")),
+        if !matches!(read, Ok(Ok(_))) {
+            return Err(format!("the race loop did not stop: {read:?}"));
+        }
+        let mut numbers = rest.split_whitespace().map(str::parse::<u64>);
+        match (numbers.next(), numbers.next()) {
+            (Some(Ok(iterations)), Some(Ok(swapped))) => Ok(RaceCount {
+                iterations,
+                swaps: swapped.saturating_sub(self.swapped_before),
+            }),
+            _ => Err(format!("the race loop printed {rest:?}")),
         }
     }
 }
@@ -746,7 +771,7 @@ pub struct Outcome {
     pub elapsed: Option<Duration>,
     pub growth_kib: u64,
     pub engine_connections: Option<usize>,
-    pub race_iterations: Option<u64>,
+    pub race: Option<RaceCount>,
     pub problems: Vec<String>,
 }
 
@@ -787,7 +812,7 @@ impl Group<'_> {
             elapsed: None,
             growth_kib: 0,
             engine_connections: None,
-            race_iterations: None,
+            race: None,
             problems: Vec::new(),
         };
         if let Err(problem) = self
@@ -854,7 +879,15 @@ impl Group<'_> {
         let connections = server.engine_connections() - connections_before;
         if let Some(race) = race {
             match race.stop().await {
-                Ok(n) => outcome.race_iterations = Some(n),
+                Ok(count) => {
+                    outcome.race = Some(count);
+                    if count.swaps == 0 {
+                        outcome.problems.push(
+                            "the race loop never put its symlink in place during the operation"
+                                .to_owned(),
+                        );
+                    }
+                }
                 Err(e) => outcome.problems.push(e),
             }
         }
@@ -922,11 +955,15 @@ impl Group<'_> {
         }
         match foreign_owned(container).await {
             Ok(after) => {
-                let new: Vec<&String> = after.difference(&owned_before).take(12).collect();
+                let new: Vec<String> = after
+                    .iter()
+                    .filter(|(key, _)| !owned_before.contains_key(*key))
+                    .take(12)
+                    .map(|(key, path)| format!("{path} ({})", key.split('|').nth(1).unwrap_or("")))
+                    .collect();
                 if !new.is_empty() {
                     outcome.problems.push(format!(
-                        "entries under /configs now owned by someone other than 1000:1000 \
-                         (uid:gid|path): {new:?}"
+                        "entries under /configs now owned by someone other than 1000:1000: {new:?}"
                     ));
                 }
             }
@@ -1011,8 +1048,8 @@ pub fn report(group: &str, outcomes: &[Outcome], server: &Server) {
             o.engine_connections
                 .map(|n| format!("  conn×{n}"))
                 .unwrap_or_default(),
-            o.race_iterations
-                .map(|n| format!("  race×{n}"))
+            o.race
+                .map(|r| format!("  race: {} swaps in {} loops", r.swaps, r.iterations))
                 .unwrap_or_default(),
             if o.problems.is_empty() {
                 ""
