@@ -216,7 +216,7 @@ fn staging_error(result: Result<Installed, AppError>) -> StagingError {
 fn answer<T: std::fmt::Debug>(result: Result<T, AppError>) -> (u16, String, Option<u32>) {
     let error = result.expect_err("expected an error");
     match Problem::from(error) {
-        Problem::Client(status, body) => (status.as_u16(), body.0.error, None),
+        Problem::Client(status, body, retry) => (status.as_u16(), body.0.error, retry),
         Problem::Server(status, body, retry) => (status.as_u16(), body.0.error, retry),
     }
 }

@@ -413,7 +413,8 @@ mod tests {
                 "--plugin-max-concurrent-fetches",
                 "0",
                 "PLUGIN_MAX_CONCURRENT_FETCHES",
-
+            ),
+            (
                 "--plugin-http-header-timeout",
                 "0s",
                 "PLUGIN_HTTP_HEADER_TIMEOUT",

@@ -560,6 +560,7 @@ async fn the_data_dir_never_holds_more_than_the_cache_cap_plus_one_staging_budge
     let peak = sampler.peak();
     eprintln!("peak {peak} bytes, bound {bound}");
     assert!(peak <= bound, "peak {peak} > {bound}");
+}
 
 #[tokio::test]
 async fn a_source_with_user_info_is_refused_like_install_and_never_echoed() {
