@@ -299,14 +299,14 @@ impl ClientIo {
         self.progress(cx, attempt)
     }
 
-    /// Writes the replacement; once it is out, hyper is told its own
-    /// buffer was.
-    fn poll_replacement(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
+    /// Writes what is left of the replacement, if any.
+    fn poll_replacement(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let Some(mut replacement) = self.replacing.take() else {
-            return Poll::Ready(Ok(0));
+            return Poll::Ready(Ok(()));
         };
         while replacement.written < replacement.bytes.len() {
-            match self.poll_send(cx, &replacement.bytes[replacement.written..]) {
+            let rest = &replacement.bytes[replacement.written..];
+            match self.poll_send(cx, rest) {
                 Poll::Ready(Ok(0)) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
                 Poll::Ready(Ok(n)) => replacement.written += n,
                 Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
@@ -316,7 +316,10 @@ impl ClientIo {
                 }
             }
         }
-        Poll::Ready(Ok(replacement.replaces))
+        // Kept until hyper's next write of the buffer it replaces, which
+        // is then reported written.
+        self.replacing = Some(replacement);
+        Poll::Ready(Ok(()))
     }
 }
 
@@ -391,7 +394,9 @@ impl AsyncWrite for ClientIo {
             });
         }
         if this.replacing.is_some() {
-            return this.poll_replacement(cx);
+            ready!(this.poll_replacement(cx))?;
+            let replaces = this.replacing.take().map_or(0, |r| r.replaces);
+            return Poll::Ready(Ok(replaces));
         }
         this.poll_send(cx, buf)
     }
@@ -420,9 +425,7 @@ impl AsyncWrite for ClientIo {
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
-        if this.replacing.is_some() {
-            ready!(this.poll_replacement(cx))?;
-        }
+        ready!(this.poll_replacement(cx))?;
         Pin::new(&mut this.inner).poll_flush(cx)
     }
 
