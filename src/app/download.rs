@@ -101,7 +101,7 @@ pub enum Download {
 /// is unchanged since it was hashed: same fingerprint) the registry
 /// directory itself, with no copy and no re-hashing.
 enum Content {
-    Staged(Staged),
+    Staged(Box<Staged>),
     Unchanged {
         name: PluginName,
         fingerprint: String,
@@ -150,7 +150,7 @@ async fn resolve(
     Ok((
         staged.name.clone(),
         staged.digest.clone(),
-        Content::Staged(staged),
+        Content::Staged(Box::new(staged)),
     ))
 }
 

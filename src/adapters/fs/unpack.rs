@@ -115,13 +115,18 @@ pub fn unpack_tar<R: Read>(
         window: Cell::new(None),
         tripped: Cell::new(None),
     };
+    // A single top-level directory is moved away, not staged: while
+    // writing, one entry more is allowed, and the cap is checked exactly
+    // once the top level is known.
+    let mut writing = limits.clone();
+    writing.max_entries = limits.max_entries.saturating_add(1);
     let result = unpack_entries(
         Metered {
             inner: reader,
             meter: &meter,
         },
         dest,
-        limits,
+        &writing,
         &meter,
     );
     // A limit tripped inside the stream surfaces from the tar crate as an
@@ -146,6 +151,7 @@ pub fn unpack_tar<R: Read>(
                 tree,
             })
         }
+        None if tree.entries > limits.max_entries => Err(FetchError::TooManyEntries),
         None => Ok(UnpackedRoot {
             single_dir: None,
             tree,
@@ -558,7 +564,29 @@ mod tests {
         let l = FetchLimits::new(1 << 20, 20);
         let err = unpack_tar(&tar(&entries)[..], dest.path(), &l).unwrap_err();
         assert!(matches!(err, FetchError::TooManyEntries), "{err}");
-        assert_eq!(fs::read_dir(dest.path()).unwrap().count(), 20);
+        assert!(fs::read_dir(dest.path()).unwrap().count() <= 21);
+        // Exactly at the cap, wrapped in a top-level directory or not.
+        let at_cap = |top: &str| {
+            let names: Vec<String> = (0..20).map(|i| format!("{top}d{i}/")).collect();
+            let entries: Vec<(&[u8], u8, &[u8])> = names
+                .iter()
+                .map(|n| (n.as_bytes(), b'5', b"".as_slice()))
+                .collect();
+            let dest = tempfile::tempdir().unwrap();
+            unpack_tar(&tar(&entries)[..], dest.path(), &l).map(|root| root.tree.entries)
+        };
+        assert_eq!(at_cap("").unwrap(), 20);
+        assert_eq!(at_cap("top/").unwrap(), 20);
+        let names: Vec<String> = (0..21).map(|i| format!("d{i}/")).collect();
+        let entries: Vec<(&[u8], u8, &[u8])> = names
+            .iter()
+            .map(|n| (n.as_bytes(), b'5', b"".as_slice()))
+            .collect();
+        let dest = tempfile::tempdir().unwrap();
+        assert!(matches!(
+            unpack_tar(&tar(&entries)[..], dest.path(), &l),
+            Err(FetchError::TooManyEntries)
+        ));
     }
 
     #[test]
