@@ -871,9 +871,11 @@ pub fn same_trees(cap: u64, max_entries: u64) -> Vec<SameTree> {
         },
         SameTree {
             name: "same-over-the-entry-cap",
-            // `many/` and its files: one entry more than the cap.
-            entries: (0..max_entries)
-                .map(|i| file(&format!("many/f{i:05}"), b""))
+            // `plugin.yaml`, `many/` and its files: one entry more than
+            // the cap (a file at the root, so a tarball's single top-level
+            // directory is not taken for the plugin root).
+            entries: std::iter::once(file("plugin.yaml", plugin_yaml()))
+                .chain((1..max_entries).map(|i| file(&format!("many/f{i:05}"), b"")))
                 .collect(),
             local: true,
             expect: Expect::Error(413, "staged plugin has too many entries".into()),
