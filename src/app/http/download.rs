@@ -19,7 +19,7 @@ use crate::app::error::AppError;
 use crate::app::http::ApiTags;
 use crate::app::http::extract::Caller;
 use crate::app::http::file_body::FileBody;
-use crate::app::http::problem::Problem;
+use crate::app::http::problem::{Allowlist, Problem};
 use crate::app::state::AppState;
 
 pub struct DownloadApi;
@@ -161,7 +161,7 @@ impl DownloadApi {
         format: Query<Option<String>>,
         #[oai(name = "Accept")] accept: Header<Option<String>>,
         #[oai(name = "If-None-Match")] if_none_match: Header<Option<String>>,
-    ) -> Result<DownloadResponse, Problem> {
+    ) -> Result<DownloadResponse, Problem<Allowlist>> {
         let (_, workspace) = authorize_workspace(&state, &caller.0, &id).await?;
         // The name rule comes before the format (SPEC §5 Download step 2).
         if crate::domain::name::PluginName::parse(&name).is_err() {

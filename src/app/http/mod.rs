@@ -123,7 +123,7 @@ pub(crate) fn json_error(err: poem::Error) -> Response {
     let operation = err.data::<poem_openapi::OperationId>().copied();
     let status = err.status();
     let mut response = if err.is::<poem_openapi::error::ParseParamError>() {
-        Problem::new(StatusCode::BAD_REQUEST, ErrorBody::new(err.to_string())).into_response()
+        <Problem>::new(StatusCode::BAD_REQUEST, ErrorBody::new(err.to_string())).into_response()
     } else if err.has_source() && status.is_client_error() {
         let message = match status {
             StatusCode::NOT_FOUND => "no such route (see /docs)".to_owned(),
@@ -135,10 +135,10 @@ pub(crate) fn json_error(err: poem::Error) -> Response {
                 .unwrap_or("bad request")
                 .to_lowercase(),
         };
-        Problem::new(status, ErrorBody::new(message)).into_response()
+        <Problem>::new(status, ErrorBody::new(message)).into_response()
     } else if status.is_server_error() && err.has_source() {
         tracing::error!(error = %err, "unhandled error");
-        Problem::new(status, ErrorBody::new("internal error")).into_response()
+        <Problem>::new(status, ErrorBody::new("internal error")).into_response()
     } else {
         err.into_response()
     };

@@ -1,9 +1,14 @@
 //! The one place errors become HTTP: status, `{"error": …}` body, extra
 //! fields, `Retry-After`. 5xx causes are logged here, never sent.
 
-use poem::http::StatusCode;
+use std::marker::PhantomData;
+
+use poem::http::{HeaderValue, StatusCode, header};
+use poem::{IntoResponse, Response};
 use poem_openapi::payload::Json;
-use poem_openapi::{ApiResponse, Object};
+use poem_openapi::registry::{MetaHeader, MetaResponse, MetaResponses, Registry};
+use poem_openapi::types::Type;
+use poem_openapi::{ApiResponse, Object, ResponseContent};
 
 use crate::app::error::AppError;
 use crate::domain::policy::AllowlistRefusal;
@@ -43,46 +48,144 @@ impl ErrorBody {
     }
 }
 
-/// Every error response of the API.
-#[derive(ApiResponse, Debug)]
-pub enum Problem {
-    /// The request cannot be served as sent; `error` says why; 429 carries `Retry-After`.
-    #[oai(status_range = "4XX")]
-    Client(
-        StatusCode,
-        Json<ErrorBody>,
-        #[oai(header = "Retry-After")] Option<u32>,
-    ),
-    /// The service or a dependency failed; 503 carries `Retry-After`.
-    #[oai(status_range = "5XX")]
-    Server(
-        StatusCode,
-        Json<ErrorBody>,
-        #[oai(header = "Retry-After")] Option<u32>,
-    ),
+/// Which dependency states a route answers with **503** and `Retry-After`
+/// (SPEC §5, §6). The document lists them per route, so a 503 anywhere
+/// else, or with another message, is a conformance finding.
+pub trait Unavailability {
+    /// The 503 response's description; `None` for routes that never send one.
+    const STATES: Option<&'static str>;
 }
 
-impl Problem {
+/// The route depends on nothing that answers 503.
+#[derive(Debug)]
+pub enum Never {}
+
+/// The route reads or acts in the container (a container that stops
+/// during a listing is 503 too).
+#[derive(Debug)]
+pub enum Container {}
+
+/// Install: the container and the org allowlist.
+#[derive(Debug)]
+pub enum ContainerAndAllowlist {}
+
+/// Download: the org allowlist.
+#[derive(Debug)]
+pub enum Allowlist {}
+
+impl Unavailability for Never {
+    const STATES: Option<&'static str> = None;
+}
+
+impl Unavailability for Container {
+    const STATES: Option<&'static str> = Some(
+        "A dependency state: `container engine unavailable` or `workspace container not running`. Retry after `Retry-After` seconds.",
+    );
+}
+
+impl Unavailability for ContainerAndAllowlist {
+    const STATES: Option<&'static str> = Some(
+        "A dependency state: `allowlist unavailable`, `container engine unavailable` or `workspace container not running`. Retry after `Retry-After` seconds.",
+    );
+}
+
+impl Unavailability for Allowlist {
+    const STATES: Option<&'static str> = Some(
+        "The allowlist store did not answer: `allowlist unavailable`. Retry after `Retry-After` seconds.",
+    );
+}
+
+/// Every error response of the API: a status and an [`ErrorBody`];
+/// `U` says which 503s the route documents.
+#[derive(Debug)]
+pub struct Problem<U: Unavailability = Never> {
+    status: StatusCode,
+    body: ErrorBody,
+    _unavailable: PhantomData<fn() -> U>,
+}
+
+impl<U: Unavailability> Problem<U> {
     pub fn new(status: StatusCode, body: ErrorBody) -> Self {
-        if status.is_server_error() {
-            let retry = (status == StatusCode::SERVICE_UNAVAILABLE).then_some(RETRY_AFTER_SECS);
-            Self::Server(status, Json(body), retry)
-        } else {
-            let retry = (status == StatusCode::TOO_MANY_REQUESTS).then_some(RETRY_AFTER_SECS);
-            Self::Client(status, Json(body), retry)
+        Self {
+            status,
+            body,
+            _unavailable: PhantomData,
         }
     }
 
     pub fn status(&self) -> StatusCode {
-        match self {
-            Self::Client(status, _, _) | Self::Server(status, _, _) => *status,
-        }
+        self.status
     }
 
     pub fn body(&self) -> &ErrorBody {
-        match self {
-            Self::Client(_, Json(body), _) | Self::Server(_, Json(body), _) => body,
+        &self.body
+    }
+}
+
+impl<U: Unavailability> IntoResponse for Problem<U> {
+    fn into_response(self) -> Response {
+        let retry = self.status == StatusCode::SERVICE_UNAVAILABLE
+            || self.status == StatusCode::TOO_MANY_REQUESTS;
+        let mut response = Json(self.body).into_response();
+        response.set_status(self.status);
+        if retry {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECS));
         }
+        response
+    }
+}
+
+impl<U: Unavailability> From<Problem<U>> for poem::Error {
+    fn from(problem: Problem<U>) -> Self {
+        poem::Error::from_response(problem.into_response())
+    }
+}
+
+impl<U: Unavailability> ApiResponse for Problem<U> {
+    fn meta() -> MetaResponses {
+        let body = <Json<ErrorBody> as ResponseContent>::media_types;
+        let mut responses = vec![MetaResponse {
+            description: "The request cannot be served as sent; `error` says why; 429 carries `Retry-After`.",
+            status: None,
+            status_range: Some("4XX".to_owned()),
+            content: body(),
+            headers: vec![MetaHeader {
+                name: "Retry-After".to_owned(),
+                description: Some("With 429: seconds to wait before retrying.".to_owned()),
+                required: false,
+                deprecated: false,
+                schema: <u32 as Type>::schema_ref(),
+            }],
+        }];
+        if let Some(states) = U::STATES {
+            responses.push(MetaResponse {
+                description: states,
+                status: Some(503),
+                status_range: None,
+                content: body(),
+                headers: vec![MetaHeader {
+                    name: "Retry-After".to_owned(),
+                    description: Some("Seconds to wait before retrying.".to_owned()),
+                    required: true,
+                    deprecated: false,
+                    schema: <u32 as Type>::schema_ref(),
+                }],
+            });
+        }
+        responses.push(MetaResponse {
+            description: "The service or an upstream failed; `error` names what failed, the cause is logged, never sent.",
+            status: None,
+            status_range: Some("5XX".to_owned()),
+            content: body(),
+            headers: vec![],
+        });
+        MetaResponses { responses }
+    }
+
+    fn register(registry: &mut Registry) {
+        <Json<ErrorBody> as ResponseContent>::register(registry);
     }
 }
 
@@ -137,7 +240,7 @@ fn staging(error: &StagingError) -> (StatusCode, ErrorBody) {
     (status, body)
 }
 
-impl From<AppError> for Problem {
+impl<U: Unavailability> From<AppError> for Problem<U> {
     fn from(error: AppError) -> Self {
         use AppError as E;
         let message = error.to_string();
@@ -222,6 +325,6 @@ impl From<AppError> for Problem {
         if status.is_server_error() {
             tracing::error!(status = status.as_u16(), error = %error, cause = ?std::error::Error::source(&error), "request failed");
         }
-        Problem::new(status, body)
+        Self::new(status, body)
     }
 }

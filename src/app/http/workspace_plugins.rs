@@ -15,7 +15,7 @@ use crate::app::http::ApiTags;
 use crate::app::http::dto::PluginInfo;
 use crate::app::http::extract::{Caller, JsonBody};
 use crate::app::http::plugins::registry_listing;
-use crate::app::http::problem::Problem;
+use crate::app::http::problem::{Container, ContainerAndAllowlist, Problem};
 use crate::app::plugins::{self, Installed};
 use crate::app::state::AppState;
 use crate::domain::runtime::Runtime;
@@ -24,11 +24,21 @@ pub struct WorkspacePluginsApi;
 
 /// What to install.
 #[derive(Debug, Object, serde::Deserialize)]
+#[oai(example, skip_serializing_if_is_none)]
 pub struct InstallRequest {
     /// `<scheme>://<spec>`, e.g. `local://my-plugin`, or a bare registry name.
     pub source: Option<String>,
     /// Optional SHA-256 (64 hex) the staged `plugin.yaml` must have.
     pub sha256: Option<String>,
+}
+
+impl poem_openapi::types::Example for InstallRequest {
+    fn example() -> Self {
+        Self {
+            source: Some("local://hello-world".into()),
+            sha256: None,
+        }
+    }
 }
 
 /// The outcome of an install.
@@ -66,6 +76,7 @@ pub struct InstalledPlugin {
     pub supported_on_runtime: bool,
     /// The `h1:` digest from its install receipt; null when something
     /// else put it there.
+    #[oai(nullable)]
     pub digest: Option<String>,
 }
 
@@ -94,7 +105,7 @@ impl WorkspacePluginsApi {
         state: Data<&Arc<AppState>>,
         caller: Caller,
         id: Path<String>,
-    ) -> Result<Json<Vec<InstalledPlugin>>, Problem> {
+    ) -> Result<Json<Vec<InstalledPlugin>>, Problem<Container>> {
         let (_, workspace) = authorize_workspace(&state, &caller.0, &id).await?;
         let runtime = &workspace.spec.runtime;
         let listed = plugins::installed(&state, &workspace).await?;
@@ -152,7 +163,7 @@ impl WorkspacePluginsApi {
         id: Path<String>,
         /// The runtime to switch to.
         runtime: Query<Option<String>>,
-    ) -> Result<Json<CompatibilityReport>, Problem> {
+    ) -> Result<Json<CompatibilityReport>, Problem<Container>> {
         let (_, workspace) = authorize_workspace(&state, &caller.0, &id).await?;
         let raw = runtime
             .0
@@ -193,7 +204,7 @@ impl WorkspacePluginsApi {
         caller: Caller,
         id: Path<String>,
         body: JsonBody<InstallRequest>,
-    ) -> Result<Json<InstallResult>, Problem> {
+    ) -> Result<Json<InstallResult>, Problem<ContainerAndAllowlist>> {
         let (principal, workspace) = authorize_workspace(&state, &caller.0, &id).await?;
         let limit = state.policy.body_max_bytes;
         let read_body = async move {
@@ -236,7 +247,7 @@ impl WorkspacePluginsApi {
         caller: Caller,
         id: Path<String>,
         name: Path<String>,
-    ) -> Result<Json<UninstallResult>, Problem> {
+    ) -> Result<Json<UninstallResult>, Problem<Container>> {
         let (_, workspace) = authorize_workspace(&state, &caller.0, &id).await?;
         let plugin = plugins::uninstall(&state, &workspace, &name).await?;
         Ok(Json(UninstallResult {

@@ -26,18 +26,34 @@ pub struct WorkspacesApi;
 
 /// The settable fields of a workspace.
 #[derive(Debug, Object, serde::Deserialize)]
+#[oai(example, skip_serializing_if_is_none)]
 pub struct WorkspaceRequest {
     /// 1–200 characters.
     pub name: Option<String>,
     /// `[a-z0-9][a-z0-9_-]{0,63}`, stored with `-` as `_`; `external` for
     /// agents that run elsewhere.
     pub runtime: Option<String>,
-    /// The org: a workspace id other than this one (need not exist).
+    /// The org: a workspace id other than this one (need not exist); null
+    /// or absent for none.
+    #[oai(nullable)]
     pub parent_id: Option<String>,
     /// Explicit container name; default `ws-` + the first 12 id characters.
+    #[oai(nullable)]
     pub container: Option<String>,
     /// provisioning, online (default), offline, paused, hibernated, removed.
     pub status: Option<String>,
+}
+
+impl poem_openapi::types::Example for WorkspaceRequest {
+    fn example() -> Self {
+        Self {
+            name: Some("Agent one".into()),
+            runtime: Some("claude_code".into()),
+            parent_id: Some("org-1".into()),
+            container: None,
+            status: None,
+        }
+    }
 }
 
 /// A workspace record.
@@ -46,8 +62,11 @@ pub struct WorkspaceView {
     pub id: String,
     pub name: String,
     pub runtime: String,
+    /// The org; null when the workspace has no parent.
+    #[oai(nullable)]
     pub parent_id: Option<String>,
-    /// The explicit container name, if any.
+    /// The explicit container name; null for the default.
+    #[oai(nullable)]
     pub container: Option<String>,
     pub status: String,
     pub created_at: DateTime<Utc>,
@@ -74,6 +93,7 @@ impl From<Workspace> for WorkspaceView {
 pub struct WorkspacePage {
     pub workspaces: Vec<WorkspaceView>,
     /// Pass as `cursor` for the next page; null at the end.
+    #[oai(nullable)]
     pub next_cursor: Option<String>,
 }
 
@@ -91,6 +111,8 @@ pub struct IssuedToken {
 pub struct TokenView {
     pub id: String,
     pub created_at: DateTime<Utc>,
+    /// Null until the token is first used.
+    #[oai(nullable)]
     pub last_used_at: Option<DateTime<Utc>>,
     pub revoked: bool,
 }
