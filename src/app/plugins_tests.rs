@@ -215,10 +215,14 @@ fn staging_error(result: Result<Installed, AppError>) -> StagingError {
 /// The HTTP answer an error becomes: status, message, `Retry-After`.
 fn answer<T: std::fmt::Debug>(result: Result<T, AppError>) -> (u16, String, Option<u32>) {
     let error = result.expect_err("expected an error");
-    match Problem::from(error) {
-        Problem::Client(status, body, retry) => (status.as_u16(), body.0.error, retry),
-        Problem::Server(status, body, retry) => (status.as_u16(), body.0.error, retry),
-    }
+    let problem: Problem = Problem::from(error);
+    let (status, message) = (problem.status().as_u16(), problem.body().error.clone());
+    let response = poem::IntoResponse::into_response(problem);
+    let retry = response
+        .headers()
+        .get("retry-after")
+        .and_then(|v| v.to_str().ok()?.parse().ok());
+    (status, message, retry)
 }
 
 fn receipt(digest: TreeDigest) -> Receipt {
