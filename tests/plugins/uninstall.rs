@@ -68,6 +68,9 @@ async fn uninstall_restores_claude_md_byte_for_byte_removes_skills_and_keeps_own
         (status, body),
         (200, json!({"status": "uninstalled", "plugin": SUPERPOWERS}))
     );
+    // Looked at once the restart is over: an exec racing the restart
+    // would be killed with it.
+    assert!(wait_for_restart(&w.container, &started).await);
     assert_eq!(
         w.container.cat("/configs/CLAUDE.md"),
         expected,
@@ -79,7 +82,6 @@ async fn uninstall_restores_claude_md_byte_for_byte_removes_skills_and_keeps_own
     );
     assert_eq!(w.container.sh("ls /configs/skills"), "keep-me");
     assert_eq!(w.container.sh("ls -A /configs/plugins"), CAREFUL);
-    assert!(wait_for_restart(&w.container, &started).await);
     let (_, list) = w
         .app
         .call(
