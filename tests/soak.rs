@@ -142,6 +142,14 @@ fn classify(op: &Op, answer: &Answer) -> Result<&'static str, String> {
         {
             return Ok("404 not installed");
         }
+        // SPEC §4 step 8: past the fetch slots a request waits a few
+        // seconds, then is told to come back.
+        (Op::Install(_), 429)
+            if answer.retry_after.is_some()
+                && error == Some("too many plugin fetches in progress") =>
+        {
+            return Ok("429 too many fetches");
+        }
         (_, 503) if answer.retry_after.is_some() => match error {
             Some("workspace container not running") => return Ok("503 not running"),
             Some("container engine unavailable") => return Ok("503 engine unavailable"),

@@ -10,7 +10,7 @@ use std::path::Path;
 
 use libfuzzer_sys::fuzz_target;
 use workspace_plugins::adapters::fs::unpack_tar;
-use workspace_plugins::ports::resolver::{Cancellation, FetchLimits};
+use workspace_plugins::ports::resolver::FetchLimits;
 
 fuzz_target!(|data: &[u8]| {
     let root = tempfile::tempdir().expect("a temporary directory");
@@ -18,10 +18,7 @@ fuzz_target!(|data: &[u8]| {
     // where the walk below sees it.
     let dest = root.path().join("a/b/c/d/dest");
     std::fs::create_dir_all(&dest).expect("the destination directory");
-    let limits = FetchLimits {
-        max_bytes: 1024 * 1024,
-        cancel: Cancellation::new(),
-    };
+    let limits = FetchLimits::new(1024 * 1024, 10_000);
 
     let _ = unpack_tar(data, &dest, &limits);
 
