@@ -8,6 +8,7 @@ use tokio::time::{Instant, timeout_at};
 
 use crate::app::auth::Principal;
 use crate::app::error::AppError;
+use crate::app::restart::WorkspaceGuard;
 use crate::app::staging::{Staged, stage};
 use crate::app::state::AppState;
 use crate::domain::digest::TreeDigest;
@@ -127,12 +128,24 @@ where
     runtime_guard(&workspace.spec.runtime, PushOperation::Install).map_err(AppError::Guard)?;
     let (source, sha256) = read_body.await?;
     let deadline = Instant::now() + state.policy.fetch_timeout;
+    // One install per workspace at a time, from the fetch on: a burst at
+    // one workspace waits here holding no fetch slot, so it cannot take
+    // every slot away from the other tenants (SPEC §4 step 8).
+    let Ok(serialized) = timeout_at(deadline, state.locks.lock(&workspace.id)).await else {
+        let source_text = source
+            .as_deref()
+            .and_then(|s| crate::domain::source::Source::parse(s).ok())
+            .map(|s| s.redacted())
+            .unwrap_or_default();
+        return Err(AppError::InstallTimedOut { source_text });
+    };
     let staged = stage(state, source.as_deref(), sha256.as_deref(), deadline).await?;
     enforce_allowlist(state, workspace, &staged.name).await?;
     let container = require_running(state, workspace).await?;
     // The delivery runs to its end (or its deadline) even when the client
     // goes away, so the receipt it leaves always says what is in place.
     let delivery = tokio::spawn(deliver(
+        serialized,
         state.clone(),
         principal.actor(),
         workspace.clone(),
@@ -146,6 +159,7 @@ where
 }
 
 async fn deliver(
+    serialized: WorkspaceGuard,
     state: AppState,
     actor: String,
     workspace: Workspace,
@@ -155,7 +169,7 @@ async fn deliver(
 ) -> Result<Installed, AppError> {
     let source_text = staged.source.redacted();
     let name = staged.name.clone();
-    match timeout_at(
+    let result = match timeout_at(
         deadline,
         deliver_in_place(&state, actor, &workspace, &container, &staged),
     )
@@ -166,10 +180,12 @@ async fn deliver(
             tracing::warn!(workspace = %workspace.id, plugin = %name, "install deadline fired during delivery");
             Err(AppError::InstallTimedOut { source_text })
         }
-    }
+    };
+    drop(serialized);
+    result
 }
 
-/// Delivery under the workspace's lock. The receipt is taken away before
+/// Delivery; the caller holds the workspace's lock. The receipt is taken away before
 /// the container is touched and written back only once the outcome is
 /// known: after a cut-off delivery there is no receipt, never a wrong one
 /// (SPEC §6 "receipts never claim what the container does not hold").
@@ -180,7 +196,6 @@ async fn deliver_in_place(
     container: &ContainerId,
     staged: &Staged,
 ) -> Result<Installed, AppError> {
-    let _serialized = state.locks.lock(&workspace.id).await;
     let name = &staged.name;
     let source = staged.source.redacted();
 

@@ -1359,3 +1359,29 @@ async fn the_listing_pairs_manifests_with_receipt_digests_and_survives_a_receipt
     assert_eq!(listed.len(), 2);
     assert!(listed.iter().all(|(_, d)| d.is_none()), "digests omitted");
 }
+
+#[tokio::test]
+async fn an_install_waiting_for_its_workspace_fetches_nothing_until_the_workspace_is_free() {
+    let h = to_delivery(MockReceiptStore::new(), MockWorkspaceConfigs::new());
+    let fetched = h.fetched.clone();
+    let state = h.ports.into_state();
+    let ws = workspace("ws1", "claude_code", "online");
+    let held = state.locks.lock(&ws.id).await;
+    let waiting = install(&state, &Principal::Admin, &ws, body("fake://demo"));
+    tokio::pin!(waiting);
+    // Given ample time to stage (it takes milliseconds here), it stays
+    // blocked on the workspace: no staging and so no fetch slot is taken
+    // by an install that cannot deliver yet.
+    assert!(
+        tokio::time::timeout(Duration::from_millis(500), waiting.as_mut())
+            .await
+            .is_err()
+    );
+    assert!(!fetched.load(Ordering::SeqCst), "fetched while waiting");
+    drop(held);
+    let _ = waiting.await;
+    assert!(
+        fetched.load(Ordering::SeqCst),
+        "fetched once the workspace was free"
+    );
+}
