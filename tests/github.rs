@@ -754,20 +754,25 @@ async fn fetches_past_the_concurrency_limit_wait_briefly_then_get_429_with_retry
         ..Options::default()
     })
     .await;
-    app.create_workspace(
-        "busy",
-        serde_json::json!({"name": "busy", "runtime": "claude_code", "container": "wp-busy-no-such-container"}),
-    )
-    .await;
-    let install = || {
+    // Three tenants: installs into one workspace wait for each other
+    // before they stage, so only installs into different workspaces
+    // compete for the slots.
+    for i in 0..3 {
+        app.create_workspace(
+            &format!("busy{i}"),
+            serde_json::json!({"name": "busy", "runtime": "claude_code", "container": format!("wp-busy-{i}-no-such-container")}),
+        )
+        .await;
+    }
+    let install = |i: usize| {
         app.req(
             reqwest::Method::POST,
-            "/workspaces/busy/plugins",
+            &format!("/workspaces/busy{i}/plugins"),
             Some(ADMIN_TOKEN),
         )
         .json(&serde_json::json!({"source": "github://acme/demo#v1.0.0"}))
     };
-    let holders: Vec<_> = (0..2).map(|_| tokio::spawn(install().send())).collect();
+    let holders: Vec<_> = (0..2).map(|i| tokio::spawn(install(i).send())).collect();
     // Both slots are taken once the server has accepted both fetches.
     let deadline = Instant::now() + Duration::from_secs(30);
     while server.requests().len() < 2 {
@@ -776,7 +781,7 @@ async fn fetches_past_the_concurrency_limit_wait_briefly_then_get_429_with_retry
     }
 
     let started = Instant::now();
-    let (status, retry_after, body) = answer(install()).await;
+    let (status, retry_after, body) = answer(install(2)).await;
     let waited = started.elapsed();
     assert_eq!(status, 429, "{body}");
     assert_eq!(body["error"], "too many plugin fetches in progress");
@@ -789,7 +794,7 @@ async fn fetches_past_the_concurrency_limit_wait_briefly_then_get_429_with_retry
     // A download stages too, so it waits for a slot the same way.
     let (status, retry_after, body) = answer(app.req(
         reqwest::Method::GET,
-        "/workspaces/busy/plugins/careful-bash/download",
+        "/workspaces/busy2/plugins/careful-bash/download",
         Some(ADMIN_TOKEN),
     ))
     .await;
