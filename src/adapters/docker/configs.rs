@@ -585,6 +585,31 @@ mod tests {
     }
 
     #[test]
+    fn scripts_name_only_the_domain_layout_paths() {
+        use crate::domain::layout::{CLAUDE_MD, CONFIGS_DIR, PLUGINS_DIR, SKILLS_DIR};
+        // The scripts are literals, so the layout is written there too:
+        // this keeps the two from drifting apart.
+        for script in [DELIVER, IS_INSTALLED, LIST, READ_MEMORY, REMOVE] {
+            for (at, _) in script.match_indices("/configs") {
+                let path: String = script[at..]
+                    .chars()
+                    .take_while(|c| c.is_ascii_alphanumeric() || matches!(c, '/' | '.' | '_'))
+                    .collect();
+                let path = path.trim_end_matches('/');
+                assert!(
+                    [CONFIGS_DIR, PLUGINS_DIR, SKILLS_DIR, CLAUDE_MD].contains(&path),
+                    "{path} is not a layout path"
+                );
+            }
+        }
+        assert!(DELIVER.contains(PLUGINS_DIR) && REMOVE.contains(SKILLS_DIR));
+        assert!(
+            READ_MEMORY.contains(&CLAUDE_MD[1..]),
+            "configs/CLAUDE.md, relative to /"
+        );
+    }
+
+    #[test]
     fn scripts_are_constants_and_names_travel_as_arguments() {
         for script in [DELIVER, IS_INSTALLED, LIST, READ_MEMORY, REMOVE] {
             assert!(script.starts_with("set -u\n"));
