@@ -11,15 +11,14 @@ use crate::app::error::AppError;
 use crate::app::restart::WorkspaceGuard;
 use crate::app::staging::{Staged, stage};
 use crate::app::state::AppState;
+use crate::domain::compatibility::{Compatibility, partition_compatibility};
 use crate::domain::digest::TreeDigest;
 use crate::domain::manifest::Manifest;
 use crate::domain::memory::strip_memory_blocks;
 use crate::domain::name::PluginName;
 use crate::domain::policy::check_allowlist;
 use crate::domain::receipt::Receipt;
-use crate::domain::runtime::{
-    Compatibility, PushOperation, Runtime, partition_compatibility, runtime_guard,
-};
+use crate::domain::runtime::{PushOperation, Runtime, runtime_guard};
 use crate::domain::workspace::Workspace;
 use crate::ports::container::{
     ConfigsError, ContainerId, ContainerState, DeliveryError, EngineError, MemoryFile, Removal,

@@ -1,11 +1,10 @@
 //! Runtimes and the rules that depend on them (SPEC §1, §2, §5): name
-//! equivalence, the runtime guard, and the compatibility preflight.
+//! equivalence and the runtime guard. Which plugins a runtime can run is
+//! `domain::compatibility`: a runtime knows nothing of manifests.
 
 use std::fmt;
 
 use serde::Serialize;
-
-use crate::domain::manifest::Manifest;
 
 /// An agent runtime name, stored normalized (`-` becomes `_`), so that
 /// `claude-code` and `claude_code` are the same runtime.
@@ -101,34 +100,9 @@ pub fn runtime_guard(runtime: &Runtime, operation: PushOperation) -> Result<(), 
     })
 }
 
-/// The preflight for a runtime change: which installed plugins keep working.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Compatibility {
-    pub target_runtime: Runtime,
-    pub compatible: Vec<Manifest>,
-    pub incompatible: Vec<Manifest>,
-}
-
-impl Compatibility {
-    pub fn all_compatible(&self) -> bool {
-        self.incompatible.is_empty()
-    }
-}
-
-/// Splits installed plugins by whether they support `target`.
-pub fn partition_compatibility(installed: Vec<Manifest>, target: Runtime) -> Compatibility {
-    let (compatible, incompatible) = installed.into_iter().partition(|m| m.supports(&target));
-    Compatibility {
-        target_runtime: target,
-        compatible,
-        incompatible,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::name::PluginName;
 
     #[test]
     fn runtime_names_follow_the_pattern_and_are_normalized() {
@@ -183,25 +157,5 @@ mod tests {
             uninstall.message,
             "plugin uninstall via docker exec is not supported for external runtimes"
         );
-    }
-
-    #[test]
-    fn compatibility_partitions_installed_plugins_by_the_target_runtime() {
-        let plugin = |name: &str, yaml: &str| {
-            Manifest::from_yaml(PluginName::parse(name).unwrap(), Some(yaml.as_bytes()))
-        };
-        let installed = vec![
-            plugin("any", "version: 1.0.0"),
-            plugin("only-hermes", "runtimes: [hermes]"),
-            plugin("cc", "runtimes: [claude-code]"),
-        ];
-        let result = partition_compatibility(installed, Runtime::parse("claude-code").unwrap());
-        assert_eq!(result.target_runtime.as_str(), "claude_code");
-        let names = |v: &[Manifest]| v.iter().map(|m| m.name.to_string()).collect::<Vec<_>>();
-        assert_eq!(names(&result.compatible), ["any", "cc"]);
-        assert_eq!(names(&result.incompatible), ["only-hermes"]);
-        assert!(!result.all_compatible());
-        let empty = partition_compatibility(vec![], Runtime::parse("x").unwrap());
-        assert!(empty.all_compatible());
     }
 }
