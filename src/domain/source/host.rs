@@ -65,7 +65,9 @@ mod tests {
         let too_long_label = "a".repeat(64);
         let long_host = vec!["a"; 127].join(".");
         let too_long_host = format!("{long_host}.ab");
-        let cases: Vec<(&str, Option<(&str, Option<u16>)>)> = vec![
+        // (authority, Some((host, port)) or refused)
+        type Want<'a> = Option<(&'a str, Option<u16>)>;
+        let cases: Vec<(&str, Want<'_>)> = vec![
             ("h.example", Some(("h.example", None))),
             ("H.Example", Some(("H.Example", None))),
             ("my_host-1", Some(("my_host-1", None))),
