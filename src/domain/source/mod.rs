@@ -355,6 +355,12 @@ mod tests {
             // ends at a later `@` is taken for user info.
             ("https://h~x/a@b.tgz".into(), "https://b.tgz".into()),
             ("https://h:0/a@b.tgz".into(), "https://b.tgz".into()),
+            // ...which is what catches a user name no host could have in
+            // front of an all-digit password holding `/`.
+            (
+                "https://us~er:12/34@h/x.tgz".into(),
+                "https://h/x.tgz".into(),
+            ),
             (
                 "https://[::1]:8443/a@b.tgz".into(),
                 "https://[::1]:8443/a@b.tgz".into(),
