@@ -94,3 +94,114 @@ impl AllowlistGate {
         check_allowlist(entries.as_deref(), plugin, self.on_failure).map_err(AppError::Allowlist)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use mockall::predicate::*;
+
+    use super::*;
+    use crate::app::testing::workspace;
+    use crate::domain::policy::AllowlistRefusal;
+    use crate::ports::store::{MockAllowlistStore, StoreError};
+
+    fn name(s: &str) -> PluginName {
+        PluginName::parse(s).unwrap()
+    }
+
+    fn entry(plugin: &str) -> AllowlistEntry {
+        AllowlistEntry {
+            plugin_name: name(plugin),
+            enabled_by: "admin".into(),
+            enabled_at: crate::app::now(),
+        }
+    }
+
+    fn failing() -> MockAllowlistStore {
+        let mut store = MockAllowlistStore::new();
+        store
+            .expect_allowlist()
+            .returning(|_| Err(StoreError::Unavailable("down".into())));
+        store
+    }
+
+    #[tokio::test]
+    async fn the_gate_reads_the_org_of_the_workspace_and_an_empty_list_allows_all() {
+        let mut store = MockAllowlistStore::new();
+        store
+            .expect_allowlist()
+            .with(eq(WorkspaceId::parse("org-1").unwrap()))
+            .returning(|_| Ok(vec![entry("allowed")]));
+        store
+            .expect_allowlist()
+            .with(eq(WorkspaceId::parse("solo").unwrap()))
+            .returning(|_| Ok(vec![]));
+        let gate = AllowlistGate::new(Arc::new(store), AllowlistFailure::Closed);
+        let mut member = workspace("ws-1", "x", "online");
+        member.spec.parent_id = Some(WorkspaceId::parse("org-1").unwrap());
+        assert!(gate.enforce(&member, &name("allowed")).await.is_ok());
+        let err = gate.enforce(&member, &name("other")).await.unwrap_err();
+        assert!(
+            matches!(err, AppError::Allowlist(AllowlistRefusal::NotAllowed(_))),
+            "{err:?}"
+        );
+        let solo = workspace("solo", "x", "online");
+        assert!(gate.enforce(&solo, &name("other")).await.is_ok());
+    }
+
+    #[tokio::test]
+    async fn a_store_failure_fails_closed_unless_configured_open() {
+        let ws = workspace("ws-1", "x", "online");
+        let closed = AllowlistGate::new(Arc::new(failing()), AllowlistFailure::Closed);
+        let err = closed.enforce(&ws, &name("any")).await.unwrap_err();
+        assert!(
+            matches!(err, AppError::Allowlist(AllowlistRefusal::Unavailable)),
+            "{err:?}"
+        );
+        let open = AllowlistGate::new(Arc::new(failing()), AllowlistFailure::Open);
+        assert!(open.enforce(&ws, &name("any")).await.is_ok());
+    }
+
+    #[tokio::test]
+    async fn a_replacement_is_validated_whole_before_the_store_sees_it() {
+        let mut store = MockAllowlistStore::new();
+        store.expect_replace_allowlist().never();
+        let lists = Allowlists::new(Arc::new(store));
+        let org = WorkspaceId::parse("org-1").unwrap();
+        let err = lists.replace(&org, None, None).await.unwrap_err();
+        assert!(matches!(err, AppError::PluginsRequired), "{err:?}");
+        let err = lists
+            .replace(&org, Some(vec!["ok".into(), "../bad".into()]), None)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(err, AppError::InvalidAllowlistEntry(ref e) if e == "../bad"),
+            "{err:?}"
+        );
+        for by in ["", "a\nb"] {
+            let err = lists
+                .replace(&org, Some(vec![]), Some(by.into()))
+                .await
+                .unwrap_err();
+            assert!(matches!(err, AppError::InvalidField(_)), "{by:?}: {err:?}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_replacement_stores_sorted_unique_names_enabled_by_admin_by_default() {
+        let mut store = MockAllowlistStore::new();
+        store
+            .expect_replace_allowlist()
+            .withf(|_, names, by, _| names == [name("a"), name("b")] && by == "admin")
+            .times(1)
+            .returning(|_, _, _, _| Ok(vec![entry("a"), entry("b")]));
+        let stored = Allowlists::new(Arc::new(store))
+            .replace(
+                &WorkspaceId::parse("org-1").unwrap(),
+                Some(vec!["b".into(), "a".into(), "b".into()]),
+                None,
+            )
+            .await
+            .unwrap();
+        assert_eq!(stored.len(), 2);
+    }
+}
