@@ -171,6 +171,8 @@ pub struct TestApp {
     pub base: String,
     pub client: reqwest::Client,
     pub store: Arc<BreakableStore>,
+    /// The server's use cases, e.g. to observe its restarts.
+    pub use_cases: Arc<UseCases>,
     pub data_dir: tempfile::TempDir,
     shutdown: Option<oneshot::Sender<()>>,
 }
@@ -232,8 +234,8 @@ pub async fn spawn_app_with(options: Options) -> TestApp {
     if options.failing_archives {
         ports.archives = Arc::new(FailingArchives);
     }
-    let use_cases = UseCases::build(ports, policy);
-    let bound = server::bind_with(&settings, Arc::new(use_cases))
+    let use_cases = Arc::new(UseCases::build(ports, policy));
+    let bound = server::bind_with(&settings, use_cases.clone())
         .await
         .expect("bind");
     let addr = bound.local_addr().expect("local addr");
@@ -245,6 +247,7 @@ pub async fn spawn_app_with(options: Options) -> TestApp {
         base: format!("http://{addr}"),
         client: reqwest::Client::new(),
         store,
+        use_cases,
         data_dir,
         shutdown: Some(tx),
     }
