@@ -43,9 +43,11 @@ mod tests {
     #[tokio::test]
     async fn the_installed_plugins_are_split_by_whether_they_support_the_target() {
         let mut engine = MockContainerEngine::new();
-        engine.expect_state().returning(|_| ContainerState::Running {
-            id: ContainerId::new("cid"),
-        });
+        engine
+            .expect_state()
+            .returning(|_| ContainerState::Running {
+                id: ContainerId::new("cid"),
+            });
         let mut configs = MockWorkspaceConfigs::new();
         configs.expect_installed().returning(|_| {
             Ok([

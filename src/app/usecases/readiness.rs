@@ -74,13 +74,13 @@ mod tests {
 
     fn store(answer: fn() -> Result<(), StoreError>) -> MockStoreHealth {
         let mut store = MockStoreHealth::new();
-        store.expect_ping().returning(move || answer());
+        store.expect_ping().returning(answer);
         store
     }
 
     fn engine(answer: fn() -> Result<(), EngineError>) -> MockContainerEngine {
         let mut engine = MockContainerEngine::new();
-        engine.expect_ping().returning(move || answer());
+        engine.expect_ping().returning(answer);
         engine
     }
 
