@@ -1,14 +1,13 @@
 //! `github://` sources against a real git smart-HTTP server on loopback
 //! (`git http-backend` behind the test server of `support::git`): the
-//! resolver on its own, and the staging pipeline (SPEC §4) with a state from
-//! `server::build_state`, whose answers are mapped to HTTP statuses exactly
+//! resolver on its own, and the staging pipeline (SPEC §4) of use cases from
+//! `server::use_cases`, whose answers are mapped to HTTP statuses exactly
 //! as the API maps them.
 
 mod support;
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use clap::Parser;
@@ -17,8 +16,8 @@ use workspace_plugins::app::error::AppError;
 use workspace_plugins::app::http::problem::Problem;
 use workspace_plugins::app::server;
 use workspace_plugins::app::settings::Settings;
-use workspace_plugins::app::staging::stage;
-use workspace_plugins::app::state::AppState;
+use workspace_plugins::app::usecases::UseCases;
+use workspace_plugins::app::usecases::staging::Staged;
 use workspace_plugins::domain::staging::UnsafeEntry;
 use workspace_plugins::ports::resolver::{FetchError, FetchLimits, SourceResolver, SpecCheck};
 
@@ -463,7 +462,7 @@ async fn a_cancelled_fetch_stops() {
 // ---- the staging pipeline (SPEC §4), as install and download run it ----
 
 struct Pipeline {
-    state: Arc<AppState>,
+    app: UseCases,
     data_dir: tempfile::TempDir,
 }
 
@@ -492,8 +491,8 @@ async fn pipeline(server: &GitServer, extra: &[&str]) -> Pipeline {
     let settings = Settings::try_parse_from(args)
         .expect("settings")
         .normalized();
-    let state = server::build_state(&settings).await.expect("state");
-    Pipeline { state, data_dir }
+    let app = server::use_cases(&settings).await.expect("use cases");
+    Pipeline { app, data_dir }
 }
 
 impl Pipeline {
@@ -508,23 +507,16 @@ impl Pipeline {
             .collect()
     }
 
-    async fn stage(
-        &self,
-        source: &str,
-        within: Duration,
-    ) -> Result<workspace_plugins::app::staging::Staged, Problem> {
-        stage(
-            &self.state,
-            Some(source),
-            None,
-            tokio::time::Instant::now() + within,
-        )
-        .await
-        .map_err(|e: AppError| Problem::from(e))
+    async fn stage(&self, source: &str, within: Duration) -> Result<Staged, Problem> {
+        self.app
+            .staging()
+            .stage(Some(source), None, tokio::time::Instant::now() + within)
+            .await
+            .map_err(|e: AppError| Problem::from(e))
     }
 }
 
-fn status(result: &Result<workspace_plugins::app::staging::Staged, Problem>) -> u16 {
+fn status(result: &Result<Staged, Problem>) -> u16 {
     match result {
         Ok(_) => 200,
         Err(p) => p.status().as_u16(),
@@ -787,7 +779,7 @@ async fn fetches_past_the_concurrency_limit_wait_briefly_then_get_429_with_retry
     assert_eq!(body["error"], "too many plugin fetches in progress");
     assert_eq!(retry_after.as_deref(), Some("5"));
     assert!(
-        waited >= workspace_plugins::app::staging::FETCH_SLOT_WAIT
+        waited >= workspace_plugins::app::usecases::staging::FETCH_SLOT_WAIT
             && waited < Duration::from_secs(15),
         "waited briefly for a slot: {waited:?}"
     );

@@ -3,13 +3,12 @@
 //! PLUGIN_HTTPS_CA_FILE. Refusals go through the real install endpoint
 //! (they must come before the container step; every error body carries
 //! `source`); successful stagings are inspected through the pipeline itself
-//! (`app::staging::stage`, on a state built from the same settings), since
+//! (the use cases' `staging()`, built from the same settings), since
 //! the tree never reaches a container here.
 
 mod support;
 
 use std::path::Path;
-use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Parser;
@@ -17,22 +16,21 @@ use serde_json::{Value, json};
 use support::app::{ADMIN_TOKEN, Options, TestApp, spawn_app_with};
 use support::hostile::{Tar, gzip, wait_until_empty, zstd};
 use support::https::{HttpsServer, Route, sha256_hex};
-use workspace_plugins::app::server::build_state;
+use workspace_plugins::app::server;
 use workspace_plugins::app::settings::Settings;
-use workspace_plugins::app::staging::stage;
-use workspace_plugins::app::state::AppState;
+use workspace_plugins::app::usecases::UseCases;
 
 const WS: &str = "ws-https";
 
 struct World {
     server: HttpsServer,
     app: TestApp,
-    state: Arc<AppState>,
+    pipeline: UseCases,
     _dirs: (tempfile::TempDir, tempfile::TempDir),
 }
 
 /// The server; an app allowing `hosts` that trusts the server's CA; and a
-/// pipeline state built from the same settings.
+/// pipeline built from the same settings.
 async fn world(hosts: &str) -> World {
     let server = HttpsServer::start().await;
     let dir = tempfile::tempdir().unwrap();
@@ -61,11 +59,11 @@ async fn world(hosts: &str) -> World {
     ];
     args.extend(extra_args);
     let settings = Settings::try_parse_from(args).unwrap().normalized();
-    let state = build_state(&settings).await.unwrap();
+    let pipeline = server::use_cases(&settings).await.unwrap();
     World {
         server,
         app,
-        state,
+        pipeline,
         _dirs: (dir, data),
     }
 }
@@ -84,7 +82,10 @@ async fn install(app: &TestApp, source: &str) -> (u16, Value) {
 /// Runs the staging pipeline: the plugin name and its files' contents.
 async fn staged(w: &World, source: &str) -> (String, Value) {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    let staged = stage(&w.state, Some(source), None, deadline)
+    let staged = w
+        .pipeline
+        .staging()
+        .stage(Some(source), None, deadline)
         .await
         .unwrap_or_else(|e| panic!("{source}: {e}"));
     let mut files = serde_json::Map::new();

@@ -1,18 +1,14 @@
 //! The application: use cases over the ports, the HTTP layer, settings
 //! and wiring. No business rule lives here: it calls the domain.
 
-pub mod auth;
-pub mod download;
 pub mod error;
 pub mod http;
-pub mod plugins;
 pub mod restart;
 pub mod server;
 pub mod settings;
-pub mod staging;
-pub mod state;
 #[cfg(test)]
 pub mod testing;
+pub mod usecases;
 
 /// The current time as stored: microseconds, the finest precision every
 /// supported database keeps, so responses do not depend on the backend.

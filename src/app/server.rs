@@ -8,9 +8,6 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use base64::Engine as _;
-use rand::RngCore;
-
 use crate::adapters::db::SeaOrmStore;
 use crate::adapters::docker::DockerEngine;
 use crate::adapters::fs::{FsArchiveStore, FsStaging, LocalRegistry, LocalResolver};
@@ -18,12 +15,11 @@ use crate::adapters::git::GitResolver;
 use crate::adapters::https::HttpsResolver;
 use crate::app::http;
 use crate::app::http::metrics::Metrics;
-use crate::app::restart::{Restarter, WorkspaceLocks};
 use crate::app::settings::Settings;
-use crate::app::staging::FetchSlots;
-use crate::app::state::{AppState, Policy};
+use crate::app::usecases::tokens::fresh_secret;
+use crate::app::usecases::{Policy, Ports, UseCases};
 use crate::domain::policy::AllowlistFailure;
-use crate::domain::token::{TOKEN_BYTES, TokenHash};
+use crate::domain::token::{SecretKind, TokenHash};
 use crate::ports::resolver::ResolverRegistry;
 
 /// Why the service could not start; each names what to fix.
@@ -88,12 +84,7 @@ fn admin_token(settings: &Settings) -> Result<TokenHash, StartupError> {
             Ok(TokenHash::of(secret))
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            let mut bytes = [0u8; TOKEN_BYTES];
-            rand::rng().fill_bytes(&mut bytes);
-            let secret = format!(
-                "wpa_{}",
-                base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
-            );
+            let secret = fresh_secret(SecretKind::Admin);
             let mut file = std::fs::OpenOptions::new()
                 .write(true)
                 .create_new(true)
@@ -129,10 +120,32 @@ pub fn staging_disk_budget(max_dir_bytes: u64, max_entries: u64) -> u64 {
     max_dir_bytes.saturating_mul(2).saturating_add(framing)
 }
 
-/// Builds the application state from the settings.
-pub async fn build_state(settings: &Settings) -> Result<Arc<AppState>, StartupError> {
+/// The use cases' settings: the admin token's hash (read, or generated at
+/// first start) and the policy knobs.
+pub fn policy(settings: &Settings) -> Result<Policy, StartupError> {
     create_dir(&settings.data_dir)?;
-    let admin_token = admin_token(settings)?;
+    Ok(Policy {
+        admin_token: admin_token(settings)?,
+        body_max_bytes: settings.body_max_bytes,
+        allow_tokenless_workspaces: settings.allow_tokenless_workspaces,
+        allowlist_failure: if settings.allowlist_fail_open {
+            AllowlistFailure::Open
+        } else {
+            AllowlistFailure::Closed
+        },
+        fetch_timeout: settings.fetch_timeout,
+        max_dir_bytes: settings.max_dir_bytes,
+        max_entries: settings.max_entries,
+        allow_unpinned: settings.allow_unpinned,
+        max_concurrent_fetches: settings.max_concurrent_fetches,
+        disk_per_fetch: staging_disk_budget(settings.max_dir_bytes, settings.max_entries),
+        restart_delay: settings.restart_delay,
+    })
+}
+
+/// The real adapters behind every port, from the settings.
+pub async fn ports(settings: &Settings) -> Result<Ports, StartupError> {
+    create_dir(&settings.data_dir)?;
     let store = Arc::new(
         SeaOrmStore::connect(&settings.database_url())
             .await
@@ -176,53 +189,31 @@ pub async fn build_state(settings: &Settings) -> Result<Arc<AppState>, StartupEr
         DockerEngine::new(settings.docker_host.as_deref(), settings.engine_timeout)
             .map_err(|e| StartupError::Engine(e.to_string()))?,
     );
-    let engine: Arc<dyn crate::ports::container::ContainerEngine> = docker.clone();
-    let locks = WorkspaceLocks::default();
-    Ok(Arc::new(AppState {
+    Ok(Ports {
         workspaces: store.clone(),
         tokens: store.clone(),
         allowlists: store.clone(),
-        receipts: store.clone(),
         store_health: store.clone(),
+        receipts: store,
         registry: Arc::new(registry),
         resolvers,
         staging: Arc::new(staging),
-        restarts: Restarter::new(
-            engine.clone(),
-            store.clone(),
-            locks.clone(),
-            settings.restart_delay,
-        ),
-        engine,
+        engine: docker.clone(),
         configs: docker,
-        locks,
         archives: Arc::new(archives),
-        local_digests: Default::default(),
-        fetch_slots: FetchSlots::new(
-            settings.max_concurrent_fetches,
-            staging_disk_budget(settings.max_dir_bytes, settings.max_entries),
-        ),
-        admin_token,
-        policy: Policy {
-            body_max_bytes: settings.body_max_bytes,
-            allow_tokenless_workspaces: settings.allow_tokenless_workspaces,
-            allowlist_failure: if settings.allowlist_fail_open {
-                AllowlistFailure::Open
-            } else {
-                AllowlistFailure::Closed
-            },
-            fetch_timeout: settings.fetch_timeout,
-            max_dir_bytes: settings.max_dir_bytes,
-            max_entries: settings.max_entries,
-            allow_unpinned: settings.allow_unpinned,
-        },
-    }))
+    })
+}
+
+/// The use cases over the real adapters.
+pub async fn use_cases(settings: &Settings) -> Result<UseCases, StartupError> {
+    let policy = policy(settings)?;
+    Ok(UseCases::build(ports(settings).await?, policy))
 }
 
 /// A bound, not yet serving, server.
 pub struct Bound {
     listener: tokio::net::TcpListener,
-    state: Arc<AppState>,
+    use_cases: Arc<UseCases>,
     cors_origins: Vec<String>,
     limits: http::transport::Limits,
 }
@@ -237,8 +228,8 @@ impl Bound {
         self,
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> Result<(), StartupError> {
-        let restarts = self.state.restarts.clone();
-        let app = http::app(self.state, &self.cors_origins, Metrics::new()?);
+        let restarts = self.use_cases.restarts().clone();
+        let app = http::app(self.use_cases, &self.cors_origins, Metrics::new()?);
         let served = http::transport::serve(
             self.listener,
             app,
@@ -255,17 +246,18 @@ impl Bound {
     }
 }
 
-/// Start-up: state, then the listening socket.
+/// Start-up: the use cases, then the listening socket.
 pub async fn bind(settings: &Settings) -> Result<Bound, StartupError> {
-    let state = build_state(settings).await?;
-    bind_with_state(settings, state).await
+    let use_cases = use_cases(settings).await?;
+    bind_with(settings, Arc::new(use_cases)).await
 }
 
-/// Binds the listening socket for an already built state (tests swap ports
-/// in the state, e.g. a store that fails on demand).
-pub async fn bind_with_state(
+/// Binds the listening socket for use cases already built (tests build
+/// them from [`ports`] with some swapped, e.g. a store that fails on
+/// demand).
+pub async fn bind_with(
     settings: &Settings,
-    state: Arc<AppState>,
+    use_cases: Arc<UseCases>,
 ) -> Result<Bound, StartupError> {
     let listener = tokio::net::TcpListener::bind(settings.listen)
         .await
@@ -275,7 +267,7 @@ pub async fn bind_with_state(
         })?;
     Ok(Bound {
         listener,
-        state,
+        use_cases,
         cors_origins: settings.cors_origins.clone(),
         limits: http::transport::Limits {
             header_read_timeout: settings.http_header_timeout,

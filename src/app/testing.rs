@@ -1,101 +1,71 @@
-//! Test doubles for use-case tests: an `AppState` over mocked ports,
-//! where each test sets only the expectations it is about.
+//! Test doubles for use-case tests: the use cases built over mocked
+//! ports by the same builder as the server's, where each test sets only
+//! the expectations it is about.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::app::restart::{Restarter, WorkspaceLocks};
-use crate::app::state::{AppState, Policy};
+use crate::app::error::AppError;
+use crate::app::http::problem::Problem;
+use crate::app::usecases::{Policy, Ports, UseCases};
 use crate::domain::name::WorkspaceId;
 use crate::domain::policy::AllowlistFailure;
 use crate::domain::token::TokenHash;
 use crate::domain::workspace::{Workspace, WorkspaceInput, WorkspaceSpec};
-use crate::ports::container::{
-    ContainerEngine, MockContainerEngine, MockWorkspaceConfigs, WorkspaceConfigs,
-};
-use crate::ports::receipts::{MockReceiptStore, ReceiptStore};
-use crate::ports::registry::{MockPluginRegistry, PluginRegistry};
+use crate::ports::archives::MockArchiveStore;
+use crate::ports::container::{MockContainerEngine, MockWorkspaceConfigs};
+use crate::ports::receipts::MockReceiptStore;
+use crate::ports::registry::MockPluginRegistry;
 use crate::ports::resolver::ResolverRegistry;
-use crate::ports::staging::{MockStagingArea, StagingArea};
+use crate::ports::staging::MockStagingArea;
 use crate::ports::store::{
-    AllowlistStore, MockAllowlistStore, MockStoreHealth, MockTokenStore, MockWorkspaceStore,
-    TokenStore, WorkspaceStore,
+    MockAllowlistStore, MockStoreHealth, MockTokenStore, MockWorkspaceStore,
 };
 
 pub const ADMIN: &str = "admin-secret";
 
-/// The ports of a test state; unset ones are mocks with no expectations
-/// (any call to them fails the test).
-pub struct Ports {
-    pub workspaces: Arc<dyn WorkspaceStore>,
-    pub tokens: Arc<dyn TokenStore>,
-    pub allowlists: Arc<dyn AllowlistStore>,
-    pub receipts: Arc<dyn ReceiptStore>,
-    pub staging: Arc<dyn StagingArea>,
-    pub engine: Arc<dyn ContainerEngine>,
-    pub configs: Arc<dyn WorkspaceConfigs>,
-    pub resolvers: ResolverRegistry,
-    pub archives: Arc<dyn crate::ports::archives::ArchiveStore>,
-    pub registry: Arc<dyn PluginRegistry>,
-    pub policy: Policy,
-    pub restart_delay: Duration,
-}
-
+/// Mocks with no expectations: any call to a port a test did not set up
+/// fails it.
 impl Default for Ports {
     fn default() -> Self {
         Self {
             workspaces: Arc::new(MockWorkspaceStore::new()),
             tokens: Arc::new(MockTokenStore::new()),
             allowlists: Arc::new(MockAllowlistStore::new()),
+            store_health: Arc::new(MockStoreHealth::new()),
             receipts: Arc::new(MockReceiptStore::new()),
+            registry: Arc::new(MockPluginRegistry::new()),
+            resolvers: ResolverRegistry::new(),
             staging: Arc::new(MockStagingArea::new()),
             engine: Arc::new(MockContainerEngine::new()),
             configs: Arc::new(MockWorkspaceConfigs::new()),
-            resolvers: ResolverRegistry::new(),
-            archives: Arc::new(crate::ports::archives::MockArchiveStore::new()),
-            registry: Arc::new(MockPluginRegistry::new()),
-            policy: Policy {
-                body_max_bytes: 1024,
-                allow_tokenless_workspaces: false,
-                allowlist_failure: AllowlistFailure::Closed,
-                fetch_timeout: Duration::from_secs(30),
-                max_dir_bytes: 1024 * 1024,
-                max_entries: 1000,
-                allow_unpinned: false,
-            },
-            restart_delay: Duration::from_secs(3600),
+            archives: Arc::new(MockArchiveStore::new()),
         }
     }
 }
 
+/// The policy of test apps: small caps, fail-closed allowlists, no
+/// tokenless access, restarts far enough away that none runs in a test.
+pub fn policy() -> Policy {
+    Policy {
+        admin_token: TokenHash::of(ADMIN),
+        body_max_bytes: 1024,
+        allow_tokenless_workspaces: false,
+        allowlist_failure: AllowlistFailure::Closed,
+        fetch_timeout: Duration::from_secs(30),
+        max_dir_bytes: 1024 * 1024,
+        max_entries: 1000,
+        allow_unpinned: false,
+        max_concurrent_fetches: 4,
+        disk_per_fetch: u64::MAX,
+        restart_delay: Duration::from_secs(3600),
+    }
+}
+
 impl Ports {
-    pub fn into_state(self) -> AppState {
-        let locks = WorkspaceLocks::default();
-        let restarts = Restarter::new(
-            self.engine.clone(),
-            self.workspaces.clone(),
-            locks.clone(),
-            self.restart_delay,
-        );
-        AppState {
-            workspaces: self.workspaces,
-            tokens: self.tokens,
-            allowlists: self.allowlists,
-            receipts: self.receipts,
-            store_health: Arc::new(MockStoreHealth::new()),
-            registry: self.registry,
-            resolvers: self.resolvers,
-            staging: self.staging,
-            restarts,
-            engine: self.engine,
-            configs: self.configs,
-            locks,
-            archives: self.archives,
-            local_digests: Default::default(),
-            fetch_slots: crate::app::staging::FetchSlots::new(4, u64::MAX),
-            admin_token: TokenHash::of(ADMIN),
-            policy: self.policy,
-        }
+    /// The use cases over these ports, with the test [`policy`].
+    pub fn into_app(self) -> UseCases {
+        UseCases::build(self, policy())
     }
 }
 
@@ -119,4 +89,17 @@ pub fn workspace(id: &str, runtime: &str, status: &str) -> Workspace {
         created_at: now,
         updated_at: now,
     }
+}
+
+/// The HTTP answer an error becomes: status, message, `Retry-After`.
+pub fn answer<T: std::fmt::Debug>(result: Result<T, AppError>) -> (u16, String, Option<u32>) {
+    let error = result.expect_err("expected an error");
+    let problem: Problem = Problem::from(error);
+    let (status, message) = (problem.status().as_u16(), problem.body().error.clone());
+    let response = poem::IntoResponse::into_response(problem);
+    let retry = response
+        .headers()
+        .get("retry-after")
+        .and_then(|v| v.to_str().ok()?.parse().ok());
+    (status, message, retry)
 }

@@ -11,6 +11,30 @@ use crate::domain::name::WorkspaceId;
 /// Secrets carry at least 256 bits of randomness.
 pub const TOKEN_BYTES: usize = 32;
 
+/// Whose secret it is: the prefix tells them apart at a glance (and to
+/// secret scanners).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SecretKind {
+    /// `wpa_`: the admin token generated at first start.
+    Admin,
+    /// `wpt_`: a workspace token.
+    Workspace,
+}
+
+/// A secret from [`TOKEN_BYTES`] random bytes supplied by the caller: the
+/// kind's prefix, then the bytes as unpadded URL-safe base64.
+pub fn secret_from_random(kind: SecretKind, bytes: [u8; TOKEN_BYTES]) -> String {
+    use base64::Engine as _;
+    let prefix = match kind {
+        SecretKind::Admin => "wpa_",
+        SecretKind::Workspace => "wpt_",
+    };
+    format!(
+        "{prefix}{}",
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+    )
+}
+
 /// The SHA-256 of a token secret.
 #[derive(Clone, PartialEq, Eq, Hash)]
 pub struct TokenHash([u8; 32]);
@@ -116,6 +140,14 @@ pub fn parse_authorization(header: Option<&str>) -> Presented {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_secret_is_its_kinds_prefix_and_the_bytes_in_unpadded_url_safe_base64() {
+        let workspace = secret_from_random(SecretKind::Workspace, [0xfb; TOKEN_BYTES]);
+        assert_eq!(workspace, format!("wpt_{}-_s", "-_v7".repeat(10)));
+        let admin = secret_from_random(SecretKind::Admin, [0; TOKEN_BYTES]);
+        assert_eq!(admin, format!("wpa_{}", "A".repeat(43)));
+    }
 
     #[test]
     fn bearer_scheme_is_case_insensitive_and_empty_counts_as_missing() {

@@ -14,6 +14,7 @@ use tokio::sync::oneshot;
 use workspace_plugins::adapters::db::SeaOrmStore;
 use workspace_plugins::app::server;
 use workspace_plugins::app::settings::Settings;
+use workspace_plugins::app::usecases::UseCases;
 use workspace_plugins::domain::digest::TreeDigest;
 use workspace_plugins::domain::name::{PluginName, WorkspaceId};
 use workspace_plugins::domain::token::{TokenHash, TokenId, TokenRecord};
@@ -170,6 +171,8 @@ pub struct TestApp {
     pub base: String,
     pub client: reqwest::Client,
     pub store: Arc<BreakableStore>,
+    /// The server's use cases, e.g. to observe its restarts.
+    pub use_cases: Arc<UseCases>,
     pub data_dir: tempfile::TempDir,
     shutdown: Option<oneshot::Sender<()>>,
 }
@@ -218,20 +221,21 @@ pub async fn spawn_app_with(options: Options) -> TestApp {
         .expect("test settings")
         .normalized();
 
-    let base_state = server::build_state(&settings).await.expect("state");
+    let policy = server::policy(&settings).expect("policy");
+    let mut ports = server::ports(&settings).await.expect("ports");
     let store = Arc::new(BreakableStore {
         inner: SeaOrmStore::connect(&db_url).await.expect("store"),
         broken: AtomicBool::new(false),
     });
-    let mut state = (*base_state).clone();
-    state.workspaces = store.clone();
-    state.tokens = store.clone();
-    state.allowlists = store.clone();
-    state.store_health = store.clone();
+    ports.workspaces = store.clone();
+    ports.tokens = store.clone();
+    ports.allowlists = store.clone();
+    ports.store_health = store.clone();
     if options.failing_archives {
-        state.archives = Arc::new(FailingArchives);
+        ports.archives = Arc::new(FailingArchives);
     }
-    let bound = server::bind_with_state(&settings, Arc::new(state))
+    let use_cases = Arc::new(UseCases::build(ports, policy));
+    let bound = server::bind_with(&settings, use_cases.clone())
         .await
         .expect("bind");
     let addr = bound.local_addr().expect("local addr");
@@ -243,6 +247,7 @@ pub async fn spawn_app_with(options: Options) -> TestApp {
         base: format!("http://{addr}"),
         client: reqwest::Client::new(),
         store,
+        use_cases,
         data_dir,
         shutdown: Some(tx),
     }

@@ -9,16 +9,13 @@ use poem_openapi::param::Path;
 use poem_openapi::payload::Json;
 use poem_openapi::{Object, OpenApi};
 
-use crate::app::auth::authorize_admin;
 use crate::app::error::AppError;
 use crate::app::http::ApiTags;
 use crate::app::http::extract::{Caller, JsonBody};
 use crate::app::http::problem::Problem;
-use crate::app::state::AppState;
+use crate::app::usecases::UseCases;
+use crate::app::usecases::allowlist::AllowlistEntry;
 use crate::domain::name::WorkspaceId;
-use crate::domain::policy::normalize_allowlist;
-use crate::domain::workspace::FieldError;
-use crate::ports::store::AllowlistEntry;
 
 pub struct AllowlistApi;
 
@@ -68,20 +65,6 @@ fn parse_org(raw: &str) -> Result<WorkspaceId, AppError> {
     WorkspaceId::parse(raw).map_err(|_| AppError::InvalidWorkspaceId)
 }
 
-fn enabled_by(raw: Option<String>) -> Result<String, AppError> {
-    let Some(by) = raw else {
-        return Ok("admin".into());
-    };
-    let len = by.chars().count();
-    if len == 0 || len > 200 || by.chars().any(char::is_control) {
-        return Err(AppError::InvalidField(FieldError::new(
-            "enabled_by",
-            "enabled_by must be 1-200 characters without control characters",
-        )));
-    }
-    Ok(by)
-}
-
 #[OpenApi(tag = "ApiTags::Allowlist")]
 impl AllowlistApi {
     /// Read an org's plugin allowlist (admin)
@@ -92,17 +75,13 @@ impl AllowlistApi {
     )]
     async fn get(
         &self,
-        state: Data<&Arc<AppState>>,
+        app: Data<&Arc<UseCases>>,
         caller: Caller,
         id: Path<String>,
     ) -> Result<Json<Allowlist>, Problem> {
-        authorize_admin(&state, &caller.0).await?;
+        app.access.authorize_admin(&caller.0).await?;
         let org = parse_org(&id)?;
-        let entries = state
-            .allowlists
-            .allowlist(&org)
-            .await
-            .map_err(AppError::Store)?;
+        let entries = app.allowlists.get(&org).await?;
         Ok(Json(view(&org, entries)))
     }
 
@@ -116,22 +95,18 @@ impl AllowlistApi {
     )]
     async fn put(
         &self,
-        state: Data<&Arc<AppState>>,
+        app: Data<&Arc<UseCases>>,
         caller: Caller,
         id: Path<String>,
         body: JsonBody<AllowlistRequest>,
     ) -> Result<Json<Allowlist>, Problem> {
-        authorize_admin(&state, &caller.0).await?;
+        app.access.authorize_admin(&caller.0).await?;
         let org = parse_org(&id)?;
-        let req = body.read(state.policy.body_max_bytes).await?;
-        let plugins = req.plugins.ok_or(AppError::PluginsRequired)?;
-        let names = normalize_allowlist(&plugins).map_err(AppError::InvalidAllowlistEntry)?;
-        let enabled_by = enabled_by(req.enabled_by)?;
-        let stored = state
+        let req = body.read(app.body_max_bytes()).await?;
+        let stored = app
             .allowlists
-            .replace_allowlist(&org, &names, &enabled_by, crate::app::now())
-            .await
-            .map_err(AppError::Store)?;
+            .replace(&org, req.plugins, req.enabled_by)
+            .await?;
         Ok(Json(view(&org, stored)))
     }
 }

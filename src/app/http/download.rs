@@ -13,14 +13,12 @@ use poem_openapi::registry::{
 };
 use poem_openapi::{ApiResponse, OpenApi};
 
-use crate::app::auth::authorize_workspace;
-use crate::app::download::{Download, download, negotiate_format};
-use crate::app::error::AppError;
 use crate::app::http::ApiTags;
 use crate::app::http::extract::Caller;
 use crate::app::http::file_body::FileBody;
 use crate::app::http::problem::{Allowlist, Problem};
-use crate::app::state::AppState;
+use crate::app::usecases::UseCases;
+use crate::app::usecases::download::{Download, DownloadRequest};
 
 pub struct DownloadApi;
 
@@ -151,7 +149,7 @@ impl DownloadApi {
     )]
     async fn download(
         &self,
-        state: Data<&Arc<AppState>>,
+        app: Data<&Arc<UseCases>>,
         caller: Caller,
         id: Path<String>,
         name: Path<String>,
@@ -162,39 +160,30 @@ impl DownloadApi {
         #[oai(name = "Accept")] accept: Header<Option<String>>,
         #[oai(name = "If-None-Match")] if_none_match: Header<Option<String>>,
     ) -> Result<DownloadResponse, Problem<Allowlist>> {
-        let (_, workspace) = authorize_workspace(&state, &caller.0, &id).await?;
-        // The name rule comes before the format (SPEC §5 Download step 2).
-        if crate::domain::name::PluginName::parse(&name).is_err() {
-            return Err(AppError::InvalidPluginName.into());
-        }
-        let kind = negotiate_format(format.0.as_deref(), accept.0.as_deref())?;
-        let mut outcome = download(
-            &state,
-            &workspace,
-            &name,
-            source.0.as_deref(),
-            kind,
-            if_none_match.0.as_deref(),
-        )
-        .await?;
-        match outcome {
-            Download::NotModified { .. } => Ok(DownloadResponse::NotModified { download: outcome }),
-            Download::Archive {
-                ref mut archive,
-                ref mut slot,
-                ..
-            } => {
-                // The archive is complete on disk before the first byte is
-                // sent: Content-Length is exact, never a truncated 200.
-                let file = archive.file.try_clone().map_err(|e| {
-                    AppError::PackFailed(crate::ports::archives::PackError(Box::new(e)))
-                })?;
+        let (_, workspace) = app.access.authorize_workspace(&caller.0, &id).await?;
+        let mut outcome = app
+            .download
+            .download(
+                &workspace,
+                DownloadRequest {
+                    name: &name,
+                    source: source.0.as_deref(),
+                    format: format.0.as_deref(),
+                    accept: accept.0.as_deref(),
+                    if_none_match: if_none_match.0.as_deref(),
+                },
+            )
+            .await?;
+        // The archive is complete on disk before the first byte is sent:
+        // Content-Length is exact, never a truncated 200.
+        match outcome.take_stream()? {
+            None => Ok(DownloadResponse::NotModified { download: outcome }),
+            Some((file, len, guard)) => {
                 // What keeps the archive's disk accounted for (and, for one
                 // the cache could not take, its fetch slot) lives as long as
                 // the stream.
-                let held = (std::mem::take(&mut archive.lease), slot.take());
-                let stream = FileBody::new(file, archive.len).map(move |chunk| {
-                    let _held = &held;
+                let stream = FileBody::new(file, len).map(move |chunk| {
+                    let _held = &guard;
                     chunk
                 });
                 Ok(DownloadResponse::Archive {

@@ -7,11 +7,9 @@ use poem_openapi::payload::Json;
 use poem_openapi::{ApiResponse, Object, OpenApi};
 
 use crate::app::http::ApiTags;
-use crate::app::state::AppState;
+use crate::app::usecases::UseCases;
 
 pub struct HealthApi;
-
-const READY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// The process is up.
 #[derive(Debug, Object)]
@@ -53,35 +51,13 @@ impl HealthApi {
 
     /// Readiness: the database and the container engine answer
     #[oai(path = "/readyz", method = "get", operation_id = "readyz")]
-    async fn readyz(&self, state: Data<&Arc<AppState>>) -> ReadyResponse {
-        // Bounded: an orchestrator's probe must not hang on a dead database.
-        let database = match tokio::time::timeout(READY_TIMEOUT, state.store_health.ping()).await {
-            Ok(Ok(())) => true,
-            Ok(Err(e)) => {
-                tracing::warn!(error = ?e, "readiness: database unavailable");
-                false
-            }
-            Err(_) => {
-                tracing::warn!("readiness: database did not answer in time");
-                false
-            }
-        };
-        let engine = match tokio::time::timeout(READY_TIMEOUT, state.engine.ping()).await {
-            Ok(Ok(())) => true,
-            Ok(Err(e)) => {
-                tracing::warn!(error = ?e, "readiness: container engine unavailable");
-                false
-            }
-            Err(_) => {
-                tracing::warn!("readiness: container engine did not answer in time");
-                false
-            }
-        };
+    async fn readyz(&self, app: Data<&Arc<UseCases>>) -> ReadyResponse {
+        let ready = app.readiness.check().await;
         let body = Readiness {
-            database: word(database),
-            container_engine: word(engine),
+            database: word(ready.database),
+            container_engine: word(ready.container_engine),
         };
-        if database && engine {
+        if ready.ready() {
             ReadyResponse::Ready(Json(body))
         } else {
             ReadyResponse::NotReady(Json(body), 5)

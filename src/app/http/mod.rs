@@ -1,6 +1,6 @@
 //! The HTTP layer (poem + poem-openapi): routes, extractors, the error
-//! mapping, CORS and metrics. Handlers parse, call a use case or port, and
-//! shape the answer; rules live in the domain.
+//! mapping, CORS and metrics. Handlers parse, call a use case, and shape
+//! the answer: they hold only [`UseCases`], never a port.
 
 pub mod allowlist;
 pub mod download;
@@ -25,7 +25,7 @@ use poem_openapi::{OpenApiService, Tags};
 
 use crate::app::http::metrics::Metrics;
 use crate::app::http::problem::{ErrorBody, Problem};
-use crate::app::state::AppState;
+use crate::app::usecases::UseCases;
 
 #[derive(Tags)]
 pub enum ApiTags {
@@ -163,7 +163,7 @@ fn metrics_endpoint(metrics: poem::web::Data<&Metrics>) -> Response {
 
 /// The whole HTTP application, ready to serve.
 pub fn app(
-    state: Arc<AppState>,
+    use_cases: Arc<UseCases>,
     cors_origins: &[String],
     metrics: Metrics,
 ) -> impl Endpoint + 'static {
@@ -197,7 +197,7 @@ pub fn app(
         .at("/openapi.json", spec)
         .nest("/docs", docs)
         .at("/metrics", get(metrics_endpoint))
-        .data(state)
+        .data(use_cases)
         .data(metrics)
         .catch_all_error(|err| async move { json_error(err) })
         .around(move |next, req| metrics::record(recorder.clone(), next, req))

@@ -12,7 +12,7 @@ use crate::app::error::AppError;
 use crate::app::http::ApiTags;
 use crate::app::http::dto::PluginInfo;
 use crate::app::http::problem::Problem;
-use crate::app::state::AppState;
+use crate::app::usecases::UseCases;
 use crate::domain::runtime::Runtime;
 
 pub struct PluginsApi;
@@ -34,18 +34,6 @@ pub fn optional_runtime(raw: Option<&str>) -> Result<Option<Runtime>, AppError> 
     }
 }
 
-/// The registry listing, filtered to `runtime` when given.
-pub async fn registry_listing(
-    state: &AppState,
-    runtime: Option<&Runtime>,
-) -> Result<Vec<crate::domain::manifest::Manifest>, AppError> {
-    let plugins = state.registry.list().await.map_err(AppError::Registry)?;
-    Ok(plugins
-        .into_iter()
-        .filter(|m| runtime.is_none_or(|r| m.supports(r)))
-        .collect())
-}
-
 #[OpenApi(tag = "ApiTags::Plugins")]
 impl PluginsApi {
     /// List the local registry's plugins
@@ -55,12 +43,12 @@ impl PluginsApi {
     #[oai(path = "/plugins", method = "get", operation_id = "listPlugins")]
     async fn list(
         &self,
-        state: Data<&Arc<AppState>>,
+        app: Data<&Arc<UseCases>>,
         /// Keep only plugins supporting this runtime (`-` and `_` are equal).
         runtime: Query<Option<String>>,
     ) -> Result<Json<Vec<PluginInfo>>, Problem> {
         let runtime = optional_runtime(runtime.0.as_deref())?;
-        let plugins = registry_listing(&state, runtime.as_ref()).await?;
+        let plugins = app.registry.list(runtime.as_ref()).await?;
         Ok(Json(
             plugins
                 .into_iter()
@@ -75,9 +63,9 @@ impl PluginsApi {
         method = "get",
         operation_id = "listSources"
     )]
-    async fn sources(&self, state: Data<&Arc<AppState>>) -> Json<Sources> {
+    async fn sources(&self, app: Data<&Arc<UseCases>>) -> Json<Sources> {
         Json(Sources {
-            schemes: state.resolvers.schemes(),
+            schemes: app.registry.schemes(),
         })
     }
 }

@@ -9,15 +9,13 @@ use poem_openapi::param::{Path, Query};
 use poem_openapi::payload::Json;
 use poem_openapi::{Object, OpenApi};
 
-use crate::app::auth::authorize_workspace;
 use crate::app::error::AppError;
 use crate::app::http::ApiTags;
 use crate::app::http::dto::PluginInfo;
 use crate::app::http::extract::{Caller, JsonBody};
-use crate::app::http::plugins::registry_listing;
 use crate::app::http::problem::{Container, ContainerAndAllowlist, Problem};
-use crate::app::plugins::{self, Installed};
-use crate::app::state::AppState;
+use crate::app::usecases::UseCases;
+use crate::app::usecases::install::Installed;
 use crate::domain::runtime::Runtime;
 
 pub struct WorkspacePluginsApi;
@@ -102,13 +100,13 @@ impl WorkspacePluginsApi {
     )]
     async fn installed(
         &self,
-        state: Data<&Arc<AppState>>,
+        app: Data<&Arc<UseCases>>,
         caller: Caller,
         id: Path<String>,
     ) -> Result<Json<Vec<InstalledPlugin>>, Problem<Container>> {
-        let (_, workspace) = authorize_workspace(&state, &caller.0, &id).await?;
+        let (_, workspace) = app.access.authorize_workspace(&caller.0, &id).await?;
         let runtime = &workspace.spec.runtime;
-        let listed = plugins::installed(&state, &workspace).await?;
+        let listed = app.installed.list(&workspace).await?;
         Ok(Json(
             listed
                 .into_iter()
@@ -135,13 +133,13 @@ impl WorkspacePluginsApi {
     )]
     async fn available(
         &self,
-        state: Data<&Arc<AppState>>,
+        app: Data<&Arc<UseCases>>,
         caller: Caller,
         id: Path<String>,
     ) -> Result<Json<Vec<PluginInfo>>, Problem> {
-        let (_, workspace) = authorize_workspace(&state, &caller.0, &id).await?;
+        let (_, workspace) = app.access.authorize_workspace(&caller.0, &id).await?;
         let runtime = &workspace.spec.runtime;
-        let plugins = registry_listing(&state, Some(runtime)).await?;
+        let plugins = app.registry.list(Some(runtime)).await?;
         Ok(Json(
             plugins
                 .into_iter()
@@ -158,13 +156,13 @@ impl WorkspacePluginsApi {
     )]
     async fn compatibility(
         &self,
-        state: Data<&Arc<AppState>>,
+        app: Data<&Arc<UseCases>>,
         caller: Caller,
         id: Path<String>,
         /// The runtime to switch to.
         runtime: Query<Option<String>>,
     ) -> Result<Json<CompatibilityReport>, Problem<Container>> {
-        let (_, workspace) = authorize_workspace(&state, &caller.0, &id).await?;
+        let (_, workspace) = app.access.authorize_workspace(&caller.0, &id).await?;
         let raw = runtime
             .0
             .as_deref()
@@ -172,7 +170,7 @@ impl WorkspacePluginsApi {
             .filter(|r| !r.is_empty())
             .ok_or(AppError::RuntimeRequired)?;
         let target = Runtime::parse(raw).map_err(|_| AppError::InvalidRuntime)?;
-        let report = plugins::compatibility(&state, &workspace, target).await?;
+        let report = app.compatibility.check(&workspace, target).await?;
         let all_compatible = report.all_compatible();
         let target = report.target_runtime.clone();
         let info = |list: Vec<crate::domain::manifest::Manifest>| {
@@ -200,30 +198,33 @@ impl WorkspacePluginsApi {
     )]
     async fn install(
         &self,
-        state: Data<&Arc<AppState>>,
+        app: Data<&Arc<UseCases>>,
         caller: Caller,
         id: Path<String>,
         body: JsonBody<InstallRequest>,
     ) -> Result<Json<InstallResult>, Problem<ContainerAndAllowlist>> {
-        let (principal, workspace) = authorize_workspace(&state, &caller.0, &id).await?;
-        let limit = state.policy.body_max_bytes;
+        let (principal, workspace) = app.access.authorize_workspace(&caller.0, &id).await?;
+        let limit = app.body_max_bytes();
         let read_body = async move {
             let req = body.read(limit).await?;
             Ok((req.source, req.sha256))
         };
-        let (status, plugin, source, digest) =
-            match plugins::install(&state, &principal, &workspace, read_body).await? {
-                Installed::Installed {
-                    plugin,
-                    source,
-                    digest,
-                } => ("installed", plugin, source, digest),
-                Installed::Unchanged {
-                    plugin,
-                    source,
-                    digest,
-                } => ("unchanged", plugin, source, digest),
-            };
+        let (status, plugin, source, digest) = match app
+            .install
+            .install(&principal, &workspace, read_body)
+            .await?
+        {
+            Installed::Installed {
+                plugin,
+                source,
+                digest,
+            } => ("installed", plugin, source, digest),
+            Installed::Unchanged {
+                plugin,
+                source,
+                digest,
+            } => ("unchanged", plugin, source, digest),
+        };
         Ok(Json(InstallResult {
             status: status.into(),
             plugin: plugin.to_string(),
@@ -243,13 +244,13 @@ impl WorkspacePluginsApi {
     )]
     async fn uninstall(
         &self,
-        state: Data<&Arc<AppState>>,
+        app: Data<&Arc<UseCases>>,
         caller: Caller,
         id: Path<String>,
         name: Path<String>,
     ) -> Result<Json<UninstallResult>, Problem<Container>> {
-        let (_, workspace) = authorize_workspace(&state, &caller.0, &id).await?;
-        let plugin = plugins::uninstall(&state, &workspace, &name).await?;
+        let (_, workspace) = app.access.authorize_workspace(&caller.0, &id).await?;
+        let plugin = app.uninstall.uninstall(&workspace, &name).await?;
         Ok(Json(UninstallResult {
             status: "uninstalled".into(),
             plugin: plugin.to_string(),

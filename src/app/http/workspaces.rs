@@ -3,24 +3,20 @@
 
 use std::sync::Arc;
 
-use base64::Engine as _;
 use chrono::{DateTime, Utc};
 use poem::web::Data;
 use poem_openapi::param::{Path, Query};
 use poem_openapi::payload::Json;
 use poem_openapi::{ApiResponse, Object, OpenApi};
-use rand::RngCore;
 
-use crate::app::auth::{authorize_admin, authorize_workspace};
 use crate::app::error::AppError;
 use crate::app::http::ApiTags;
 use crate::app::http::extract::{Caller, JsonBody};
 use crate::app::http::problem::Problem;
-use crate::app::state::AppState;
+use crate::app::usecases::UseCases;
+use crate::app::usecases::workspaces::Upserted;
 use crate::domain::name::WorkspaceId;
-use crate::domain::token::{TOKEN_BYTES, TokenHash, TokenId, TokenRecord};
-use crate::domain::workspace::{Workspace, WorkspaceInput, WorkspaceSpec};
-use crate::ports::store::{StoreError, Upserted};
+use crate::domain::workspace::{Workspace, WorkspaceInput};
 
 pub struct WorkspacesApi;
 
@@ -146,25 +142,6 @@ fn parse_id(raw: &str) -> Result<WorkspaceId, AppError> {
     WorkspaceId::parse(raw).map_err(|_| AppError::InvalidWorkspaceId)
 }
 
-async fn existing(state: &AppState, id: &WorkspaceId) -> Result<Workspace, AppError> {
-    state
-        .workspaces
-        .workspace(id)
-        .await
-        .map_err(AppError::WorkspaceLookupFailed)?
-        .ok_or(AppError::WorkspaceNotFound)
-}
-
-/// A fresh secret with 256 bits of randomness.
-fn new_secret() -> String {
-    let mut bytes = [0u8; TOKEN_BYTES];
-    rand::rng().fill_bytes(&mut bytes);
-    format!(
-        "wpt_{}",
-        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
-    )
-}
-
 #[OpenApi(tag = "ApiTags::Workspaces")]
 impl WorkspacesApi {
     /// Create or update a workspace (admin)
@@ -175,35 +152,27 @@ impl WorkspacesApi {
     )]
     async fn put(
         &self,
-        state: Data<&Arc<AppState>>,
+        app: Data<&Arc<UseCases>>,
         caller: Caller,
         id: Path<String>,
         body: JsonBody<WorkspaceRequest>,
     ) -> Result<UpsertResponse, Problem> {
-        authorize_admin(&state, &caller.0).await?;
+        app.access.authorize_admin(&caller.0).await?;
         let id = parse_id(&id)?;
-        let req = body.read(state.policy.body_max_bytes).await?;
-        let spec = WorkspaceSpec::validate(
-            &id,
-            WorkspaceInput {
-                name: req.name.as_deref(),
-                runtime: req.runtime.as_deref(),
-                parent_id: req.parent_id.as_deref(),
-                container: req.container.as_deref(),
-                status: req.status.as_deref(),
-            },
-        )
-        .map_err(AppError::InvalidField)?;
-        let (workspace, outcome) = state
+        let req = body.read(app.body_max_bytes()).await?;
+        let (workspace, outcome) = app
             .workspaces
-            .upsert_workspace(&id, &spec, crate::app::now())
-            .await
-            .map_err(|e| match e {
-                StoreError::ContainerTaken { container, owner } => {
-                    AppError::ContainerTaken { container, owner }
-                }
-                e => AppError::Store(e),
-            })?;
+            .put(
+                &id,
+                WorkspaceInput {
+                    name: req.name.as_deref(),
+                    runtime: req.runtime.as_deref(),
+                    parent_id: req.parent_id.as_deref(),
+                    container: req.container.as_deref(),
+                    status: req.status.as_deref(),
+                },
+            )
+            .await?;
         let view = Json(WorkspaceView::from(workspace));
         Ok(match outcome {
             Upserted::Created => UpsertResponse::Created(view),
@@ -219,11 +188,11 @@ impl WorkspacesApi {
     )]
     async fn get(
         &self,
-        state: Data<&Arc<AppState>>,
+        app: Data<&Arc<UseCases>>,
         caller: Caller,
         id: Path<String>,
     ) -> Result<Json<WorkspaceView>, Problem> {
-        let (_, workspace) = authorize_workspace(&state, &caller.0, &id).await?;
+        let (_, workspace) = app.access.authorize_workspace(&caller.0, &id).await?;
         Ok(Json(workspace.into()))
     }
 
@@ -233,14 +202,14 @@ impl WorkspacesApi {
     #[oai(path = "/workspaces", method = "get", operation_id = "listWorkspaces")]
     async fn list(
         &self,
-        state: Data<&Arc<AppState>>,
+        app: Data<&Arc<UseCases>>,
         caller: Caller,
         /// 1–500, default 100.
         limit: Query<Option<String>>,
         /// The `next_cursor` of the previous page.
         cursor: Query<Option<String>>,
     ) -> Result<Json<WorkspacePage>, Problem> {
-        authorize_admin(&state, &caller.0).await?;
+        app.access.authorize_admin(&caller.0).await?;
         let limit = match limit.0.as_deref() {
             None => DEFAULT_PAGE,
             Some(raw) => raw
@@ -260,20 +229,10 @@ impl WorkspacesApi {
                 })
             })
             .transpose()?;
-        // One more than asked tells whether another page exists.
-        let mut page = state
-            .workspaces
-            .list_workspaces(after, limit + 1)
-            .await
-            .map_err(AppError::Store)?;
-        let more = page.len() as u64 > limit;
-        page.truncate(limit as usize);
-        let next_cursor = more
-            .then(|| page.last().map(|w| w.id.to_string()))
-            .flatten();
+        let page = app.workspaces.list(after, limit).await?;
         Ok(Json(WorkspacePage {
-            workspaces: page.into_iter().map(Into::into).collect(),
-            next_cursor,
+            workspaces: page.workspaces.into_iter().map(Into::into).collect(),
+            next_cursor: page.next_cursor.map(|id| id.to_string()),
         }))
     }
 
@@ -287,22 +246,14 @@ impl WorkspacesApi {
     )]
     async fn delete(
         &self,
-        state: Data<&Arc<AppState>>,
+        app: Data<&Arc<UseCases>>,
         caller: Caller,
         id: Path<String>,
     ) -> Result<NoContent, Problem> {
-        authorize_admin(&state, &caller.0).await?;
+        app.access.authorize_admin(&caller.0).await?;
         let id = parse_id(&id)?;
-        if state
-            .workspaces
-            .delete_workspace(&id)
-            .await
-            .map_err(AppError::Store)?
-        {
-            Ok(NoContent::NoContent)
-        } else {
-            Err(AppError::WorkspaceNotFound.into())
-        }
+        app.workspaces.delete(&id).await?;
+        Ok(NoContent::NoContent)
     }
 
     /// Issue a workspace token (admin)
@@ -315,38 +266,17 @@ impl WorkspacesApi {
     )]
     async fn issue_token(
         &self,
-        state: Data<&Arc<AppState>>,
+        app: Data<&Arc<UseCases>>,
         caller: Caller,
         id: Path<String>,
     ) -> Result<Created<IssuedToken>, Problem> {
-        authorize_admin(&state, &caller.0).await?;
+        app.access.authorize_admin(&caller.0).await?;
         let id = parse_id(&id)?;
-        existing(&state, &id).await?;
-        let secret = new_secret();
-        let mut id_bytes = [0u8; 12];
-        rand::rng().fill_bytes(&mut id_bytes);
-        let record = TokenRecord {
-            id: TokenId::from_random(id_bytes),
-            workspace_id: id,
-            hash: TokenHash::of(&secret),
-            created_at: crate::app::now(),
-            last_used_at: None,
-            revoked: false,
-        };
-        // The record can be deleted between the check above and this
-        // insert: the store then refuses the token rather than keep it.
-        if !state
-            .tokens
-            .insert_token(&record)
-            .await
-            .map_err(AppError::Store)?
-        {
-            return Err(AppError::WorkspaceNotFound.into());
-        }
+        let issued = app.tokens.issue(id).await?;
         Ok(Created::Created(Json(IssuedToken {
-            id: record.id.to_string(),
-            token: secret,
-            created_at: record.created_at,
+            id: issued.record.id.to_string(),
+            token: issued.secret,
+            created_at: issued.record.created_at,
         })))
     }
 
@@ -358,14 +288,13 @@ impl WorkspacesApi {
     )]
     async fn list_tokens(
         &self,
-        state: Data<&Arc<AppState>>,
+        app: Data<&Arc<UseCases>>,
         caller: Caller,
         id: Path<String>,
     ) -> Result<Json<Vec<TokenView>>, Problem> {
-        authorize_admin(&state, &caller.0).await?;
+        app.access.authorize_admin(&caller.0).await?;
         let id = parse_id(&id)?;
-        existing(&state, &id).await?;
-        let tokens = state.tokens.tokens(&id).await.map_err(AppError::Store)?;
+        let tokens = app.tokens.list(&id).await?;
         Ok(Json(
             tokens
                 .into_iter()
@@ -387,24 +316,14 @@ impl WorkspacesApi {
     )]
     async fn revoke_token(
         &self,
-        state: Data<&Arc<AppState>>,
+        app: Data<&Arc<UseCases>>,
         caller: Caller,
         id: Path<String>,
         token_id: Path<String>,
     ) -> Result<NoContent, Problem> {
-        authorize_admin(&state, &caller.0).await?;
+        app.access.authorize_admin(&caller.0).await?;
         let id = parse_id(&id)?;
-        existing(&state, &id).await?;
-        let token_id = TokenId::parse(&token_id).ok_or(AppError::TokenNotFound)?;
-        if state
-            .tokens
-            .revoke_token(&id, &token_id)
-            .await
-            .map_err(AppError::Store)?
-        {
-            Ok(NoContent::NoContent)
-        } else {
-            Err(AppError::TokenNotFound.into())
-        }
+        app.tokens.revoke(&id, &token_id).await?;
+        Ok(NoContent::NoContent)
     }
 }

@@ -16,7 +16,6 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
 use tokio::time::{Instant, timeout_at};
 
 use crate::app::error::AppError;
-use crate::app::state::AppState;
 use crate::domain::digest::{CallerSha256, TreeDigest, tree_digest};
 use crate::domain::name::PluginName;
 use crate::domain::source::Source;
@@ -24,8 +23,10 @@ use crate::domain::staging::{
     StagingError, check_caller_sha256, check_integrity, check_pinned, check_returned_name,
     grammar_refusal, require_source,
 };
-use crate::ports::resolver::{Cancellation, DiskAllowance, FetchError, FetchLimits};
-use crate::ports::staging::{StagedTree, StagingAreaError, StagingDir};
+use crate::ports::resolver::{
+    Cancellation, DiskAllowance, FetchError, FetchLimits, ResolverRegistry,
+};
+use crate::ports::staging::{StagedTree, StagingArea, StagingAreaError, StagingDir};
 
 /// How long a request waits for a fetch slot before it is refused (429).
 pub const FETCH_SLOT_WAIT: Duration = Duration::from_secs(3);
@@ -115,98 +116,140 @@ impl Drop for CancelOnDrop {
     }
 }
 
-/// Runs steps 1–10 of SPEC §4; `deadline` bounds the wait for a fetch slot,
-/// the fetch and the inspection (→ 504 when it fires).
-pub async fn stage(
-    state: &AppState,
-    source: Option<&str>,
-    sha256: Option<&str>,
-    deadline: Instant,
-) -> Result<Staged, AppError> {
-    let source = require_source(source).map_err(staging)?;
-    let Some(resolver) = state.resolvers.get(source.scheme()) else {
-        return Err(staging(StagingError::NoResolver {
-            source_text: source.redacted(),
-            available: state.resolvers.schemes(),
-        }));
-    };
-    let check = resolver
-        .check_spec(source.spec())
-        .map_err(|e| staging(grammar_refusal(&source, e)))?;
-    check_pinned(&source, check.pinned, state.policy.allow_unpinned).map_err(staging)?;
-    let caller_sha256 = sha256
-        .map(CallerSha256::parse)
-        .transpose()
-        .map_err(|error| {
-            staging(StagingError::CallerSha256 {
-                source_text: source.redacted(),
-                error,
-            })
-        })?;
+/// What a staging may hold and fetch (`PLUGIN_INSTALL_MAX_DIR_BYTES`,
+/// `PLUGIN_INSTALL_MAX_ENTRIES`, `PLUGIN_ALLOW_UNPINNED`).
+#[derive(Debug, Clone, Copy)]
+pub struct StagingLimits {
+    /// Cap on a staged plugin, enforced while writing.
+    pub max_dir_bytes: u64,
+    /// Cap on a staged plugin's files and directories, enforced while writing.
+    pub max_entries: u64,
+    pub allow_unpinned: bool,
+}
 
-    let slot = state.fetch_slots.acquire(deadline).await?;
-    let mut dir = state.staging.create().await.map_err(AppError::internal)?;
-    dir.keep_until_removed(slot.clone());
-    let limits = FetchLimits {
-        max_bytes: state.policy.max_dir_bytes,
-        max_entries: state.policy.max_entries,
-        cancel: dir.cancellation(),
-        disk: slot.disk().clone(),
-    };
-    let timed_out = || {
-        staging(StagingError::Timeout {
-            source_text: source.redacted(),
-        })
-    };
-    // The fetch runs as its own task, which owns the staging directory
-    // until the fetch has stopped writing: a fetch abandoned at the
-    // deadline (or by a client that left) is told to stop, and its
-    // directory, with the slot, is removed only once it has.
-    let mut cancel_on_drop = CancelOnDrop(Some(limits.cancel.clone()));
-    let (tx, rx) = oneshot::channel();
-    let spec = source.spec().to_owned();
-    tokio::spawn(async move {
-        let fetched = resolver.fetch(&spec, dir.path(), &limits).await;
-        // Nobody waiting: `dir` is dropped here, after the fetch.
-        let _ = tx.send((fetched, dir));
-    });
-    let (fetched, dir) = match timeout_at(deadline, rx).await {
-        Err(_) => return Err(timed_out()),
-        Ok(Err(_)) => return Err(AppError::internal("the fetch task ended without an answer")),
-        Ok(Ok(done)) => done,
-    };
-    cancel_on_drop.0 = None;
-    let fetched = fetched.map_err(|e| fetch_refusal(&source, e))?;
-    let name = check_returned_name(&source, &fetched.name).map_err(staging)?;
-    let tree = timeout_at(deadline, state.staging.inspect(dir.path(), fetched.tree))
-        .await
-        .map_err(|_| timed_out())?
-        .map_err(|e| match e {
-            StagingAreaError::Io(e) => AppError::Internal(e),
-        })?;
-    if tree.total_bytes > state.policy.max_dir_bytes {
-        return Err(staging(StagingError::TooLarge {
-            source_text: source.redacted(),
-        }));
+/// The staging pipeline, shared by install and download: the resolvers,
+/// the staging area and the fetch slots it runs on.
+#[derive(Clone)]
+pub struct Stager {
+    resolvers: ResolverRegistry,
+    area: Arc<dyn StagingArea>,
+    slots: FetchSlots,
+    limits: StagingLimits,
+}
+
+impl Stager {
+    pub fn new(
+        resolvers: ResolverRegistry,
+        area: Arc<dyn StagingArea>,
+        slots: FetchSlots,
+        limits: StagingLimits,
+    ) -> Self {
+        Self {
+            resolvers,
+            area,
+            slots,
+            limits,
+        }
     }
-    let digest = tree_digest(&tree.files);
-    check_integrity(
-        &source,
-        tree.manifest_json.as_deref(),
-        tree.legacy_sha256.as_deref(),
-        &digest,
-    )
-    .map_err(staging)?;
-    check_caller_sha256(&source, caller_sha256.as_ref(), tree.plugin_yaml_sha256())
+
+    /// The fetch slots stagings (and packings) take.
+    pub fn slots(&self) -> &FetchSlots {
+        &self.slots
+    }
+
+    /// Runs steps 1–10 of SPEC §4; `deadline` bounds the wait for a fetch slot,
+    /// the fetch and the inspection (→ 504 when it fires).
+    pub async fn stage(
+        &self,
+        source: Option<&str>,
+        sha256: Option<&str>,
+        deadline: Instant,
+    ) -> Result<Staged, AppError> {
+        let source = require_source(source).map_err(staging)?;
+        let Some(resolver) = self.resolvers.get(source.scheme()) else {
+            return Err(staging(StagingError::NoResolver {
+                source_text: source.redacted(),
+                available: self.resolvers.schemes(),
+            }));
+        };
+        let check = resolver
+            .check_spec(source.spec())
+            .map_err(|e| staging(grammar_refusal(&source, e)))?;
+        check_pinned(&source, check.pinned, self.limits.allow_unpinned).map_err(staging)?;
+        let caller_sha256 = sha256
+            .map(CallerSha256::parse)
+            .transpose()
+            .map_err(|error| {
+                staging(StagingError::CallerSha256 {
+                    source_text: source.redacted(),
+                    error,
+                })
+            })?;
+
+        let slot = self.slots.acquire(deadline).await?;
+        let mut dir = self.area.create().await.map_err(AppError::internal)?;
+        dir.keep_until_removed(slot.clone());
+        let limits = FetchLimits {
+            max_bytes: self.limits.max_dir_bytes,
+            max_entries: self.limits.max_entries,
+            cancel: dir.cancellation(),
+            disk: slot.disk().clone(),
+        };
+        let timed_out = || {
+            staging(StagingError::Timeout {
+                source_text: source.redacted(),
+            })
+        };
+        // The fetch runs as its own task, which owns the staging directory
+        // until the fetch has stopped writing: a fetch abandoned at the
+        // deadline (or by a client that left) is told to stop, and its
+        // directory, with the slot, is removed only once it has.
+        let mut cancel_on_drop = CancelOnDrop(Some(limits.cancel.clone()));
+        let (tx, rx) = oneshot::channel();
+        let spec = source.spec().to_owned();
+        tokio::spawn(async move {
+            let fetched = resolver.fetch(&spec, dir.path(), &limits).await;
+            // Nobody waiting: `dir` is dropped here, after the fetch.
+            let _ = tx.send((fetched, dir));
+        });
+        let (fetched, dir) = match timeout_at(deadline, rx).await {
+            Err(_) => return Err(timed_out()),
+            Ok(Err(_)) => return Err(AppError::internal("the fetch task ended without an answer")),
+            Ok(Ok(done)) => done,
+        };
+        cancel_on_drop.0 = None;
+        let fetched = fetched.map_err(|e| fetch_refusal(&source, e))?;
+        let name = check_returned_name(&source, &fetched.name).map_err(staging)?;
+        let tree = timeout_at(deadline, self.area.inspect(dir.path(), fetched.tree))
+            .await
+            .map_err(|_| timed_out())?
+            .map_err(|e| match e {
+                StagingAreaError::Io(e) => AppError::Internal(e),
+            })?;
+        if tree.total_bytes > self.limits.max_dir_bytes {
+            return Err(staging(StagingError::TooLarge {
+                source_text: source.redacted(),
+            }));
+        }
+        let digest = tree_digest(&tree.files);
+        check_integrity(
+            &source,
+            tree.manifest_json.as_deref(),
+            tree.legacy_sha256.as_deref(),
+            &digest,
+        )
         .map_err(staging)?;
-    Ok(Staged {
-        name,
-        source,
-        digest,
-        tree,
-        dir,
-        slot,
-    })
+        check_caller_sha256(&source, caller_sha256.as_ref(), tree.plugin_yaml_sha256())
+            .map_err(staging)?;
+        Ok(Staged {
+            name,
+            source,
+            digest,
+            tree,
+            dir,
+            slot,
+        })
+    }
 }
 
 /// Step 6's answers. The resolver's own error goes to the log only: it can

@@ -1,0 +1,215 @@
+//! Install (SPEC §5): stage the source, pass the org allowlist, deliver
+//! into the running container under the workspace's lock, keep the
+//! receipt true, and ask for a restart. Each step is a domain rule or a
+//! port call, in the order of the spec.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::time::{Instant, timeout_at};
+
+use super::access::Principal;
+use super::allowlist::AllowlistGate;
+use super::container::{Operation, container_failure, require_running};
+use super::staging::{Staged, Stager};
+use crate::app::error::AppError;
+use crate::app::restart::{Restarter, WorkspaceGuard, WorkspaceLocks};
+use crate::domain::digest::TreeDigest;
+use crate::domain::name::PluginName;
+use crate::domain::receipt::Receipt;
+use crate::domain::runtime::{PushOperation, runtime_guard};
+use crate::domain::workspace::Workspace;
+use crate::ports::container::{ContainerEngine, ContainerId, DeliveryError, WorkspaceConfigs};
+use crate::ports::receipts::ReceiptStore;
+
+/// What an install did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Installed {
+    Installed {
+        plugin: PluginName,
+        source: String,
+        digest: TreeDigest,
+    },
+    /// The same content was already there: nothing copied, no restart.
+    Unchanged {
+        plugin: PluginName,
+        source: String,
+        digest: TreeDigest,
+    },
+}
+
+/// Installs plugins into workspace containers.
+#[derive(Clone)]
+pub struct Installer {
+    pub(super) stager: Stager,
+    pub(super) allowlist: AllowlistGate,
+    pub(super) engine: Arc<dyn ContainerEngine>,
+    pub(super) configs: Arc<dyn WorkspaceConfigs>,
+    pub(super) receipts: Arc<dyn ReceiptStore>,
+    pub(super) restarts: Restarter,
+    pub(super) locks: WorkspaceLocks,
+    /// Bounds fetching and delivering one plugin.
+    pub(super) fetch_timeout: Duration,
+}
+
+impl Installer {
+    /// Install (SPEC §5), after auth and the workspace record. `read_body`
+    /// is called only once the runtime guard has passed.
+    pub async fn install<F>(
+        &self,
+        principal: &Principal,
+        workspace: &Workspace,
+        read_body: F,
+    ) -> Result<Installed, AppError>
+    where
+        F: std::future::Future<Output = Result<(Option<String>, Option<String>), AppError>>,
+    {
+        runtime_guard(&workspace.spec.runtime, PushOperation::Install).map_err(AppError::Guard)?;
+        let (source, sha256) = read_body.await?;
+        let deadline = Instant::now() + self.fetch_timeout;
+        // One install per workspace at a time, from the fetch on: a burst at
+        // one workspace waits here holding no fetch slot, so it cannot take
+        // every slot away from the other tenants (SPEC §4 step 8).
+        let Ok(serialized) = timeout_at(deadline, self.locks.lock(&workspace.id)).await else {
+            let source_text = source
+                .as_deref()
+                .and_then(|s| crate::domain::source::Source::parse(s).ok())
+                .map(|s| s.redacted())
+                .unwrap_or_default();
+            return Err(AppError::InstallTimedOut { source_text });
+        };
+        let staged = self
+            .stager
+            .stage(source.as_deref(), sha256.as_deref(), deadline)
+            .await?;
+        self.allowlist.enforce(workspace, &staged.name).await?;
+        let container = require_running(self.engine.as_ref(), workspace).await?;
+        // The delivery runs to its end (or its deadline) even when the client
+        // goes away, so the receipt it leaves always says what is in place.
+        let delivery = tokio::spawn(self.clone().deliver(
+            serialized,
+            principal.actor(),
+            workspace.clone(),
+            container,
+            staged,
+            deadline,
+        ));
+        delivery
+            .await
+            .map_err(|e| AppError::internal(format!("delivery task failed: {e}")))?
+    }
+
+    async fn deliver(
+        self,
+        serialized: WorkspaceGuard,
+        actor: String,
+        workspace: Workspace,
+        container: ContainerId,
+        staged: Staged,
+        deadline: Instant,
+    ) -> Result<Installed, AppError> {
+        let source_text = staged.source.redacted();
+        let name = staged.name.clone();
+        let result = match timeout_at(
+            deadline,
+            self.deliver_in_place(actor, &workspace, &container, &staged),
+        )
+        .await
+        {
+            Ok(result) => result,
+            Err(_) => {
+                tracing::warn!(workspace = %workspace.id, plugin = %name, "install deadline fired during delivery");
+                Err(AppError::InstallTimedOut { source_text })
+            }
+        };
+        drop(serialized);
+        result
+    }
+
+    /// Delivery; the caller holds the workspace's lock. The receipt is taken away before
+    /// the container is touched and written back only once the outcome is
+    /// known: after a cut-off delivery there is no receipt, never a wrong one
+    /// (SPEC §6 "receipts never claim what the container does not hold").
+    async fn deliver_in_place(
+        &self,
+        actor: String,
+        workspace: &Workspace,
+        container: &ContainerId,
+        staged: &Staged,
+    ) -> Result<Installed, AppError> {
+        let name = &staged.name;
+        let source = staged.source.redacted();
+
+        let previous = self
+            .receipts
+            .receipt(&workspace.id, name)
+            .await
+            .map_err(AppError::Store)?;
+        if let Some(previous) = previous.as_ref().filter(|r| r.matches(&staged.digest))
+            && self
+                .configs
+                .is_installed(container, name)
+                .await
+                .map_err(|e| container_failure(e, Operation::Deliver))?
+        {
+            tracing::debug!(workspace = %workspace.id, plugin = %name, installed_from = %previous.source, "unchanged");
+            return Ok(Installed::Unchanged {
+                plugin: name.clone(),
+                source,
+                digest: staged.digest.clone(),
+            });
+        }
+        if previous.is_some() {
+            self.receipts
+                .delete_receipt(&workspace.id, name)
+                .await
+                .map_err(AppError::Store)?;
+        }
+        match self
+            .configs
+            .deliver(container, name, staged.dir.path())
+            .await
+        {
+            Ok(()) => {}
+            Err(DeliveryError::NotPlaced(e)) => {
+                // The previous version is still there: so is its receipt.
+                if let Some(previous) = &previous
+                    && let Err(store) = self.receipts.put_receipt(previous).await
+                {
+                    tracing::error!(workspace = %workspace.id, plugin = %name, error = ?store, "could not restore the previous receipt");
+                }
+                return Err(container_failure(e, Operation::Deliver));
+            }
+            Err(DeliveryError::Unknown(e)) => {
+                tracing::error!(workspace = %workspace.id, plugin = %name, error = ?e, "delivery cut off; receipt dropped");
+                return Err(container_failure(e, Operation::Deliver));
+            }
+        }
+
+        let receipt = Receipt {
+            workspace_id: workspace.id.clone(),
+            plugin: name.clone(),
+            source: source.clone(),
+            digest: staged.digest.clone(),
+            size_bytes: staged.tree.total_bytes,
+            installed_at: crate::app::now(),
+            installed_by: actor,
+        };
+        // The plugin is in place: a lost receipt only costs the next
+        // "unchanged" shortcut and the listed digest, so it is not fatal.
+        if let Err(e) = self.receipts.put_receipt(&receipt).await {
+            tracing::error!(workspace = %workspace.id, plugin = %name, error = ?e, "could not record install receipt");
+        }
+        self.restarts.request(workspace);
+        tracing::info!(workspace = %workspace.id, plugin = %name, %source, digest = %staged.digest, "plugin installed");
+        Ok(Installed::Installed {
+            plugin: name.clone(),
+            source,
+            digest: staged.digest.clone(),
+        })
+    }
+}
+
+#[cfg(test)]
+#[path = "install_tests.rs"]
+mod tests;

@@ -1,0 +1,71 @@
+//! The installed list (SPEC §5): what the workspace's container holds,
+//! with the digest of each plugin's receipt.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use super::container::{Operation, container_failure, running_container};
+use crate::app::error::AppError;
+use crate::app::restart::Restarter;
+use crate::domain::digest::TreeDigest;
+use crate::domain::manifest::Manifest;
+use crate::domain::name::PluginName;
+use crate::domain::workspace::Workspace;
+use crate::ports::container::{ContainerEngine, WorkspaceConfigs};
+use crate::ports::receipts::ReceiptStore;
+
+/// Lists a workspace's installed plugins.
+#[derive(Clone)]
+pub struct InstalledPlugins {
+    pub(super) engine: Arc<dyn ContainerEngine>,
+    pub(super) configs: Arc<dyn WorkspaceConfigs>,
+    pub(super) receipts: Arc<dyn ReceiptStore>,
+    /// A listing waits for a restart of the workspace in progress.
+    pub(super) restarts: Restarter,
+}
+
+impl InstalledPlugins {
+    /// The plugins installed in the workspace's container, with the digest of
+    /// their receipt (None for plugins put there by something else). A
+    /// stopped container has none; one being restarted by this service is
+    /// waited for, so a listing never answers `[]` for it.
+    pub async fn list(
+        &self,
+        workspace: &Workspace,
+    ) -> Result<Vec<(Manifest, Option<TreeDigest>)>, AppError> {
+        self.restarts.wait_for_restart(&workspace.id).await;
+        let Some(container) = running_container(self.engine.as_ref(), workspace).await? else {
+            return Ok(Vec::new());
+        };
+        let entries = self
+            .configs
+            .installed(&container)
+            .await
+            .map_err(|e| container_failure(e, Operation::List))?;
+        let digests: HashMap<PluginName, TreeDigest> = match self
+            .receipts
+            .receipts(&workspace.id)
+            .await
+        {
+            Ok(receipts) => receipts.into_iter().map(|r| (r.plugin, r.digest)).collect(),
+            Err(e) => {
+                tracing::error!(workspace = %workspace.id, error = ?e, "could not read receipts; digests omitted");
+                HashMap::new()
+            }
+        };
+        Ok(entries
+            .into_iter()
+            .map(|entry| {
+                let digest = digests.get(&entry.name).cloned();
+                (
+                    Manifest::from_yaml(entry.name, entry.manifest_yaml.as_deref()),
+                    digest,
+                )
+            })
+            .collect())
+    }
+}
+
+#[cfg(test)]
+#[path = "installed_tests.rs"]
+mod tests;

@@ -1,0 +1,210 @@
+//! The use cases: one module per capability, each a small struct holding
+//! only the ports and policy values it needs, with methods named after
+//! what they do. No HTTP type here: handlers in `app/http` parse a request,
+//! call a use case, and map its answer (errors in `http::problem`).
+//!
+//! [`UseCases::build`] is the one place they are wired from [`Ports`] and
+//! a [`Policy`]: the server, the unit-test harness and the integration
+//! tests all go through it.
+
+pub mod access;
+pub mod allowlist;
+pub mod compatibility;
+mod container;
+pub mod download;
+pub mod install;
+pub mod installed;
+pub mod readiness;
+pub mod registry;
+pub mod staging;
+pub mod tokens;
+pub mod uninstall;
+pub mod workspaces;
+
+#[cfg(test)]
+mod test_fixtures;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::app::restart::{Restarter, WorkspaceLocks};
+use crate::domain::policy::AllowlistFailure;
+use crate::domain::token::TokenHash;
+use crate::ports::archives::ArchiveStore;
+use crate::ports::container::{ContainerEngine, WorkspaceConfigs};
+use crate::ports::receipts::ReceiptStore;
+use crate::ports::registry::PluginRegistry;
+use crate::ports::resolver::ResolverRegistry;
+use crate::ports::staging::StagingArea;
+use crate::ports::store::{AllowlistStore, StoreHealth, TokenStore, WorkspaceStore};
+
+use self::access::Access;
+use self::allowlist::{AllowlistGate, Allowlists};
+use self::compatibility::CompatibilityCheck;
+use self::download::Downloader;
+use self::install::Installer;
+use self::installed::InstalledPlugins;
+use self::readiness::ReadinessCheck;
+use self::registry::RegistryListing;
+use self::staging::{FetchSlots, Stager, StagingLimits};
+use self::tokens::Tokens;
+use self::uninstall::Uninstaller;
+use self::workspaces::Workspaces;
+
+/// Every port the use cases reach, written once: the server fills it with
+/// the real adapters, the tests with mocks or with the real ones and a few
+/// swapped.
+#[derive(Clone)]
+pub struct Ports {
+    pub workspaces: Arc<dyn WorkspaceStore>,
+    pub tokens: Arc<dyn TokenStore>,
+    pub allowlists: Arc<dyn AllowlistStore>,
+    pub store_health: Arc<dyn StoreHealth>,
+    pub receipts: Arc<dyn ReceiptStore>,
+    pub registry: Arc<dyn PluginRegistry>,
+    pub resolvers: ResolverRegistry,
+    pub staging: Arc<dyn StagingArea>,
+    pub engine: Arc<dyn ContainerEngine>,
+    pub configs: Arc<dyn WorkspaceConfigs>,
+    pub archives: Arc<dyn ArchiveStore>,
+}
+
+/// The settings the use cases act on.
+#[derive(Debug, Clone)]
+pub struct Policy {
+    /// Only the hash of the admin token is kept in memory.
+    pub admin_token: TokenHash,
+    pub body_max_bytes: u64,
+    pub allow_tokenless_workspaces: bool,
+    pub allowlist_failure: AllowlistFailure,
+    /// Bounds fetching (and, for install, delivering) a plugin.
+    pub fetch_timeout: Duration,
+    /// Cap on a staged plugin, enforced while writing.
+    pub max_dir_bytes: u64,
+    /// Cap on a staged plugin's files and directories, enforced while writing.
+    pub max_entries: u64,
+    pub allow_unpinned: bool,
+    /// Stagings and packings at once (`PLUGIN_MAX_CONCURRENT_FETCHES`).
+    pub max_concurrent_fetches: usize,
+    /// The disk each fetch slot may hold (`server::staging_disk_budget`).
+    pub disk_per_fetch: u64,
+    /// How long a restart waits for more changes (`PLUGIN_RESTART_DELAY`).
+    pub restart_delay: Duration,
+}
+
+/// Every use case, wired; what the HTTP layer holds.
+#[derive(Clone)]
+pub struct UseCases {
+    pub access: Access,
+    pub install: Installer,
+    pub uninstall: Uninstaller,
+    pub download: Downloader,
+    pub installed: InstalledPlugins,
+    pub compatibility: CompatibilityCheck,
+    pub registry: RegistryListing,
+    pub workspaces: Workspaces,
+    pub tokens: Tokens,
+    pub allowlists: Allowlists,
+    pub readiness: ReadinessCheck,
+    body_max_bytes: u64,
+    stager: Stager,
+    restarts: Restarter,
+}
+
+impl UseCases {
+    /// The composition: which use case gets which ports and policy values.
+    pub fn build(ports: Ports, policy: Policy) -> Self {
+        let locks = WorkspaceLocks::default();
+        let restarts = Restarter::new(
+            ports.engine.clone(),
+            ports.workspaces.clone(),
+            locks.clone(),
+            policy.restart_delay,
+        );
+        let stager = Stager::new(
+            ports.resolvers.clone(),
+            ports.staging.clone(),
+            FetchSlots::new(policy.max_concurrent_fetches, policy.disk_per_fetch),
+            StagingLimits {
+                max_dir_bytes: policy.max_dir_bytes,
+                max_entries: policy.max_entries,
+                allow_unpinned: policy.allow_unpinned,
+            },
+        );
+        let gate = AllowlistGate::new(ports.allowlists.clone(), policy.allowlist_failure);
+        let installed = InstalledPlugins {
+            engine: ports.engine.clone(),
+            configs: ports.configs.clone(),
+            receipts: ports.receipts.clone(),
+            restarts: restarts.clone(),
+        };
+        Self {
+            access: Access::new(
+                ports.workspaces.clone(),
+                ports.tokens.clone(),
+                policy.admin_token,
+                policy.allow_tokenless_workspaces,
+            ),
+            install: Installer {
+                stager: stager.clone(),
+                allowlist: gate.clone(),
+                engine: ports.engine.clone(),
+                configs: ports.configs.clone(),
+                receipts: ports.receipts.clone(),
+                restarts: restarts.clone(),
+                locks: locks.clone(),
+                fetch_timeout: policy.fetch_timeout,
+            },
+            uninstall: Uninstaller {
+                engine: ports.engine.clone(),
+                configs: ports.configs.clone(),
+                receipts: ports.receipts.clone(),
+                restarts: restarts.clone(),
+                locks,
+                fetch_timeout: policy.fetch_timeout,
+            },
+            download: Downloader {
+                stager: stager.clone(),
+                allowlist: gate,
+                registry: ports.registry.clone(),
+                archives: ports.archives,
+                local_digests: Default::default(),
+                fetch_timeout: policy.fetch_timeout,
+            },
+            compatibility: CompatibilityCheck {
+                installed: installed.clone(),
+            },
+            installed,
+            registry: RegistryListing::new(ports.registry, ports.resolvers),
+            workspaces: Workspaces::new(ports.workspaces.clone()),
+            tokens: Tokens::new(ports.workspaces, ports.tokens),
+            allowlists: Allowlists::new(ports.allowlists),
+            readiness: ReadinessCheck::new(ports.store_health, ports.engine),
+            body_max_bytes: policy.body_max_bytes,
+            stager,
+            restarts,
+        }
+    }
+
+    /// The cap on a JSON request body (`PLUGIN_INSTALL_BODY_MAX_BYTES`).
+    pub fn body_max_bytes(&self) -> u64 {
+        self.body_max_bytes
+    }
+
+    /// The debounced restarts installs and uninstalls ask for: the server
+    /// flushes them at shutdown, tests observe them.
+    pub fn restarts(&self) -> &Restarter {
+        &self.restarts
+    }
+
+    /// The staging pipeline (SPEC §4) install and download run.
+    pub fn staging(&self) -> &Stager {
+        &self.stager
+    }
+
+    /// The per-workspace locks installs and uninstalls take.
+    #[cfg(test)]
+    pub(crate) fn locks(&self) -> &WorkspaceLocks {
+        &self.install.locks
+    }
+}

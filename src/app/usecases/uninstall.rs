@@ -1,0 +1,138 @@
+//! Uninstall (SPEC §5): read what the plugin put in the container, strip
+//! its memory blocks, remove its skills and directory under the
+//! workspace's lock, drop its receipt, and ask for a restart.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::time::{Instant, timeout_at};
+
+use super::container::{Operation, container_failure, require_running};
+use crate::app::error::AppError;
+use crate::app::restart::{Restarter, WorkspaceLocks};
+use crate::domain::manifest::Manifest;
+use crate::domain::memory::strip_memory_blocks;
+use crate::domain::name::PluginName;
+use crate::domain::runtime::{PushOperation, runtime_guard};
+use crate::domain::workspace::Workspace;
+use crate::ports::container::{
+    ContainerEngine, ContainerId, MemoryFile, Removal, RemovalError, WorkspaceConfigs,
+};
+use crate::ports::receipts::ReceiptStore;
+
+/// Removes plugins from workspace containers.
+#[derive(Clone)]
+pub struct Uninstaller {
+    pub(super) engine: Arc<dyn ContainerEngine>,
+    pub(super) configs: Arc<dyn WorkspaceConfigs>,
+    pub(super) receipts: Arc<dyn ReceiptStore>,
+    pub(super) restarts: Restarter,
+    pub(super) locks: WorkspaceLocks,
+    /// The same deadline as an install's.
+    pub(super) fetch_timeout: Duration,
+}
+
+impl Uninstaller {
+    /// Uninstall (SPEC §5), after auth and the workspace record, under the
+    /// same deadline as an install.
+    pub async fn uninstall(
+        &self,
+        workspace: &Workspace,
+        raw_name: &str,
+    ) -> Result<PluginName, AppError> {
+        runtime_guard(&workspace.spec.runtime, PushOperation::Uninstall)
+            .map_err(AppError::Guard)?;
+        let name = PluginName::parse(raw_name).map_err(|_| AppError::InvalidPluginName)?;
+        let container = require_running(self.engine.as_ref(), workspace).await?;
+        let deadline = Instant::now() + self.fetch_timeout;
+        // Like a delivery, a removal runs to its end even without its client.
+        let removal = tokio::spawn({
+            let this = self.clone();
+            let workspace = workspace.clone();
+            async move {
+                match timeout_at(deadline, this.remove(&workspace, &container, &name)).await {
+                    Ok(result) => result.map(|()| name),
+                    Err(_) => {
+                        tracing::warn!(workspace = %workspace.id, "uninstall deadline fired");
+                        Err(AppError::UninstallTimedOut)
+                    }
+                }
+            }
+        });
+        removal
+            .await
+            .map_err(|e| AppError::internal(format!("removal task failed: {e}")))?
+    }
+
+    async fn remove(
+        &self,
+        workspace: &Workspace,
+        container: &ContainerId,
+        name: &PluginName,
+    ) -> Result<(), AppError> {
+        let _serialized = self.locks.lock(&workspace.id).await;
+        let Some(memory) = self
+            .configs
+            .read_plugin_memory(container, name)
+            .await
+            .map_err(|e| container_failure(e, Operation::Remove))?
+        else {
+            self.drop_receipt(workspace, name).await;
+            return Err(AppError::NotInstalled(name.clone()));
+        };
+        let manifest = Manifest::from_yaml(name.clone(), memory.manifest_yaml.as_deref());
+        let mut skills = Vec::new();
+        for skill in &manifest.skills {
+            match PluginName::parse(skill) {
+                Ok(skill) => skills.push(skill),
+                Err(_) => tracing::warn!(plugin = %name, skill, "skipping invalid skill name"),
+            }
+        }
+        let removal = Removal {
+            plugin: name.clone(),
+            memory_file: stripped_memory_file(workspace, name, &memory),
+            skills,
+        };
+        // From here the directory may change, so its receipt can no longer be
+        // trusted, whatever the outcome.
+        self.drop_receipt(workspace, name).await;
+        match self.configs.remove(container, &removal).await {
+            Ok(()) => {}
+            Err(RemovalError::NotInstalled) => return Err(AppError::NotInstalled(name.clone())),
+            Err(RemovalError::Incomplete(cause)) => return Err(AppError::RemoveFailed(cause)),
+            Err(RemovalError::Configs(e)) => return Err(container_failure(e, Operation::Remove)),
+        }
+        self.restarts.request(workspace);
+        tracing::info!(workspace = %workspace.id, plugin = %name, "plugin uninstalled");
+        Ok(())
+    }
+
+    async fn drop_receipt(&self, workspace: &Workspace, name: &PluginName) {
+        if let Err(e) = self.receipts.delete_receipt(&workspace.id, name).await {
+            tracing::error!(workspace = %workspace.id, plugin = %name, error = ?e, "could not delete install receipt");
+        }
+    }
+}
+
+/// CLAUDE.md without the plugin's blocks (SPEC §2), or `None` when it
+/// stays as it is (missing, over its bound, not UTF-8, or no block).
+fn stripped_memory_file(
+    workspace: &Workspace,
+    name: &PluginName,
+    memory: &crate::ports::container::PluginMemory,
+) -> Option<MemoryFile> {
+    let file = memory.memory_file.as_ref()?;
+    let Ok(text) = std::str::from_utf8(&file.content) else {
+        tracing::warn!(workspace = %workspace.id, "CLAUDE.md is not UTF-8; memory blocks left in place");
+        return None;
+    };
+    let stripped = strip_memory_blocks(text, name.as_str(), &memory.sources);
+    (stripped != text).then(|| MemoryFile {
+        content: stripped.into_bytes(),
+        mode: file.mode,
+    })
+}
+
+#[cfg(test)]
+#[path = "uninstall_tests.rs"]
+mod tests;
