@@ -6,7 +6,7 @@
 //! (`app::staging::stage`, on a state built from the same settings), since
 //! the tree never reaches a container here.
 
-mod support;
+use crate::support;
 
 use std::path::Path;
 use std::sync::Arc;

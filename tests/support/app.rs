@@ -12,6 +12,7 @@ use clap::Parser;
 use serde_json::Value;
 use tokio::sync::oneshot;
 use workspace_plugins::adapters::db::SeaOrmStore;
+use workspace_plugins::app::restart::Restarter;
 use workspace_plugins::app::server;
 use workspace_plugins::app::settings::Settings;
 use workspace_plugins::domain::digest::TreeDigest;
@@ -171,6 +172,9 @@ pub struct TestApp {
     pub client: reqwest::Client,
     pub store: Arc<BreakableStore>,
     pub data_dir: tempfile::TempDir,
+    /// The running app's restarts, to observe them (`subscribe`,
+    /// `restart_pending`).
+    pub restarts: Restarter,
     shutdown: Option<oneshot::Sender<()>>,
 }
 
@@ -231,6 +235,7 @@ pub async fn spawn_app_with(options: Options) -> TestApp {
     if options.failing_archives {
         state.archives = Arc::new(FailingArchives);
     }
+    let restarts = state.restarts.clone();
     let bound = server::bind_with_state(&settings, Arc::new(state))
         .await
         .expect("bind");
@@ -244,6 +249,7 @@ pub async fn spawn_app_with(options: Options) -> TestApp {
         client: reqwest::Client::new(),
         store,
         data_dir,
+        restarts,
         shutdown: Some(tx),
     }
 }
