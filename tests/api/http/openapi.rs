@@ -50,7 +50,10 @@ fn show_drift(committed: &str, generated: &str) {
     settings.set_snapshot_path(stored.path());
     settings.set_prepend_module_to_snapshot(false);
     settings.set_omit_expression(true);
-    settings.set_description("openapi/openapi.json (-) against the generated document (+)");
+    // insta's own update hints would only rewrite the temporary copy.
+    settings.set_description(
+        "openapi/openapi.json (-) against the code (+); update with `UPDATE_OPENAPI=1 cargo test openapi`, not insta",
+    );
     // insta fails by panicking; caught, so the test's own message (how to
     // update the document) comes last.
     let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
