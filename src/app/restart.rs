@@ -12,9 +12,10 @@
 //! container.
 //!
 //! Every restart that comes due is reported once, with how it ended, to
-//! [`Restarter::subscribe`]rs, and [`Restarter::restart_pending`] tells
-//! whether one is still to come: observers (the integration tests) see a
-//! restart happen, or know none will, without watching the clock.
+//! subscribers ([`Restarter::subscribe`]), and
+//! [`Restarter::restart_pending`] tells whether one is still to come:
+//! observers (the integration tests) see a restart happen, or know none
+//! will, without watching the clock.
 
 use std::collections::HashMap;
 use std::hash::Hash;
