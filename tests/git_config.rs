@@ -4,7 +4,7 @@
 //! of its own: the test points `HOME` at such a configuration before
 //! libgit2 starts, which tests running beside it must not see.
 
-mod support;
+pub mod support;
 
 use support::git::GitServer;
 use workspace_plugins::adapters::git::GitResolver;

@@ -10,11 +10,19 @@
 //! While it runs, listings wait for it ([`Restarter::wait_for_restart`]),
 //! so a listing never mistakes the service's own restart for a stopped
 //! container.
+//!
+//! Every restart that comes due is reported once, with how it ended, to
+//! subscribers ([`Restarter::subscribe`]), and
+//! [`Restarter::restart_pending`] tells whether one is still to come:
+//! observers (the integration tests) see a restart happen, or know none
+//! will, without watching the clock.
 
 use std::collections::HashMap;
 use std::hash::Hash;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+
+use tokio::sync::broadcast;
 
 use crate::domain::name::WorkspaceId;
 use crate::domain::workspace::{ContainerName, Workspace};
@@ -25,6 +33,9 @@ use crate::ports::store::WorkspaceStore;
 /// (doubled each time): about half a minute in all.
 const RESTART_ATTEMPTS: u32 = 5;
 const FIRST_RETRY: Duration = Duration::from_secs(1);
+
+/// Events a subscriber may fall behind by before it misses some.
+const EVENT_BUFFER: usize = 64;
 
 #[derive(Clone)]
 pub struct Restarter {
@@ -37,9 +48,19 @@ struct Inner {
     locks: WorkspaceLocks,
     delay: Duration,
     first_retry: Duration,
-    pending: Mutex<HashMap<WorkspaceId, Pending>>,
+    schedule: Mutex<Schedule>,
     /// Held for writing while a restart runs; listings pass through it.
     running: KeyedLocks<WorkspaceId, tokio::sync::RwLock<()>>,
+    events: broadcast::Sender<RestartEvent>,
+}
+
+#[derive(Default)]
+struct Schedule {
+    /// Restarts waiting for their delay, one per workspace.
+    pending: HashMap<WorkspaceId, Pending>,
+    /// Restarts that came due and are not reported yet, per workspace
+    /// (two while a retrying one backs off and the next comes due).
+    underway: HashMap<WorkspaceId, usize>,
 }
 
 #[derive(Clone)]
@@ -48,11 +69,24 @@ struct Pending {
     container: ContainerName,
 }
 
-/// How one restart attempt ended.
-enum Attempt {
+/// How a restart (or one attempt of it) ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RestartOutcome {
+    /// The engine restarted the container.
     Done,
+    /// Not restarted: the workspace was paused, hibernated or removed
+    /// meanwhile, or its container was not running.
     Skipped,
+    /// Every attempt failed.
     Failed,
+}
+
+/// One restart that came due, and how it ended; superseded requests
+/// (coalesced into a later one) are not reported.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RestartEvent {
+    pub workspace: WorkspaceId,
+    pub outcome: RestartOutcome,
 }
 
 impl Restarter {
@@ -69,15 +103,51 @@ impl Restarter {
                 locks,
                 delay,
                 first_retry: FIRST_RETRY,
-                pending: Mutex::new(HashMap::new()),
+                schedule: Mutex::default(),
                 running: KeyedLocks::default(),
+                events: broadcast::channel(EVENT_BUFFER).0,
             }),
         }
     }
 
-    fn pending(&self) -> std::sync::MutexGuard<'_, HashMap<WorkspaceId, Pending>> {
+    fn schedule(&self) -> std::sync::MutexGuard<'_, Schedule> {
         // A poisoned map only means a panic mid-update of plain data.
-        self.inner.pending.lock().unwrap_or_else(|e| e.into_inner())
+        self.inner
+            .schedule
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Takes the workspace's pending restart if it is still `generation`,
+    /// and counts it as under way.
+    fn take_due(&self, id: &WorkspaceId, generation: u64) -> Option<Pending> {
+        let mut schedule = self.schedule();
+        if schedule.pending.get(id)?.generation != generation {
+            return None;
+        }
+        let due = schedule.pending.remove(id);
+        *schedule.underway.entry(id.clone()).or_default() += 1;
+        due
+    }
+
+    /// A restart taken by [`Self::take_due`] ended: no longer under way,
+    /// then announced, so a subscriber that hears of it and asks
+    /// [`Self::restart_pending`] sees only restarts still to come.
+    fn report(&self, id: &WorkspaceId, outcome: RestartOutcome) {
+        {
+            let mut schedule = self.schedule();
+            if let Some(count) = schedule.underway.get_mut(id) {
+                *count -= 1;
+                if *count == 0 {
+                    schedule.underway.remove(id);
+                }
+            }
+        }
+        // No subscriber is the normal case: the events are for observers.
+        let _ = self.inner.events.send(RestartEvent {
+            workspace: id.clone(),
+            outcome,
+        });
     }
 
     /// Asks for a restart of the workspace; a later request within the
@@ -89,11 +159,14 @@ impl Restarter {
             return;
         }
         let generation = {
-            let mut pending = self.pending();
-            let entry = pending.entry(workspace.id.clone()).or_insert(Pending {
-                generation: 0,
-                container: workspace.container_name(),
-            });
+            let mut schedule = self.schedule();
+            let entry = schedule
+                .pending
+                .entry(workspace.id.clone())
+                .or_insert(Pending {
+                    generation: 0,
+                    container: workspace.container_name(),
+                });
             entry.generation += 1;
             entry.container = workspace.container_name();
             entry.generation
@@ -113,14 +186,9 @@ impl Restarter {
     /// a second one.
     async fn restart_if_due(&self, id: &WorkspaceId, generation: u64) {
         let guard = self.inner.locks.lock(id).await;
-        let due = {
-            let mut pending = self.pending();
-            match pending.get(id) {
-                Some(p) if p.generation == generation => pending.remove(id),
-                _ => None,
-            }
+        let Some(due) = self.take_due(id, generation) else {
+            return;
         };
-        let Some(due) = due else { return };
         let mut wait = self.inner.first_retry;
         let mut guard = Some(guard);
         for attempt in 1..=RESTART_ATTEMPTS {
@@ -131,13 +199,16 @@ impl Restarter {
             let outcome = self.attempt(id, &due.container, attempt > 1).await;
             drop(serialized);
             match outcome {
-                Attempt::Done | Attempt::Skipped => return,
-                Attempt::Failed if attempt < RESTART_ATTEMPTS => {
+                RestartOutcome::Done | RestartOutcome::Skipped => {
+                    return self.report(id, outcome);
+                }
+                RestartOutcome::Failed if attempt < RESTART_ATTEMPTS => {
                     tokio::time::sleep(wait).await;
                     wait *= 2;
                 }
-                Attempt::Failed => {
+                RestartOutcome::Failed => {
                     tracing::error!(workspace = %id, attempts = RESTART_ATTEMPTS, "workspace restart failed; giving up");
+                    self.report(id, outcome);
                 }
             }
         }
@@ -146,18 +217,23 @@ impl Restarter {
     /// One restart; the caller holds the workspace's lock. A retry also
     /// starts a container found stopped: the failed attempt may have
     /// stopped it.
-    async fn attempt(&self, id: &WorkspaceId, fallback: &ContainerName, retry: bool) -> Attempt {
+    async fn attempt(
+        &self,
+        id: &WorkspaceId,
+        fallback: &ContainerName,
+        retry: bool,
+    ) -> RestartOutcome {
         let gate = self.inner.running.get(id);
         let _running = gate.write().await;
         let container = match self.inner.workspaces.workspace(id).await {
             Ok(Some(workspace)) if workspace.accepts_restarts() => workspace.container_name(),
             Ok(Some(workspace)) => {
                 tracing::info!(workspace = %id, status = %workspace.spec.status, "restart skipped for this status");
-                return Attempt::Skipped;
+                return RestartOutcome::Skipped;
             }
             Ok(None) => {
                 tracing::info!(workspace = %id, "restart skipped: workspace record gone");
-                return Attempt::Skipped;
+                return RestartOutcome::Skipped;
             }
             Err(e) => {
                 // The operation that asked for it was allowed; keep going
@@ -170,41 +246,64 @@ impl Restarter {
             ContainerState::Running { id } => id,
             ContainerState::Stopped if !retry => {
                 tracing::info!(workspace = %id, "restart skipped: container not running");
-                return Attempt::Skipped;
+                return RestartOutcome::Skipped;
             }
             // The engine takes a name where it takes an id; a restart of a
             // stopped container starts it.
             ContainerState::Stopped => ContainerId::new(container.as_str()),
             ContainerState::Unknown => {
                 tracing::error!(workspace = %id, "restart failed: container engine unavailable");
-                return Attempt::Failed;
+                return RestartOutcome::Failed;
             }
         };
         match self.inner.engine.restart(&cid).await {
             Ok(()) => {
                 tracing::info!(workspace = %id, "workspace restarted");
-                Attempt::Done
+                RestartOutcome::Done
             }
             Err(e) => {
                 tracing::error!(workspace = %id, error = ?e, "workspace restart failed");
-                Attempt::Failed
+                RestartOutcome::Failed
             }
         }
     }
 
     /// Carries out every pending restart now, once each (graceful shutdown).
     pub async fn flush(&self) {
-        let due: Vec<(WorkspaceId, Pending)> = self.pending().drain().collect();
+        let due: Vec<(WorkspaceId, Pending)> = {
+            let mut schedule = self.schedule();
+            let due: Vec<_> = schedule.pending.drain().collect();
+            for (id, _) in &due {
+                *schedule.underway.entry(id.clone()).or_default() += 1;
+            }
+            due
+        };
         let restarts = due.iter().map(|(id, p)| async move {
-            let _serialized = self.inner.locks.lock(id).await;
-            self.attempt(id, &p.container, false).await
+            let serialized = self.inner.locks.lock(id).await;
+            let outcome = self.attempt(id, &p.container, false).await;
+            drop(serialized);
+            self.report(id, outcome);
         });
         futures_util::future::join_all(restarts).await;
     }
 
     /// How many workspaces wait for a restart.
     pub fn pending_count(&self) -> usize {
-        self.pending().len()
+        self.schedule().pending.len()
+    }
+
+    /// Whether a restart of the workspace is still to come: asked for and
+    /// waiting for its delay, or under way and not yet reported. Decided
+    /// before an install or uninstall answers, so "no restart" can be
+    /// checked right after the answer.
+    pub fn restart_pending(&self, id: &WorkspaceId) -> bool {
+        let schedule = self.schedule();
+        schedule.pending.contains_key(id) || schedule.underway.contains_key(id)
+    }
+
+    /// Every restart that comes due from now on, once it has ended.
+    pub fn subscribe(&self) -> broadcast::Receiver<RestartEvent> {
+        self.inner.events.subscribe()
     }
 
     /// Returns once no restart of the workspace is running.
@@ -461,6 +560,109 @@ mod tests {
         drop(held);
         tokio::time::sleep(Duration::from_secs(1)).await;
         assert_eq!(locks.in_use(), 0, "the restart ran and released the lock");
+    }
+
+    /// The next event, without waiting: `None` when nothing was reported.
+    fn next_event(events: &mut broadcast::Receiver<RestartEvent>) -> Option<RestartEvent> {
+        match events.try_recv() {
+            Ok(event) => Some(event),
+            Err(broadcast::error::TryRecvError::Empty) => None,
+            Err(e) => panic!("{e}"),
+        }
+    }
+
+    /// The next event; fails (rather than hangs) when none comes within
+    /// an hour of paused time.
+    async fn reported(events: &mut broadcast::Receiver<RestartEvent>) -> RestartEvent {
+        tokio::time::timeout(Duration::from_secs(3600), events.recv())
+            .await
+            .expect("a restart event")
+            .unwrap()
+    }
+
+    fn event(id: &str, outcome: RestartOutcome) -> RestartEvent {
+        RestartEvent {
+            workspace: WorkspaceId::parse(id).unwrap(),
+            outcome,
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_coalesced_burst_is_reported_once_and_then_nothing_is_pending() {
+        let restarter = restarter(engine_expecting(1), store("online"), 2);
+        let mut events = restarter.subscribe();
+        let ws = workspace("ws1", "online");
+        for _ in 0..3 {
+            restarter.request(&ws);
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        assert!(restarter.restart_pending(&ws.id));
+        assert_eq!(next_event(&mut events), None);
+        assert_eq!(
+            reported(&mut events).await,
+            event("ws1", RestartOutcome::Done)
+        );
+        assert!(!restarter.restart_pending(&ws.id));
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        assert_eq!(
+            next_event(&mut events),
+            None,
+            "superseded requests are silent"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_workspace_that_does_not_accept_restarts_has_none_pending() {
+        let restarter = restarter(engine_expecting(0), store("online"), 1);
+        let paused = workspace("ws1", "paused");
+        restarter.request(&paused);
+        assert!(!restarter.restart_pending(&paused.id));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_skipped_restart_is_reported_as_skipped() {
+        let restarter = restarter(engine_expecting(0), store("paused"), 1);
+        let mut events = restarter.subscribe();
+        restarter.request(&workspace("ws1", "online"));
+        assert_eq!(
+            reported(&mut events).await,
+            event("ws1", RestartOutcome::Skipped)
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_restart_that_keeps_failing_is_pending_until_reported_failed() {
+        let mut engine = MockContainerEngine::new();
+        engine.expect_state().returning(|_| ContainerState::Unknown);
+        let restarter = restarter(engine, store("online"), 1);
+        let mut events = restarter.subscribe();
+        let ws = workspace("ws2", "online");
+        restarter.request(&ws);
+        // Between attempts the restart is off the schedule but not over.
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        assert_eq!(restarter.pending_count(), 0);
+        assert!(
+            restarter.restart_pending(&ws.id),
+            "a retrying restart is still to come"
+        );
+        assert_eq!(
+            reported(&mut events).await,
+            event("ws2", RestartOutcome::Failed)
+        );
+        assert!(!restarter.restart_pending(&ws.id));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn restarts_carried_out_at_shutdown_are_reported() {
+        let restarter = restarter(engine_expecting(1), store("online"), 60);
+        let mut events = restarter.subscribe();
+        restarter.request(&workspace("a", "online"));
+        restarter.flush().await;
+        assert_eq!(
+            next_event(&mut events),
+            Some(event("a", RestartOutcome::Done))
+        );
+        assert!(!restarter.restart_pending(&WorkspaceId::parse("a").unwrap()));
     }
 
     #[tokio::test]

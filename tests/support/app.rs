@@ -171,7 +171,8 @@ pub struct TestApp {
     pub base: String,
     pub client: reqwest::Client,
     pub store: Arc<BreakableStore>,
-    /// The server's use cases, e.g. to observe its restarts.
+    /// The server's use cases, e.g. to observe its restarts
+    /// (`use_cases.restarts()`: `subscribe`, `restart_pending`).
     pub use_cases: Arc<UseCases>,
     pub data_dir: tempfile::TempDir,
     shutdown: Option<oneshot::Sender<()>>,

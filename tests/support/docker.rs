@@ -239,10 +239,6 @@ impl EngineProxy {
         }
     }
 
-    pub fn addr(&self) -> SocketAddr {
-        self.addr
-    }
-
     /// `tcp://127.0.0.1:<port>`, for `DOCKER_HOST` or `DockerEngine::new`.
     pub fn docker_host(&self) -> String {
         format!("tcp://{}", self.addr)

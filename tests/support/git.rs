@@ -10,13 +10,13 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use base64::Engine as _;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::oneshot;
+use tokio::sync::{oneshot, watch};
 
 /// How the server behaves; the default is a plain, public server.
 #[derive(Clone, Default)]
@@ -34,7 +34,7 @@ pub struct GitServer {
     pub base_url: String,
     /// `GIT_PROJECT_ROOT`: `<owner>/<repo>.git` bare repositories.
     pub root: tempfile::TempDir,
-    requests: Arc<Mutex<Vec<String>>>,
+    requests: Arc<watch::Sender<Vec<String>>>,
     shutdown: Option<oneshot::Sender<()>>,
 }
 
@@ -56,7 +56,7 @@ impl GitServer {
         let root = tempfile::tempdir().expect("git project root");
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("local addr");
-        let requests = Arc::new(Mutex::new(Vec::new()));
+        let requests = Arc::new(watch::Sender::new(Vec::new()));
         let (tx, mut rx) = oneshot::channel::<()>();
         let config = Arc::new(Config {
             root: root.path().to_owned(),
@@ -100,7 +100,21 @@ impl GitServer {
 
     /// `METHOD /path?query` of every request received so far.
     pub fn requests(&self) -> Vec<String> {
-        self.requests.lock().unwrap().clone()
+        self.requests.borrow().clone()
+    }
+
+    /// Waits (up to 30 s) until the requests received so far (as
+    /// [`Self::requests`] lists them) satisfy `until`.
+    pub async fn wait_for_requests(&self, until: impl Fn(&[String]) -> bool) {
+        let mut requests = self.requests.subscribe();
+        let seen = tokio::time::timeout(Duration::from_secs(30), async {
+            requests.wait_for(|r| until(r)).await.is_ok()
+        });
+        assert!(
+            seen.await.unwrap_or(false),
+            "not within 30 s: {:?}",
+            self.requests()
+        );
     }
 }
 
@@ -204,11 +218,6 @@ impl Repo {
         self
     }
 
-    pub fn remove(&self, path: &str) -> &Self {
-        self.git(&["rm", "--quiet", "-r", path]);
-        self
-    }
-
     /// Commits everything and returns the commit's sha.
     pub fn commit(&self, message: &str) -> String {
         self.git(&["add", "-A"]);
@@ -223,12 +232,6 @@ impl Repo {
 
     pub fn lightweight_tag(&self, name: &str) -> &Self {
         self.git(&["tag", name]);
-        self
-    }
-
-    /// Creates `name` at HEAD and switches to it.
-    pub fn branch(&self, name: &str) -> &Self {
-        self.git(&["checkout", "--quiet", "-b", name]);
         self
     }
 
@@ -348,7 +351,7 @@ impl Repo {
 struct Config {
     root: PathBuf,
     options: ServerOptions,
-    requests: Arc<Mutex<Vec<String>>>,
+    requests: Arc<watch::Sender<Vec<String>>>,
 }
 
 struct Request {
@@ -449,11 +452,10 @@ async fn serve(stream: TcpStream, config: &Config) -> std::io::Result<()> {
     };
     config
         .requests
-        .lock()
-        .unwrap()
-        .push(format!("{} {}", request.method, request.target));
+        .send_modify(|r| r.push(format!("{} {}", request.method, request.target)));
     let mut stream = reader.into_inner();
     if let Some(stall) = config.options.stall {
+        // Plays a peer that went silent.
         tokio::time::sleep(stall).await;
         return Ok(());
     }
@@ -487,6 +489,7 @@ async fn serve(stream: TcpStream, config: &Config) -> std::io::Result<()> {
             for piece in body.chunks(chunk.max(1)) {
                 stream.write_all(piece).await?;
                 stream.flush().await?;
+                // Plays a slow link.
                 tokio::time::sleep(pause).await;
             }
         }

@@ -1,4 +1,4 @@
-//! The hostile-input corpus (see `tests/hostile/README.md`), generated at
+//! The hostile-input corpus (see `tests/api/hostile/README.md`), generated at
 //! test time: tarballs assembled header by header (the tar crate's builder
 //! refuses hostile names, which is the point of them), decompression bombs
 //! built from repeated compressed members so that only a few MB are ever
@@ -931,6 +931,7 @@ pub async fn wait_until_empty(dir: &Path) {
             "{} still holds {left:?}",
             dir.display()
         );
+        // Polled: nothing announces the background removal's end.
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
 }

@@ -1,5 +1,5 @@
 //! Harness for the hostile-container corpus
-//! (`tests/hostile_container/README.md`) and the soak (`tests/soak.rs`):
+//! (`tests/api/hostile_container/README.md`) and the soak (`tests/api/soak.rs`):
 //! the real server binary as a child process (so its memory is read from
 //! `/proc/<pid>/status`), a generated local registry, and probes run inside
 //! a workspace container through the docker CLI, never through the adapter
@@ -154,6 +154,7 @@ impl Server {
                 "the server was not ready within 60 s:\n{}",
                 self.log_tail(40)
             );
+            // Polled: the child process announces nothing when it listens.
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }

@@ -4,7 +4,7 @@
 //! `server::use_cases`, whose answers are mapped to HTTP statuses exactly
 //! as the API maps them.
 
-mod support;
+use crate::support;
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
@@ -441,16 +441,19 @@ async fn a_cancelled_fetch_stops() {
     assert!(matches!(result, Err(FetchError::Cancelled)), "{result:?}");
     assert!(server.requests().is_empty(), "nothing was sent");
 
-    // Mid-transfer: the pack trickles in (about 10 s in full); the
-    // transfer-progress callback sees the flag and aborts.
+    // Mid-transfer: cancelled once the server was asked for the pack,
+    // which trickles in (about 10 s in full); the transfer-progress
+    // callback sees the flag and aborts.
     let l = limits(1 << 30);
     let cancel = l.cancel.clone();
-    tokio::spawn(async move {
-        tokio::time::sleep(Duration::from_millis(700)).await;
+    let asked = async {
+        server
+            .wait_for_requests(|r| r.iter().any(|line| line.starts_with("POST ")))
+            .await;
         cancel.cancel();
-    });
+    };
     let started = Instant::now();
-    let (_dir, result) = fetch_with(&r, "acme/slow#v1", &l).await;
+    let ((_dir, result), ()) = tokio::join!(fetch_with(&r, "acme/slow#v1", &l), asked);
     assert!(matches!(result, Err(FetchError::Cancelled)), "{result:?}");
     assert!(
         started.elapsed() < Duration::from_secs(4),
@@ -664,6 +667,7 @@ async fn a_stalled_server_times_out_promptly_and_the_fetch_cleans_up() {
             "staging root still holds {:?}",
             p.staging_entries()
         );
+        // Polled: nothing announces the blocked fetch's end.
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
@@ -766,11 +770,7 @@ async fn fetches_past_the_concurrency_limit_wait_briefly_then_get_429_with_retry
     };
     let holders: Vec<_> = (0..2).map(|i| tokio::spawn(install(i).send())).collect();
     // Both slots are taken once the server has accepted both fetches.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while server.requests().len() < 2 {
-        assert!(Instant::now() < deadline, "{:?}", server.requests());
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    server.wait_for_requests(|r| r.len() >= 2).await;
 
     let started = Instant::now();
     let (status, retry_after, body) = answer(install(2)).await;

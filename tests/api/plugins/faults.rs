@@ -1,9 +1,9 @@
 use reqwest::Method;
 use serde_json::json;
 
+use super::{Registry, World, world};
 use crate::support::app::{ADMIN_TOKEN, Options, json, spawn_app_with};
 use crate::support::docker::{EngineProxy, ProxyMode, TestContainer};
-use crate::{Registry, World, world};
 
 fn big_plugin(registry: &Registry, name: &str, marker: &str) {
     let payload = "x".repeat(4 * 1024 * 1024);
@@ -45,7 +45,7 @@ async fn v1_installed_v2_waiting() -> World {
     let registry = Registry::new();
     big_plugin(&registry, "big", "v1");
     let w = world(registry).await;
-    assert_eq!(crate::install(&w.app, "big").await.0, 200);
+    assert_eq!(super::install(&w.app, "big").await.0, 200);
     big_plugin(&w.registry, "big", "v2");
     w
 }
@@ -118,7 +118,7 @@ async fn a_stalled_engine_is_unknown_not_stopped() {
     let proxy = EngineProxy::start(ProxyMode::Stall).await;
     let app = app_via(&registry, &proxy.docker_host(), "1s", &[]).await;
     bind_workspace(&app, &container).await;
-    let (status, body) = crate::install(&app, "demo").await;
+    let (status, body) = super::install(&app, "demo").await;
     assert_eq!(
         (status, body),
         (503, json!({"error": "container engine unavailable"}))
@@ -133,7 +133,7 @@ async fn a_connection_dropped_mid_copy_leaves_the_previous_version_intact() {
     let proxy = EngineProxy::start(ProxyMode::DropAfter(1024 * 1024)).await;
     let faulty = app_via(&w.registry, &proxy.docker_host(), "1s", &[]).await;
     bind_workspace(&faulty, &w.container).await;
-    let (status, body) = crate::install(&faulty, "big").await;
+    let (status, body) = super::install(&faulty, "big").await;
     // A cut connection is the engine going away (503), not a copy that
     // the engine refused (500); the body carries no internal detail.
     assert_eq!(
@@ -146,7 +146,7 @@ async fn a_connection_dropped_mid_copy_leaves_the_previous_version_intact() {
         "the previous version stays"
     );
     // The next operation cleans the half-copied staging directory.
-    let (status, _) = crate::install(&w.app, "big").await;
+    let (status, _) = super::install(&w.app, "big").await;
     assert_eq!(status, 200);
     assert_eq!(w.container.cat("/configs/plugins/big/marker.txt"), b"v2");
     assert_eq!(w.container.sh("ls -A /configs/plugins"), "big");
@@ -166,7 +166,7 @@ async fn the_deadline_firing_mid_copy_is_504_and_the_previous_version_stays() {
     )
     .await;
     bind_workspace(&slow, &w.container).await;
-    let (status, body) = crate::install(&slow, "big").await;
+    let (status, body) = super::install(&slow, "big").await;
     assert_eq!(
         (status, body),
         (

@@ -1,17 +1,19 @@
 //! Install, uninstall, installed list and compatibility over HTTP against
 //! a real Docker engine (a busybox test container per test).
 
-#[path = "../support/mod.rs"]
-mod support;
-
 mod faults;
 mod install;
 mod uninstall;
 
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::json;
+use tokio::sync::broadcast;
+use workspace_plugins::app::restart::{RestartEvent, RestartOutcome};
+use workspace_plugins::domain::name::WorkspaceId;
+
+use crate::support;
 use support::app::{Options, TestApp, spawn_app_with};
 use support::docker::TestContainer;
 
@@ -63,15 +65,20 @@ impl Registry {
 }
 
 /// The app with a test registry and short restart delay, plus a workspace
-/// `ws-1` bound to a fresh running container.
+/// `ws-1` bound to a fresh running container, and its restarts as the app
+/// reports them.
 pub struct World {
     pub app: TestApp,
     pub registry: Registry,
     pub container: TestContainer,
+    restarts: broadcast::Receiver<RestartEvent>,
+    /// The container's start time as of the last restart looked at.
+    started: String,
 }
 
 pub async fn world_with(registry: Registry, restart_delay: &str, extra_args: &[&str]) -> World {
     let container = TestContainer::running();
+    let started = container.inspect("{{.State.StartedAt}}");
     let mut args: Vec<String> = vec![
         "--plugin-restart-delay".into(),
         restart_delay.into(),
@@ -85,6 +92,7 @@ pub async fn world_with(registry: Registry, restart_delay: &str, extra_args: &[&
         ..Options::default()
     })
     .await;
+    let restarts = app.use_cases.restarts().subscribe();
     app.create_workspace(
         "ws-1",
         json!({"name": "Agent", "runtime": "claude-code", "container": container.name}),
@@ -94,6 +102,8 @@ pub async fn world_with(registry: Registry, restart_delay: &str, extra_args: &[&
         app,
         registry,
         container,
+        restarts,
+        started,
     }
 }
 
@@ -120,24 +130,72 @@ pub async fn install(app: &TestApp, source: &str) -> (u16, serde_json::Value) {
     .await
 }
 
-/// Waits until the container's start time differs from `before` and it
-/// runs again.
-pub async fn wait_for_restart(container: &TestContainer, before: &str) -> bool {
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while Instant::now() < deadline {
-        if container.inspect("{{.State.StartedAt}}") != before
-            && container.inspect("{{.State.Running}}") == "true"
-        {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
+impl World {
+    fn workspace() -> WorkspaceId {
+        WorkspaceId::parse("ws-1").unwrap()
     }
-    false
-}
 
-/// Lets any debounced restart fire (or not) before the next assertion.
-pub async fn settle() {
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    /// The next restart of `ws-1` the app reports, once it has ended.
+    async fn next_restart(&mut self) -> RestartOutcome {
+        let next = async {
+            loop {
+                match self.restarts.recv().await {
+                    Ok(event) if event.workspace == Self::workspace() => return event.outcome,
+                    Ok(_) => {}
+                    Err(e) => panic!("restart events: {e}"),
+                }
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(30), next)
+            .await
+            .expect("a restart of ws-1 within 30 s")
+    }
+
+    /// Waits for `ws-1`'s restart, then checks it was the only one: none
+    /// other was reported, none is still to come, and the engine shows the
+    /// container started anew and running.
+    pub async fn restarted_once(&mut self) {
+        assert_eq!(self.next_restart().await, RestartOutcome::Done);
+        self.nothing_more_to_come();
+        let started = self.container.inspect("{{.State.StartedAt}}");
+        assert_ne!(started, self.started, "the container was started anew");
+        assert_eq!(self.container.inspect("{{.State.Running}}"), "true");
+        self.started = started;
+    }
+
+    /// Waits until every restart of `ws-1` asked for so far is done, for
+    /// tests that do not pin how many it took.
+    pub async fn restarts_done(&mut self) {
+        assert_eq!(self.next_restart().await, RestartOutcome::Done);
+        while self.app.use_cases.restarts().restart_pending(&Self::workspace()) {
+            assert_eq!(self.next_restart().await, RestartOutcome::Done);
+        }
+        self.started = self.container.inspect("{{.State.StartedAt}}");
+    }
+
+    /// No restart of `ws-1` happened since the last one looked at, and
+    /// none is to come (the app decides before it answers).
+    pub fn no_restart(&mut self) {
+        self.nothing_more_to_come();
+        assert_eq!(
+            self.container.inspect("{{.State.StartedAt}}"),
+            self.started,
+            "the engine saw no restart"
+        );
+    }
+
+    /// No restart was reported since the last one looked at, and none is
+    /// pending or under way.
+    fn nothing_more_to_come(&mut self) {
+        assert!(
+            !self.app.use_cases.restarts().restart_pending(&Self::workspace()),
+            "a restart of ws-1 is still to come"
+        );
+        match self.restarts.try_recv() {
+            Err(broadcast::error::TryRecvError::Empty) => {}
+            other => panic!("unexpected restart: {other:?}"),
+        }
+    }
 }
 
 /// Every entry under `dir` with `uid:gid`, one per line, sorted.

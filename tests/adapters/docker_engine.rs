@@ -8,7 +8,7 @@
 //! running engine (`bash scripts/services.sh`); fails, never skips,
 //! without one.
 
-mod support;
+use crate::support;
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;

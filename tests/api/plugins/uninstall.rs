@@ -1,8 +1,8 @@
 use reqwest::Method;
 use serde_json::json;
 
+use super::{Registry, world, world_restarting};
 use crate::support::app::ADMIN_TOKEN;
-use crate::{Registry, wait_for_restart, world, world_restarting};
 
 const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/memory-blocks");
 const SUPERPOWERS: &str = "molecule-ai-plugin-superpowers";
@@ -19,7 +19,7 @@ fn fixture_registry() -> Registry {
     registry
 }
 
-async fn uninstall(w: &crate::World, name: &str) -> (u16, serde_json::Value) {
+async fn uninstall(w: &super::World, name: &str) -> (u16, serde_json::Value) {
     w.app
         .call(
             Method::DELETE,
@@ -32,16 +32,12 @@ async fn uninstall(w: &crate::World, name: &str) -> (u16, serde_json::Value) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn uninstall_restores_claude_md_byte_for_byte_removes_skills_and_keeps_owner_and_mode() {
-    let w = world_restarting(fixture_registry()).await;
-    let fresh = w.container.inspect("{{.State.StartedAt}}");
+    let mut w = world_restarting(fixture_registry()).await;
     for name in [SUPERPOWERS, CAREFUL] {
-        let (status, body) = crate::install(&w.app, name).await;
+        let (status, body) = super::install(&w.app, name).await;
         assert_eq!(status, 200, "{body}");
     }
-    assert!(
-        wait_for_restart(&w.container, &fresh).await,
-        "installs restart the workspace"
-    );
+    w.restarts_done().await;
     // What the runtime wrote at start-up: CLAUDE.md with both plugins'
     // blocks (the real fixture), and the skills it copied out.
     let before = std::fs::read(format!("{FIXTURES}/CLAUDE.before.md")).unwrap();
@@ -61,7 +57,6 @@ async fn uninstall_restores_claude_md_byte_for_byte_removes_skills_and_keeps_own
          mkdir -p /configs/skills/writing-plans /configs/skills/executing-plans /configs/skills/keep-me && \
          touch /configs/skills/writing-plans/SKILL.md && chown -R 1000:1000 /configs/skills",
     );
-    let started = w.container.inspect("{{.State.StartedAt}}");
 
     let (status, body) = uninstall(&w, SUPERPOWERS).await;
     assert_eq!(
@@ -70,7 +65,7 @@ async fn uninstall_restores_claude_md_byte_for_byte_removes_skills_and_keeps_own
     );
     // Looked at once the restart is over: an exec racing the restart
     // would be killed with it.
-    assert!(wait_for_restart(&w.container, &started).await);
+    w.restarted_once().await;
     assert_eq!(
         w.container.cat("/configs/CLAUDE.md"),
         expected,
@@ -97,7 +92,7 @@ async fn uninstall_restores_claude_md_byte_for_byte_removes_skills_and_keeps_own
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_half_deleted_plugin_still_uninstalls() {
     let w = world(fixture_registry()).await;
-    crate::install(&w.app, CAREFUL).await;
+    super::install(&w.app, CAREFUL).await;
     w.container.sh(&format!(
         "rm -f /configs/plugins/{CAREFUL}/plugin.yaml /configs/plugins/{CAREFUL}/*.md"
     ));

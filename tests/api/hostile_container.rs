@@ -1,4 +1,4 @@
-//! The hostile-container corpus (`tests/hostile_container/README.md`,
+//! The hostile-container corpus (`tests/api/hostile_container/README.md`,
 //! SPEC §6 "The workspace container is untrusted"): in a fresh container
 //! per case, the agent (uid 1000) plants symlinks, FIFOs, hard links to a
 //! huge sparse file, huge trees or a manifest naming system directories,
@@ -19,7 +19,7 @@
 //! deadlines; the invariants are checked from outside (the docker CLI as
 //! root in the container), so they hold whatever the mechanism.
 
-mod support;
+use crate::support;
 
 use std::path::Path;
 use std::time::Duration;
@@ -490,9 +490,9 @@ async fn paths_swapped_for_symlinks_during_an_operation_never_escape_configs() {
 #[test]
 fn the_readme_lists_every_case_and_the_corpus_is_large_enough() {
     let readme = std::fs::read_to_string(
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/hostile_container/README.md"),
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/api/hostile_container/README.md"),
     )
-    .expect("tests/hostile_container/README.md");
+    .expect("tests/api/hostile_container/README.md");
     let cases = all_cases();
     assert!(cases.len() >= 25, "only {} cases", cases.len());
     let mut names: Vec<&str> = cases.iter().map(|c| c.name).collect();

@@ -1,8 +1,8 @@
 use reqwest::Method;
 use serde_json::{Value, json};
 
+use super::{Registry, owners, world, world_restarting};
 use crate::support::app::ADMIN_TOKEN;
-use crate::{Registry, owners, wait_for_restart, world, world_restarting};
 
 fn demo(registry: &Registry, version: &str) {
     registry.plugin(
@@ -28,9 +28,8 @@ fn demo(registry: &Registry, version: &str) {
 async fn install_copies_the_plugin_owned_by_the_agent_and_restarts_once() {
     let registry = Registry::new();
     demo(&registry, "1.0.0");
-    let w = world_restarting(registry).await;
-    let started = w.container.inspect("{{.State.StartedAt}}");
-    let (status, body) = crate::install(&w.app, "demo").await;
+    let mut w = world_restarting(registry).await;
+    let (status, body) = super::install(&w.app, "demo").await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["status"], "installed");
     assert_eq!(body["plugin"], "demo");
@@ -38,10 +37,7 @@ async fn install_copies_the_plugin_owned_by_the_agent_and_restarts_once() {
     assert!(body["digest"].as_str().unwrap().starts_with("h1:"));
     // Looked at once the restart is over: an exec racing the restart
     // would be killed with it.
-    assert!(
-        wait_for_restart(&w.container, &started).await,
-        "the workspace was restarted"
-    );
+    w.restarted_once().await;
     assert_eq!(
         w.container.cat("/configs/plugins/demo/rules/style.md"),
         b"Be brief."
@@ -61,24 +57,14 @@ async fn install_copies_the_plugin_owned_by_the_agent_and_restarts_once() {
 async fn reinstalling_the_same_content_is_unchanged_and_does_not_restart() {
     let registry = Registry::new();
     demo(&registry, "1.0.0");
-    let w = world_restarting(registry).await;
-    let before = w.container.inspect("{{.State.StartedAt}}");
-    let (_, first) = crate::install(&w.app, "local://demo").await;
-    assert!(
-        wait_for_restart(&w.container, &before).await,
-        "the first install restarts"
-    );
-    let after_first = w.container.inspect("{{.State.StartedAt}}");
-    let (status, second) = crate::install(&w.app, "local://demo").await;
+    let mut w = world_restarting(registry).await;
+    let (_, first) = super::install(&w.app, "local://demo").await;
+    w.restarted_once().await;
+    let (status, second) = super::install(&w.app, "local://demo").await;
     assert_eq!(status, 200);
     assert_eq!(second["status"], "unchanged");
     assert_eq!(second["digest"], first["digest"]);
-    crate::settle().await;
-    assert_eq!(
-        w.container.inspect("{{.State.StartedAt}}"),
-        after_first,
-        "no restart for an unchanged install"
-    );
+    w.no_restart();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -86,9 +72,9 @@ async fn a_new_version_replaces_the_old_one_without_stale_files() {
     let registry = Registry::new();
     demo(&registry, "1.0.0");
     let w = world(registry).await;
-    crate::install(&w.app, "demo").await;
+    super::install(&w.app, "demo").await;
     demo(&w.registry, "2.0.0");
-    let (status, body) = crate::install(&w.app, "demo").await;
+    let (status, body) = super::install(&w.app, "demo").await;
     assert_eq!((status, body["status"].as_str()), (200, Some("installed")));
     let files = w
         .container
@@ -105,8 +91,8 @@ async fn the_installed_list_reports_manifest_info_digest_and_runtime_support() {
     demo(&registry, "1.0.0");
     registry.plugin("hermes-only", &[("plugin.yaml", "runtimes: [hermes]\n")]);
     let w = world(registry).await;
-    let (_, installed) = crate::install(&w.app, "demo").await;
-    crate::install(&w.app, "hermes-only").await;
+    let (_, installed) = super::install(&w.app, "demo").await;
+    super::install(&w.app, "hermes-only").await;
     // Put there by something else: listed, without a digest. Dot entries
     // and files are never plugins.
     w.container.sh("mkdir -p /configs/plugins/manual /configs/plugins/.x.staging-1 && touch /configs/plugins/file");
@@ -217,7 +203,7 @@ async fn a_stopped_container_lists_nothing_is_compatible_and_refuses_installs() 
         report,
         json!({"target_runtime": "x", "compatible": [], "incompatible": [], "all_compatible": true})
     );
-    let (status, body) = crate::install(&w.app, "demo").await;
+    let (status, body) = super::install(&w.app, "demo").await;
     assert_eq!(
         (status, body),
         (503, json!({"error": "workspace container not running"}))
@@ -251,22 +237,15 @@ async fn installs_of_different_plugins_at_once_both_land_with_one_restart() {
     let registry = Registry::new();
     demo(&registry, "1.0.0");
     registry.plugin("other", &[("plugin.yaml", "version: 0.1.0\n")]);
-    let w = world_restarting(registry).await;
-    let started = w.container.inspect("{{.State.StartedAt}}");
+    let mut w = world_restarting(registry).await;
     let (a, b) = tokio::join!(
-        crate::install(&w.app, "demo"),
-        crate::install(&w.app, "other")
+        super::install(&w.app, "demo"),
+        super::install(&w.app, "other")
     );
     assert_eq!((a.0, b.0), (200, 200), "{a:?} {b:?}");
     assert_eq!(w.container.sh("ls /configs/plugins"), "demo\nother");
-    assert!(wait_for_restart(&w.container, &started).await);
-    let once = w.container.inspect("{{.State.StartedAt}}");
-    crate::settle().await;
-    assert_eq!(
-        w.container.inspect("{{.State.StartedAt}}"),
-        once,
-        "restarts were coalesced into one"
-    );
+    // Coalesced: one restart, and none other to come.
+    w.restarted_once().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -282,7 +261,7 @@ async fn policy_refusals_change_nothing_in_the_container() {
             Some(json!({"plugins": ["other"]})),
         )
         .await;
-    let (status, body) = crate::install(&w.app, "demo").await;
+    let (status, body) = super::install(&w.app, "demo").await;
     assert_eq!(
         (status, body),
         (
@@ -290,12 +269,12 @@ async fn policy_refusals_change_nothing_in_the_container() {
             json!({"error": "plugin \"demo\" is not in the org allowlist"})
         )
     );
-    let (status, body) = crate::install(&w.app, "local://Nope").await;
+    let (status, body) = super::install(&w.app, "local://Nope").await;
     assert_eq!(
         (status, body["error"].as_str()),
         (400, Some("invalid plugin name"))
     );
-    let (status, body) = crate::install(&w.app, "local://missing").await;
+    let (status, body) = super::install(&w.app, "local://missing").await;
     assert_eq!(status, 404, "{body}");
     let (status, body) = w
         .app

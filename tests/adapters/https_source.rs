@@ -6,7 +6,7 @@
 //! (the use cases' `staging()`, built from the same settings), since
 //! the tree never reaches a container here.
 
-mod support;
+use crate::support;
 
 use std::path::Path;
 use std::time::Duration;

@@ -1,11 +1,11 @@
-//! The hostile-input corpus (`tests/hostile/README.md`) through the real
+//! The hostile-input corpus (`tests/api/hostile/README.md`) through the real
 //! install endpoint: every input must be refused with its exact 4xx before
 //! the container step, write nothing outside the staging root, and leave
 //! the staging root empty. Inputs the contract accepts (oversized or broken
 //! manifests) must get past staging, to the container step (503: the
 //! workspace's container does not exist).
 
-mod support;
+use crate::support;
 
 use std::fs;
 use std::path::{Path, PathBuf};

@@ -441,6 +441,7 @@ impl Sampler {
             let mut peak = 0;
             while !stop.load(std::sync::atomic::Ordering::SeqCst) {
                 peak = peak.max(disk_held(&dir).0);
+                // The sampling period: nothing to wait for.
                 std::thread::sleep(std::time::Duration::from_millis(5));
             }
             peak
@@ -553,6 +554,7 @@ async fn the_data_dir_never_holds_more_than_the_cache_cap_plus_one_staging_budge
             std::time::Instant::now() < deadline,
             "still {total} bytes, {nameless} without a name"
         );
+        // Polled: nothing announces that a file's last handle closed.
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
     let (status, _) = start_download(&app.base, &path(PLUGINS - 1)).await;

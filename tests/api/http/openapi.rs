@@ -12,6 +12,12 @@ fn committed_path() -> PathBuf {
 
 /// The committed document is the API's contract: it must equal what the
 /// code generates. Regenerate with `UPDATE_OPENAPI=1 cargo test openapi`.
+///
+/// On drift, insta prints the difference line by line: the committed file
+/// (kept a plain document for clients and `scripts/conformance`) is handed
+/// to insta as the stored snapshot through a temporary copy, so there is
+/// no second copy in the repository. The verdict is the plain comparison
+/// below, so insta's own update modes cannot make a drift pass.
 #[test]
 fn the_committed_openapi_document_matches_the_code() {
     let generated = workspace_plugins::app::http::openapi_json();
@@ -21,10 +27,38 @@ fn the_committed_openapi_document_matches_the_code() {
         std::fs::write(&path, format!("{generated}\n")).unwrap();
     }
     let committed = std::fs::read_to_string(&path).expect("openapi/openapi.json is committed");
+    let matches = committed.trim_end() == generated.trim_end();
+    if !matches {
+        show_drift(&committed, &generated);
+    }
     assert!(
-        committed.trim_end() == generated.trim_end(),
-        "openapi/openapi.json differs from the code: run `UPDATE_OPENAPI=1 cargo test openapi` and commit it"
+        matches,
+        "openapi/openapi.json differs from the code (diff above): run `UPDATE_OPENAPI=1 cargo test openapi` and commit it"
     );
+}
+
+/// Prints insta's diff of the committed document (-) against the
+/// generated one (+).
+fn show_drift(committed: &str, generated: &str) {
+    let stored = tempfile::tempdir().unwrap();
+    std::fs::write(
+        stored.path().join("openapi.snap"),
+        format!("---\nsource: openapi/openapi.json\n---\n{committed}"),
+    )
+    .unwrap();
+    let mut settings = insta::Settings::clone_current();
+    settings.set_snapshot_path(stored.path());
+    settings.set_prepend_module_to_snapshot(false);
+    settings.set_omit_expression(true);
+    // insta's own update hints would only rewrite the temporary copy.
+    settings.set_description(
+        "openapi/openapi.json (-) against the code (+); update with `UPDATE_OPENAPI=1 cargo test openapi`, not insta",
+    );
+    // insta fails by panicking; caught, so the test's own message (how to
+    // update the document) comes last.
+    let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        settings.bind(|| insta::assert_snapshot!("openapi", generated));
+    }));
 }
 
 #[tokio::test]

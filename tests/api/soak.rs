@@ -12,11 +12,11 @@
 //! round is 200 operations in a row, restarts included), so like the
 //! benches it runs on demand, not in `scripts/test`:
 //!
-//!     cargo test --test soak -- --ignored --nocapture
+//!     cargo test --test api soak -- --ignored --nocapture
 //!
 //! Figures are printed; `benches/RESULTS.md` ("Soak") records a run.
 
-mod support;
+use crate::support;
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -116,6 +116,8 @@ async fn wait_until_quiet(container: &TestContainer, since: f64, last_answer: f6
             Instant::now() < deadline,
             "the container did not settle within 120 s (running: {running})"
         );
+        // Polled: the server is another process, whose restarts are seen
+        // only in the engine's events.
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
 }
@@ -175,7 +177,7 @@ fn classify(op: &Op, answer: &Answer) -> Result<&'static str, String> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-#[ignore = "a soak of several minutes: cargo test --test soak -- --ignored --nocapture"]
+#[ignore = "a soak of several minutes: cargo test --test api soak -- --ignored --nocapture"]
 async fn concurrent_installs_and_uninstalls_through_restarts_answer_per_spec_and_leave_the_container_true()
  {
     let registry = registry();

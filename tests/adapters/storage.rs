@@ -4,7 +4,7 @@
 //! PostgreSQL must be running (`scripts/services.sh`, or point
 //! `TEST_DATABASE_URL` at a server): without it the `postgres::` cases fail.
 
-mod support;
+use crate::support;
 
 use chrono::{DateTime, Duration, TimeZone, Utc};
 use sea_orm::sea_query::{Alias, Expr, ExprTrait, Query};
@@ -128,6 +128,7 @@ impl TestDb {
                 std::time::Instant::now() < deadline,
                 "no statement ever waited for the open transaction"
             );
+            // Polled: PostgreSQL announces no lock waits.
             tokio::time::sleep(std::time::Duration::from_millis(10)).await;
         }
     }
