@@ -4,11 +4,17 @@
 
 use std::fs;
 use std::io::{self, BufWriter, Read, Write};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use crate::domain::layout::{AGENT_GID, AGENT_UID};
+use crate::ports::staging::TreeCheck;
 
 const CHUNK: usize = 64 * 1024;
+
+/// Why an archive of a tree read in place failed: the tree changed while
+/// it was being read.
+pub(crate) const TREE_CHANGED: &str = "the tree changed while it was being read";
 
 /// One entry of a local tree, relative to its root (`""` is the root).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -95,12 +101,15 @@ pub(crate) fn write_tree_tar<W: Write>(
     entries: &[TreeEntry],
     mtime: u64,
 ) -> io::Result<W> {
-    write_tree_tar_sealed(out, root, top, entries, mtime, None)
+    write_tree_tar_sealed(out, root, top, entries, mtime, None, None)
 }
 
 /// [`write_tree_tar`], with an empty regular file named `seal` appended as
 /// the last entry when given: a reader that finds the seal knows it read
 /// the whole archive (a cut stream can end on a valid entry boundary).
+/// `check` (a tree read in place) runs once every file has been read,
+/// before the seal: a tree that changed meanwhile fails the archive, which
+/// then never gets its seal.
 pub(crate) fn write_tree_tar_sealed<W: Write>(
     out: W,
     root: &Path,
@@ -108,8 +117,39 @@ pub(crate) fn write_tree_tar_sealed<W: Write>(
     entries: &[TreeEntry],
     mtime: u64,
     seal: Option<&str>,
+    check: Option<&dyn TreeCheck>,
 ) -> io::Result<W> {
-    let mut builder = tar::Builder::new(BufWriter::with_capacity(CHUNK, out));
+    let mut builder = tar::Builder::new(BufWriter::with_capacity(
+        CHUNK,
+        Cuttable {
+            inner: out,
+            cut: false,
+        },
+    ));
+    if let Err(e) = append_tree(&mut builder, root, top, entries, mtime, seal, check) {
+        // Dropped, the builder would end the archive and flush it: a
+        // failed archive is cut where it failed instead, so no reader ever
+        // takes it for a whole one, and nothing is written after the error.
+        builder.get_mut().get_mut().cut = true;
+        return Err(e);
+    }
+    let mut buffered = builder.into_inner()?;
+    buffered.flush()?;
+    buffered
+        .into_inner()
+        .map(|cuttable| cuttable.inner)
+        .map_err(|e| e.into_error())
+}
+
+fn append_tree<W: Write>(
+    builder: &mut tar::Builder<W>,
+    root: &Path,
+    top: Option<&str>,
+    entries: &[TreeEntry],
+    mtime: u64,
+    seal: Option<&str>,
+    check: Option<&dyn TreeCheck>,
+) -> io::Result<()> {
     for entry in entries {
         let is_root = entry.rel.as_os_str().is_empty();
         let name = match (top, is_root) {
@@ -127,7 +167,12 @@ pub(crate) fn write_tree_tar_sealed<W: Write>(
                 builder.append_data(&mut header, &name, io::empty())?;
             }
             EntryKind::File { executable } => {
-                let file = fs::File::open(root.join(&entry.rel))?;
+                // Never follows a symlink nor blocks on a FIFO swapped in
+                // since the plan (a tree read in place can change).
+                let file = fs::OpenOptions::new()
+                    .read(true)
+                    .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+                    .open(root.join(&entry.rel))?;
                 let meta = file.metadata()?;
                 if !meta.is_file() {
                     return Err(io::Error::other(format!(
@@ -154,6 +199,13 @@ pub(crate) fn write_tree_tar_sealed<W: Write>(
             }
         }
     }
+    if let Some(check) = check {
+        match check.unchanged() {
+            Ok(true) => {}
+            Ok(false) => return Err(io::Error::other(TREE_CHANGED)),
+            Err(e) => return Err(io::Error::other(e)),
+        }
+    }
     if let Some(seal) = seal {
         let mut header = agent_header(mtime);
         header.set_entry_type(tar::EntryType::Regular);
@@ -161,9 +213,29 @@ pub(crate) fn write_tree_tar_sealed<W: Write>(
         header.set_size(0);
         builder.append_data(&mut header, seal, io::empty())?;
     }
-    let mut buffered = builder.into_inner()?;
-    buffered.flush()?;
-    buffered.into_inner().map_err(|e| e.into_error())
+    Ok(())
+}
+
+/// The archive's output, which takes nothing more once `cut`.
+struct Cuttable<W> {
+    inner: W,
+    cut: bool,
+}
+
+impl<W: Write> Write for Cuttable<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        if self.cut {
+            return Err(io::Error::other("archive cut after an error"));
+        }
+        self.inner.write(buf)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        if self.cut {
+            return Ok(());
+        }
+        self.inner.flush()
+    }
 }
 
 struct Counted<R> {

@@ -9,7 +9,7 @@ use tokio::time::{Instant, timeout_at};
 use crate::app::auth::Principal;
 use crate::app::error::AppError;
 use crate::app::restart::WorkspaceGuard;
-use crate::app::staging::{Staged, stage};
+use crate::app::staging::{Staged, stage_in_place};
 use crate::app::state::AppState;
 use crate::domain::digest::TreeDigest;
 use crate::domain::manifest::Manifest;
@@ -139,7 +139,7 @@ where
             .unwrap_or_default();
         return Err(AppError::InstallTimedOut { source_text });
     };
-    let staged = stage(state, source.as_deref(), sha256.as_deref(), deadline).await?;
+    let staged = stage_in_place(state, source.as_deref(), sha256.as_deref(), deadline).await?;
     enforce_allowlist(state, workspace, &staged.name).await?;
     let container = require_running(state, workspace).await?;
     // The delivery runs to its end (or its deadline) even when the client
@@ -225,11 +225,11 @@ async fn deliver_in_place(
             .await
             .map_err(AppError::Store)?;
     }
-    match state
-        .configs
-        .deliver(container, name, staged.dir.path())
-        .await
-    {
+    let delivered = match &staged.tree.in_place {
+        Some(tree) => state.configs.deliver_in_place(container, name, tree).await,
+        None => state.configs.deliver(container, name, staged.dir.path()).await,
+    };
+    match delivered {
         Ok(()) => {}
         Err(DeliveryError::NotPlaced(e)) => {
             // The previous version is still there: so is its receipt.

@@ -116,12 +116,35 @@ impl Drop for CancelOnDrop {
 }
 
 /// Runs steps 1–10 of SPEC §4; `deadline` bounds the wait for a fetch slot,
-/// the fetch and the inspection (→ 504 when it fires).
+/// the fetch and the inspection (→ 504 when it fires). The tree is a copy
+/// in the staging directory.
 pub async fn stage(
     state: &AppState,
     source: Option<&str>,
     sha256: Option<&str>,
     deadline: Instant,
+) -> Result<Staged, AppError> {
+    stage_with(state, source, sha256, deadline, false).await
+}
+
+/// [`stage`], for a caller that reads the tree through
+/// [`Staged::tree`]`.in_place` when set: a local plugin is then checked and
+/// hashed where it lies, not copied, and must be read with its check.
+pub async fn stage_in_place(
+    state: &AppState,
+    source: Option<&str>,
+    sha256: Option<&str>,
+    deadline: Instant,
+) -> Result<Staged, AppError> {
+    stage_with(state, source, sha256, deadline, true).await
+}
+
+async fn stage_with(
+    state: &AppState,
+    source: Option<&str>,
+    sha256: Option<&str>,
+    deadline: Instant,
+    in_place: bool,
 ) -> Result<Staged, AppError> {
     let source = require_source(source).map_err(staging)?;
     let Some(resolver) = state.resolvers.get(source.scheme()) else {
@@ -152,6 +175,7 @@ pub async fn stage(
         max_entries: state.policy.max_entries,
         cancel: dir.cancellation(),
         disk: slot.disk().clone(),
+        in_place,
     };
     let timed_out = || {
         staging(StagingError::Timeout {
