@@ -408,7 +408,10 @@ async fn a_tree_read_in_place_is_placed_only_if_it_did_not_change_since_it_was_s
         .deliver_in_place(&cid(&c), &name_demo(), &place)
         .await;
     assert!(
-        matches!(&delivered, Err(DeliveryError::NotPlaced(ConfigsError::Failed(_)))),
+        matches!(
+            &delivered,
+            Err(DeliveryError::NotPlaced(ConfigsError::Failed(_)))
+        ),
         "{delivered:?}"
     );
     assert_delivered(&c, old.path(), "/configs/plugins/demo");

@@ -7,6 +7,8 @@ use std::io::{self, BufWriter, Read, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
+use sha2::{Digest as _, Sha256};
+
 use crate::domain::layout::{AGENT_GID, AGENT_UID};
 use crate::ports::staging::TreeCheck;
 
@@ -184,10 +186,14 @@ fn append_tree<W: Write>(
                 header.set_mode(if executable { 0o755 } else { 0o644 });
                 header.set_size(meta.len());
                 // A file that shrank while being read would leave the
-                // header lying about its size: count what was sent.
+                // header lying about its size: count what was sent. A file
+                // the check cannot vouch for by its metadata is hashed as
+                // it is sent.
+                let expected = check.and_then(|c| c.expected_sha256(&entry.rel.to_string_lossy()));
                 let mut counted = Counted {
                     inner: file.take(meta.len()),
                     count: 0,
+                    hasher: expected.map(|_| Sha256::new()),
                 };
                 builder.append_data(&mut header, &name, &mut counted)?;
                 if counted.count != meta.len() {
@@ -195,6 +201,11 @@ fn append_tree<W: Write>(
                         "{} changed while being read",
                         entry.rel.display()
                     )));
+                }
+                if let (Some(expected), Some(hasher)) = (expected, counted.hasher)
+                    && <[u8; 32]>::from(hasher.finalize()) != expected
+                {
+                    return Err(io::Error::other(TREE_CHANGED));
                 }
             }
         }
@@ -241,12 +252,16 @@ impl<W: Write> Write for Cuttable<W> {
 struct Counted<R> {
     inner: R,
     count: u64,
+    hasher: Option<Sha256>,
 }
 
 impl<R: Read> Read for Counted<R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let n = self.inner.read(buf)?;
         self.count += n as u64;
+        if let Some(hasher) = &mut self.hasher {
+            hasher.update(&buf[..n]);
+        }
         Ok(n)
     }
 }

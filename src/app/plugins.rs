@@ -227,7 +227,12 @@ async fn deliver_in_place(
     }
     let delivered = match &staged.tree.in_place {
         Some(tree) => state.configs.deliver_in_place(container, name, tree).await,
-        None => state.configs.deliver(container, name, staged.dir.path()).await,
+        None => {
+            state
+                .configs
+                .deliver(container, name, staged.dir.path())
+                .await
+        }
     };
     match delivered {
         Ok(()) => {}

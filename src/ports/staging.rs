@@ -125,6 +125,16 @@ pub struct WrittenTree {
 pub trait TreeCheck: Send + Sync {
     /// `Ok(true)` when nothing in the tree changed since it was staged.
     fn unchanged(&self) -> Result<bool, BoxError>;
+
+    /// The SHA-256 the file at `path` (relative, `/`-separated) must have
+    /// as its reader reads it, for a file changed so shortly before it was
+    /// staged that its metadata cannot vouch for its bytes (a write still
+    /// in flight leaves no later trace in the metadata); `None` for the
+    /// others, which `unchanged` covers.
+    fn expected_sha256(&self, path: &str) -> Option<[u8; 32]> {
+        let _ = path;
+        None
+    }
 }
 
 /// A tree staged in place: checked and hashed under the staging writer's

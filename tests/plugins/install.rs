@@ -371,7 +371,10 @@ async fn a_registry_plugin_rewritten_while_it_is_installed_is_not_placed_and_kee
 
     // Left alone, the same tree installs, and its receipt is its digest.
     let (status, second) = crate::install(&w.app, "demo").await;
-    assert_eq!((status, second["status"].as_str()), (200, Some("installed")));
+    assert_eq!(
+        (status, second["status"].as_str()),
+        (200, Some("installed"))
+    );
     assert_ne!(second["digest"], first["digest"]);
     assert_eq!(
         w.container.sh("wc -c < /configs/plugins/demo/big.bin"),

@@ -236,17 +236,49 @@ mod tests {
         assert!(streamed.failure.get().is_none());
     }
 
-    /// A tree check that answers `unchanged` and counts its calls.
+    /// A tree check that answers `unchanged`, counts its calls, and
+    /// expects `skills/b/SKILL.md` to hash to `expected` when set.
     struct Check {
         unchanged: bool,
         calls: std::sync::atomic::AtomicUsize,
+        expected: Option<[u8; 32]>,
     }
 
     impl TreeCheck for Check {
         fn unchanged(&self) -> Result<bool, crate::ports::BoxError> {
-            self.calls
-                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            self.calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
             Ok(self.unchanged)
+        }
+
+        fn expected_sha256(&self, path: &str) -> Option<[u8; 32]> {
+            self.expected.filter(|_| path == "skills/b/SKILL.md")
+        }
+    }
+
+    #[tokio::test]
+    async fn a_recent_file_read_in_place_is_verified_by_its_bytes_as_it_is_streamed() {
+        let dir = tree();
+        let entries = plan_tree(dir.path()).unwrap();
+        let sha = crate::domain::digest::sha256;
+        for (expected, whole) in [(sha(b"# b\n"), true), (sha(b"# b, half-written"), false)] {
+            let check = Arc::new(Check {
+                unchanged: true,
+                calls: Default::default(),
+                expected: Some(expected),
+            });
+            let streamed = stream_tree_tar(
+                dir.path().to_owned(),
+                entries.clone(),
+                7,
+                "seal".into(),
+                Some(check),
+            );
+            let items: Vec<io::Result<Bytes>> = streamed.body.collect().await;
+            assert_eq!(items.iter().all(Result::is_ok), whole);
+            assert_eq!(
+                streamed.failure.get().map(String::as_str),
+                (!whole).then_some(crate::adapters::tartree::TREE_CHANGED)
+            );
         }
     }
 
@@ -258,6 +290,7 @@ mod tests {
             let check = Arc::new(Check {
                 unchanged,
                 calls: Default::default(),
+                expected: None,
             });
             let streamed = stream_tree_tar(
                 dir.path().to_owned(),

@@ -30,11 +30,11 @@ use crate::domain::manifest::MANIFEST_MAX_BYTES;
 use crate::domain::memory::{PluginText, is_memory_source};
 use crate::domain::name::PluginName;
 use crate::ports::BoxError;
-use crate::ports::staging::{InPlace, TreeCheck};
 use crate::ports::container::{
     ConfigsError, ContainerId, DeliveryError, EngineError, InstalledEntry, MemoryFile,
     PluginMemory, Removal, RemovalError, WorkspaceConfigs,
 };
+use crate::ports::staging::{InPlace, TreeCheck};
 
 /// Plugin directories a listing reads at most; more is an error of the
 /// listing, not a reason to read on.

@@ -1,7 +1,9 @@
 //! `PLUGINS_DIR` as a [`PluginRegistry`] and a `local://` [`SourceResolver`].
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
 
@@ -13,7 +15,7 @@ use crate::domain::source::{SpecError, parse_local_spec};
 use crate::ports::BoxError;
 use crate::ports::registry::{PluginRegistry, RegistryError};
 use crate::ports::resolver::{FetchError, FetchLimits, Fetched, SourceResolver, SpecCheck};
-use crate::ports::staging::{InPlace, TreeCheck};
+use crate::ports::staging::{InPlace, TreeCheck, WrittenFile};
 
 /// The local registry: one directory per plugin under `root`.
 #[derive(Debug, Clone)]
@@ -168,18 +170,56 @@ impl PluginRegistry for LocalRegistry {
     }
 }
 
+/// A file whose inode changed less than this before its plugin was
+/// fingerprinted may have had a write in flight then: the write stamped
+/// the file before the fingerprint and its bytes landed after, which no
+/// later fingerprint shows. Such files are verified by their bytes.
+const RECENT: Duration = Duration::from_secs(2);
+
 /// A registry plugin staged in place is unchanged while its fingerprint
 /// (what downloads trust to skip re-hashing) is the one taken before it
-/// was walked.
+/// was walked, and its recently changed files still hash as they did.
 struct Unchanged {
     dir: PathBuf,
     fingerprint: String,
+    /// Files changed within [`RECENT`] of the fingerprint, with the
+    /// SHA-256 staging found.
+    recent: HashMap<String, [u8; 32]>,
 }
 
 impl TreeCheck for Unchanged {
     fn unchanged(&self) -> Result<bool, BoxError> {
         Ok(fingerprint_blocking(&self.dir)?.as_ref() == Some(&self.fingerprint))
     }
+
+    fn expected_sha256(&self, path: &str) -> Option<[u8; 32]> {
+        self.recent.get(path).copied()
+    }
+}
+
+/// The files of `dir` whose inode changed within [`RECENT`] before
+/// `fingerprinted` (or since), with their staged SHA-256. A file that can
+/// no longer be looked at has changed, which the fingerprint shows.
+fn recent_files(
+    dir: &Path,
+    files: &[WrittenFile],
+    fingerprinted: SystemTime,
+) -> HashMap<String, [u8; 32]> {
+    use std::os::unix::fs::MetadataExt;
+    let since = fingerprinted.checked_sub(RECENT).unwrap_or(UNIX_EPOCH);
+    files
+        .iter()
+        .filter_map(|file| {
+            let meta = std::fs::symlink_metadata(dir.join(&file.path)).ok()?;
+            let changed = UNIX_EPOCH
+                .checked_add(Duration::new(
+                    u64::try_from(meta.ctime()).unwrap_or(0),
+                    u32::try_from(meta.ctime_nsec()).unwrap_or(0),
+                ))
+                .unwrap_or(UNIX_EPOCH);
+            (changed >= since).then_some((file.path.clone(), file.sha256?))
+        })
+        .collect()
 }
 
 /// `local://<name>`: a copy of `<plugins-dir>/<name>/`, or (when the caller
@@ -242,15 +282,18 @@ impl SourceResolver for LocalResolver {
             // Fingerprinted before the walk: any change from here on (to
             // what is walked, hashed, or later read by a delivery) shows in
             // the fingerprint the check takes after reading.
+            let fingerprinted = SystemTime::now();
             let fingerprint = fingerprint_blocking(&src)
                 .map_err(|e| FetchError::Other(Box::new(e)))?
                 .ok_or(FetchError::NotFound)?;
             let mut tree = copy_tree(&src, writer)?;
+            let recent = recent_files(&src, &tree.files, fingerprinted);
             tree.in_place = Some(InPlace {
                 dir: src.clone(),
                 check: Arc::new(Unchanged {
                     dir: src,
                     fingerprint,
+                    recent,
                 }),
             });
             Ok(Fetched {
@@ -378,6 +421,13 @@ mod tests {
             .unwrap();
         assert_eq!(rule.sha256, Some(crate::domain::digest::sha256(b"rule")));
         assert!(place.check.unchanged().unwrap());
+        // Written just now: a write could still have been in flight when
+        // it was fingerprinted, so its bytes are what vouches for it.
+        assert_eq!(
+            place.check.expected_sha256("rules/a.md"),
+            Some(crate::domain::digest::sha256(b"rule"))
+        );
+        assert_eq!(place.check.expected_sha256("rules/none.md"), None);
 
         // Rewritten with the same size: the inode change time moves.
         fs::write(dir.path().join("demo/rules/a.md"), "RULE").unwrap();
@@ -391,6 +441,26 @@ mod tests {
         let place = fetch_place(&resolver).await;
         fs::remove_dir_all(dir.path().join("demo")).unwrap();
         assert!(!place.check.unchanged().unwrap(), "plugin gone");
+    }
+
+    #[test]
+    fn only_files_changed_shortly_before_the_fingerprint_are_verified_by_their_bytes() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::write(dir.path().join("new"), "n").unwrap();
+        fs::write(dir.path().join("old"), "o").unwrap();
+        let file = |path: &str| WrittenFile {
+            path: path.to_owned(),
+            len: 1,
+            sha256: Some([path.len() as u8; 32]),
+        };
+        let files = [file("new"), file("old"), file("gone")];
+        let now = SystemTime::now();
+        let recent = recent_files(dir.path(), &files, now);
+        assert_eq!(recent.len(), 2, "{recent:?}");
+        assert!(recent.contains_key("new") && recent.contains_key("old"));
+        // Fingerprinted long after the last change: nothing is recent.
+        let later = recent_files(dir.path(), &files, now + RECENT * 2);
+        assert!(later.is_empty(), "{later:?}");
     }
 
     async fn fetch_place(resolver: &LocalResolver) -> InPlace {
@@ -444,12 +514,7 @@ mod tests {
                     .fetch("demo", dest.path(), &limits)
                     .await
                     .unwrap_err();
-                assert_eq!(
-                    err.to_string(),
-                    message,
-                    "in place: {}",
-                    limits.in_place
-                );
+                assert_eq!(err.to_string(), message, "in place: {}", limits.in_place);
             }
         }
         // The plugin directory itself.

@@ -634,10 +634,7 @@ mod tests {
             0,
             "nothing lands on disk, so no disk is charged"
         );
-        assert!(
-            !Path::new("d").exists(),
-            "no directory is created anywhere"
-        );
+        assert!(!Path::new("d").exists(), "no directory is created anywhere");
 
         // The caps and refusals are the copy's.
         let mut w = StagingWriter::in_place(&l);
