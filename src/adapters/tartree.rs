@@ -4,11 +4,19 @@
 
 use std::fs;
 use std::io::{self, BufWriter, Read, Write};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
+use sha2::{Digest as _, Sha256};
+
 use crate::domain::layout::{AGENT_GID, AGENT_UID};
+use crate::ports::staging::TreeCheck;
 
 const CHUNK: usize = 64 * 1024;
+
+/// Why an archive of a tree read in place failed: the tree changed while
+/// it was being read.
+pub(crate) const TREE_CHANGED: &str = "the tree changed while it was being read";
 
 /// One entry of a local tree, relative to its root (`""` is the root).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -95,12 +103,15 @@ pub(crate) fn write_tree_tar<W: Write>(
     entries: &[TreeEntry],
     mtime: u64,
 ) -> io::Result<W> {
-    write_tree_tar_sealed(out, root, top, entries, mtime, None)
+    write_tree_tar_sealed(out, root, top, entries, mtime, None, None)
 }
 
 /// [`write_tree_tar`], with an empty regular file named `seal` appended as
 /// the last entry when given: a reader that finds the seal knows it read
 /// the whole archive (a cut stream can end on a valid entry boundary).
+/// `check` (a tree read in place) runs once every file has been read,
+/// before the seal: a tree that changed meanwhile fails the archive, which
+/// then never gets its seal.
 pub(crate) fn write_tree_tar_sealed<W: Write>(
     out: W,
     root: &Path,
@@ -108,8 +119,39 @@ pub(crate) fn write_tree_tar_sealed<W: Write>(
     entries: &[TreeEntry],
     mtime: u64,
     seal: Option<&str>,
+    check: Option<&dyn TreeCheck>,
 ) -> io::Result<W> {
-    let mut builder = tar::Builder::new(BufWriter::with_capacity(CHUNK, out));
+    let mut builder = tar::Builder::new(BufWriter::with_capacity(
+        CHUNK,
+        Cuttable {
+            inner: out,
+            cut: false,
+        },
+    ));
+    if let Err(e) = append_tree(&mut builder, root, top, entries, mtime, seal, check) {
+        // Dropped, the builder would end the archive and flush it: a
+        // failed archive is cut where it failed instead, so no reader ever
+        // takes it for a whole one, and nothing is written after the error.
+        builder.get_mut().get_mut().cut = true;
+        return Err(e);
+    }
+    let mut buffered = builder.into_inner()?;
+    buffered.flush()?;
+    buffered
+        .into_inner()
+        .map(|cuttable| cuttable.inner)
+        .map_err(|e| e.into_error())
+}
+
+fn append_tree<W: Write>(
+    builder: &mut tar::Builder<W>,
+    root: &Path,
+    top: Option<&str>,
+    entries: &[TreeEntry],
+    mtime: u64,
+    seal: Option<&str>,
+    check: Option<&dyn TreeCheck>,
+) -> io::Result<()> {
     for entry in entries {
         let is_root = entry.rel.as_os_str().is_empty();
         let name = match (top, is_root) {
@@ -127,7 +169,12 @@ pub(crate) fn write_tree_tar_sealed<W: Write>(
                 builder.append_data(&mut header, &name, io::empty())?;
             }
             EntryKind::File { executable } => {
-                let file = fs::File::open(root.join(&entry.rel))?;
+                // Never follows a symlink nor blocks on a FIFO swapped in
+                // since the plan (a tree read in place can change).
+                let file = fs::OpenOptions::new()
+                    .read(true)
+                    .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+                    .open(root.join(&entry.rel))?;
                 let meta = file.metadata()?;
                 if !meta.is_file() {
                     return Err(io::Error::other(format!(
@@ -139,10 +186,14 @@ pub(crate) fn write_tree_tar_sealed<W: Write>(
                 header.set_mode(if executable { 0o755 } else { 0o644 });
                 header.set_size(meta.len());
                 // A file that shrank while being read would leave the
-                // header lying about its size: count what was sent.
+                // header lying about its size: count what was sent. A file
+                // the check cannot vouch for by its metadata is hashed as
+                // it is sent.
+                let expected = check.and_then(|c| c.expected_sha256(&entry.rel.to_string_lossy()));
                 let mut counted = Counted {
                     inner: file.take(meta.len()),
                     count: 0,
+                    hasher: expected.map(|_| Sha256::new()),
                 };
                 builder.append_data(&mut header, &name, &mut counted)?;
                 if counted.count != meta.len() {
@@ -151,7 +202,19 @@ pub(crate) fn write_tree_tar_sealed<W: Write>(
                         entry.rel.display()
                     )));
                 }
+                if let (Some(expected), Some(hasher)) = (expected, counted.hasher)
+                    && <[u8; 32]>::from(hasher.finalize()) != expected
+                {
+                    return Err(io::Error::other(TREE_CHANGED));
+                }
             }
+        }
+    }
+    if let Some(check) = check {
+        match check.unchanged() {
+            Ok(true) => {}
+            Ok(false) => return Err(io::Error::other(TREE_CHANGED)),
+            Err(e) => return Err(io::Error::other(e)),
         }
     }
     if let Some(seal) = seal {
@@ -161,20 +224,44 @@ pub(crate) fn write_tree_tar_sealed<W: Write>(
         header.set_size(0);
         builder.append_data(&mut header, seal, io::empty())?;
     }
-    let mut buffered = builder.into_inner()?;
-    buffered.flush()?;
-    buffered.into_inner().map_err(|e| e.into_error())
+    Ok(())
+}
+
+/// The archive's output, which takes nothing more once `cut`.
+struct Cuttable<W> {
+    inner: W,
+    cut: bool,
+}
+
+impl<W: Write> Write for Cuttable<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        if self.cut {
+            return Err(io::Error::other("archive cut after an error"));
+        }
+        self.inner.write(buf)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        if self.cut {
+            return Ok(());
+        }
+        self.inner.flush()
+    }
 }
 
 struct Counted<R> {
     inner: R,
     count: u64,
+    hasher: Option<Sha256>,
 }
 
 impl<R: Read> Read for Counted<R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let n = self.inner.read(buf)?;
         self.count += n as u64;
+        if let Some(hasher) = &mut self.hasher {
+            hasher.update(&buf[..n]);
+        }
         Ok(n)
     }
 }

@@ -25,6 +25,7 @@ use crate::domain::memory::PluginText;
 use crate::domain::name::PluginName;
 use crate::domain::workspace::ContainerName;
 use crate::ports::BoxError;
+use crate::ports::staging::InPlace;
 
 /// The engine's id of a running container, as [`ContainerEngine::state`]
 /// found it.
@@ -190,6 +191,29 @@ pub trait WorkspaceConfigs: Send + Sync {
         plugin: &PluginName,
         tree: &Path,
     ) -> Result<(), DeliveryError>;
+
+    /// [`deliver`](Self::deliver) for a tree staged in place (a local
+    /// plugin read where it lies): its check runs once every file was read
+    /// and before the new version is placed, and a tree that changed is
+    /// never placed (`NotPlaced`: what is in place was not what was
+    /// hashed). An adapter that cannot check before placing keeps this
+    /// default: it delivers, then checks, and a change leaves the outcome
+    /// `Unknown`, so no receipt claims the tree.
+    async fn deliver_in_place(
+        &self,
+        container: &ContainerId,
+        plugin: &PluginName,
+        tree: &InPlace,
+    ) -> Result<(), DeliveryError> {
+        self.deliver(container, plugin, &tree.dir).await?;
+        match tree.check.unchanged() {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(DeliveryError::Unknown(ConfigsError::Failed(
+                "the tree changed while it was being delivered".into(),
+            ))),
+            Err(e) => Err(DeliveryError::Unknown(ConfigsError::Failed(e))),
+        }
+    }
 
     /// Whether `/configs/plugins/<plugin>/` is a directory.
     async fn is_installed(

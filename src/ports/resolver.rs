@@ -116,6 +116,11 @@ pub struct FetchLimits {
     pub cancel: Cancellation,
     /// The fetch slot's disk, which the tree and temporary files share.
     pub disk: DiskAllowance,
+    /// The caller can read a tree staged in place (see
+    /// [`InPlace`](crate::ports::staging::InPlace)): a resolver whose
+    /// source is a local directory may then check and hash it where it
+    /// lies instead of copying it.
+    pub in_place: bool,
 }
 
 impl FetchLimits {
@@ -127,6 +132,7 @@ impl FetchLimits {
             max_entries,
             cancel: Cancellation::new(),
             disk: DiskAllowance::unlimited(),
+            in_place: false,
         }
     }
 }

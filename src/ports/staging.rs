@@ -114,7 +114,55 @@ pub struct WrittenTree {
     pub files: Vec<WrittenFile>,
     /// Files and directories written, the root excluded.
     pub entries: u64,
+    /// Set when nothing was written because the tree was staged in place
+    /// (a local plugin read where it lies): the files are under its `dir`.
+    pub in_place: Option<InPlace>,
 }
+
+/// Whether a tree staged in place is still what was staged. Whoever reads
+/// the tree after it was hashed asks this once done reading and before
+/// using what it read.
+pub trait TreeCheck: Send + Sync {
+    /// `Ok(true)` when nothing in the tree changed since it was staged.
+    fn unchanged(&self) -> Result<bool, BoxError>;
+
+    /// The SHA-256 the file at `path` (relative, `/`-separated) must have
+    /// as its reader reads it, for a file changed so shortly before it was
+    /// staged that its metadata cannot vouch for its bytes (a write still
+    /// in flight leaves no later trace in the metadata); `None` for the
+    /// others, which `unchanged` covers.
+    fn expected_sha256(&self, path: &str) -> Option<[u8; 32]> {
+        let _ = path;
+        None
+    }
+}
+
+/// A tree staged in place: checked and hashed under the staging writer's
+/// rules where it lies, never copied. Its readers run `check` after
+/// reading it, so a tree that changed meanwhile is never used as hashed.
+#[derive(Clone)]
+pub struct InPlace {
+    pub dir: PathBuf,
+    pub check: Arc<dyn TreeCheck>,
+}
+
+impl std::fmt::Debug for InPlace {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("InPlace")
+            .field("dir", &self.dir)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Two records of the same directory are equal; the check is how it is
+/// watched, not what it holds.
+impl PartialEq for InPlace {
+    fn eq(&self, other: &Self) -> bool {
+        self.dir == other.dir
+    }
+}
+
+impl Eq for InPlace {}
 
 /// What a staged tree holds, as the pipeline's checks need it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -130,6 +178,9 @@ pub struct StagedTree {
     pub manifest_json: Option<Vec<u8>>,
     /// The root `plugin.yaml`, when present and within the manifest cap.
     pub plugin_yaml: Option<Vec<u8>>,
+    /// Set for a tree staged in place: its files are there, not in the
+    /// staging directory.
+    pub in_place: Option<InPlace>,
 }
 
 impl StagedTree {
@@ -154,8 +205,8 @@ pub trait StagingArea: Send + Sync {
     /// A fresh, empty directory for one fetch.
     async fn create(&self) -> Result<StagingDir, StagingAreaError>;
 
-    /// Hashes and measures the tree the writer wrote into `dir`, as
-    /// `written` records it.
+    /// Hashes and measures the tree the writer wrote into `dir` (or staged
+    /// in place, when `written.in_place` says so), as `written` records it.
     async fn inspect(
         &self,
         dir: &Path,

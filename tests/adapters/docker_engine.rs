@@ -367,6 +367,66 @@ async fn a_delivery_cut_mid_stream_leaves_the_old_version_whole() {
 
 // --- deliver ---------------------------------------------------------------
 
+/// `tree` staged in place by the local resolver, as an install stages a
+/// registry plugin: with the fingerprint check it carries.
+async fn staged_in_place(registry: &Path) -> workspace_plugins::ports::staging::InPlace {
+    use workspace_plugins::adapters::fs::{LocalRegistry, LocalResolver};
+    use workspace_plugins::ports::resolver::{FetchLimits, SourceResolver};
+    let limits = FetchLimits {
+        in_place: true,
+        ..FetchLimits::new(1 << 30, 10_000)
+    };
+    let unused = tempfile::tempdir().unwrap();
+    LocalResolver::new(LocalRegistry::new(registry))
+        .fetch("demo", unused.path(), &limits)
+        .await
+        .unwrap()
+        .tree
+        .in_place
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_tree_read_in_place_is_placed_only_if_it_did_not_change_since_it_was_staged() {
+    let c = TestContainer::running();
+    let engine = engine();
+    let old = tree_of(&[("plugin.yaml", "version: 1\n"), ("rules/old.md", "old\n")]);
+    engine
+        .deliver(&cid(&c), &name_demo(), old.path())
+        .await
+        .unwrap();
+    let registry = tempfile::tempdir().unwrap();
+    let plugin = registry.path().join("demo");
+    fs::create_dir(&plugin).unwrap();
+    fs::write(plugin.join("plugin.yaml"), "version: 2\n").unwrap();
+    fs::write(plugin.join("data.bin"), vec![1u8; 300 * 1024]).unwrap();
+
+    // Rewritten (same size) after it was staged and hashed: never placed.
+    let place = staged_in_place(registry.path()).await;
+    fs::write(plugin.join("data.bin"), vec![2u8; 300 * 1024]).unwrap();
+    let delivered = engine
+        .deliver_in_place(&cid(&c), &name_demo(), &place)
+        .await;
+    assert!(
+        matches!(
+            &delivered,
+            Err(DeliveryError::NotPlaced(ConfigsError::Failed(_)))
+        ),
+        "{delivered:?}"
+    );
+    assert_delivered(&c, old.path(), "/configs/plugins/demo");
+    assert_eq!(c.sh("ls -A /configs/plugins"), "demo", "no leftovers");
+
+    // Unchanged since it was staged: placed from where it lies.
+    let place = staged_in_place(registry.path()).await;
+    engine
+        .deliver_in_place(&cid(&c), &name_demo(), &place)
+        .await
+        .unwrap();
+    assert_delivered(&c, &plugin, "/configs/plugins/demo");
+    assert_eq!(c.sh("ls -A /configs/plugins"), "demo");
+}
+
 #[tokio::test]
 async fn deliver_places_a_nested_tree_owned_by_the_agent_with_normalized_modes() {
     let c = TestContainer::running();

@@ -15,6 +15,7 @@ use futures_util::Stream;
 use tokio::sync::mpsc;
 
 use crate::adapters::tartree::{TreeEntry, write_tree_tar_sealed};
+use crate::ports::staging::TreeCheck;
 
 /// Chunks in flight between the tar writer and the exec's stdin: with the
 /// writer's 64 KiB buffer, what a delivery holds in memory whatever the
@@ -31,21 +32,30 @@ pub(super) struct TreeStream {
 
 /// Starts writing the tar of `entries` (paths relative to the tree's root)
 /// on the blocking pool, through a bounded channel, with the empty file
-/// `seal` as its last entry. If the stream is dropped the writer stops at
-/// its next chunk.
+/// `seal` as its last entry. `check` (a tree read in place) runs after the
+/// last file and before the seal: a tree that changed gets no seal. If the
+/// stream is dropped the writer stops at its next chunk.
 pub(super) fn stream_tree_tar(
     root: PathBuf,
     entries: Vec<TreeEntry>,
     mtime: u64,
     seal: String,
+    check: Option<Arc<dyn TreeCheck>>,
 ) -> TreeStream {
     let (tx, rx) = mpsc::channel::<io::Result<Bytes>>(CHANNEL_DEPTH);
     let failure = Arc::new(OnceLock::new());
     let writer_failure = Arc::clone(&failure);
     tokio::task::spawn_blocking(move || {
         let out = ChannelWriter { tx: tx.clone() };
-        if let Err(e) = write_tree_tar_sealed(out, &root, None, &entries, mtime, Some(&seal))
-            && e.kind() != io::ErrorKind::BrokenPipe
+        if let Err(e) = write_tree_tar_sealed(
+            out,
+            &root,
+            None,
+            &entries,
+            mtime,
+            Some(&seal),
+            check.as_deref(),
+        ) && e.kind() != io::ErrorKind::BrokenPipe
         {
             let _ = writer_failure.set(e.to_string());
             // An error item stops the sender before the seal, so the
@@ -209,12 +219,110 @@ mod tests {
         let dir = tree();
         let entries = plan_tree(dir.path()).unwrap();
         let mut expected = Vec::new();
-        write_tree_tar_sealed(&mut expected, dir.path(), None, &entries, 7, Some("seal")).unwrap();
+        write_tree_tar_sealed(
+            &mut expected,
+            dir.path(),
+            None,
+            &entries,
+            7,
+            Some("seal"),
+            None,
+        )
+        .unwrap();
 
-        let streamed = stream_tree_tar(dir.path().to_owned(), entries, 7, "seal".into());
+        let streamed = stream_tree_tar(dir.path().to_owned(), entries, 7, "seal".into(), None);
         let chunks: Vec<Bytes> = streamed.body.map(|c| c.unwrap()).collect().await;
         assert_eq!(chunks.concat(), expected);
         assert!(streamed.failure.get().is_none());
+    }
+
+    /// A tree check that answers `unchanged`, counts its calls, and
+    /// expects `skills/b/SKILL.md` to hash to `expected` when set.
+    struct Check {
+        unchanged: bool,
+        calls: std::sync::atomic::AtomicUsize,
+        expected: Option<[u8; 32]>,
+    }
+
+    impl TreeCheck for Check {
+        fn unchanged(&self) -> Result<bool, crate::ports::BoxError> {
+            self.calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            Ok(self.unchanged)
+        }
+
+        fn expected_sha256(&self, path: &str) -> Option<[u8; 32]> {
+            self.expected.filter(|_| path == "skills/b/SKILL.md")
+        }
+    }
+
+    #[tokio::test]
+    async fn a_recent_file_read_in_place_is_verified_by_its_bytes_as_it_is_streamed() {
+        let dir = tree();
+        let entries = plan_tree(dir.path()).unwrap();
+        let sha = crate::domain::digest::sha256;
+        for (expected, whole) in [(sha(b"# b\n"), true), (sha(b"# b, half-written"), false)] {
+            let check = Arc::new(Check {
+                unchanged: true,
+                calls: Default::default(),
+                expected: Some(expected),
+            });
+            let streamed = stream_tree_tar(
+                dir.path().to_owned(),
+                entries.clone(),
+                7,
+                "seal".into(),
+                Some(check),
+            );
+            let items: Vec<io::Result<Bytes>> = streamed.body.collect().await;
+            assert_eq!(items.iter().all(Result::is_ok), whole);
+            assert_eq!(
+                streamed.failure.get().map(String::as_str),
+                (!whole).then_some(crate::adapters::tartree::TREE_CHANGED)
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn a_tree_read_in_place_is_checked_before_its_seal_and_is_cut_there_when_it_changed() {
+        let dir = tree();
+        let entries = plan_tree(dir.path()).unwrap();
+        for unchanged in [true, false] {
+            let check = Arc::new(Check {
+                unchanged,
+                calls: Default::default(),
+                expected: None,
+            });
+            let streamed = stream_tree_tar(
+                dir.path().to_owned(),
+                entries.clone(),
+                7,
+                "seal".into(),
+                Some(check.clone()),
+            );
+            let items: Vec<io::Result<Bytes>> = streamed.body.collect().await;
+            assert_eq!(check.calls.load(std::sync::atomic::Ordering::SeqCst), 1);
+            let (bytes, errors): (Vec<_>, Vec<_>) = items.into_iter().partition(Result::is_ok);
+            let bytes: Vec<u8> = bytes.into_iter().flat_map(|b| b.unwrap()).collect();
+            let mut names = Vec::new();
+            let mut archive = tar::Archive::new(bytes.as_slice());
+            for entry in archive.entries().unwrap() {
+                let Ok(entry) = entry else { break };
+                names.push(entry.path().unwrap().display().to_string());
+            }
+            if unchanged {
+                assert!(errors.is_empty());
+                assert!(names.contains(&"skills/b/SKILL.md".to_owned()), "{names:?}");
+                assert_eq!(names.last().map(String::as_str), Some("seal"));
+                assert!(streamed.failure.get().is_none());
+            } else {
+                assert_eq!(errors.len(), 1, "the stream ends in an error");
+                assert!(!names.contains(&"seal".to_owned()), "{names:?}");
+                assert_eq!(
+                    streamed.failure.get().map(String::as_str),
+                    Some(crate::adapters::tartree::TREE_CHANGED)
+                );
+            }
+        }
     }
 
     #[test]

@@ -15,6 +15,7 @@
 //! busybox and in GNU coreutils/findutils/tar.
 
 use std::path::Path;
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -33,6 +34,7 @@ use crate::ports::container::{
     ConfigsError, ContainerId, DeliveryError, EngineError, InstalledEntry, MemoryFile,
     PluginMemory, Removal, RemovalError, WorkspaceConfigs,
 };
+use crate::ports::staging::{InPlace, TreeCheck};
 
 /// Plugin directories a listing reads at most; more is an error of the
 /// listing, not a reason to read on.
@@ -239,13 +241,15 @@ impl DockerEngine {
     }
 }
 
-#[async_trait]
-impl WorkspaceConfigs for DockerEngine {
-    async fn deliver(
+impl DockerEngine {
+    /// A delivery of the tree at `tree`; `check` (a tree read in place)
+    /// runs after its last file was read and before the seal is sent.
+    async fn deliver_tree(
         &self,
         container: &ContainerId,
         plugin: &PluginName,
         tree: &Path,
+        check: Option<Arc<dyn TreeCheck>>,
     ) -> Result<(), DeliveryError> {
         let root = tree.to_owned();
         // Planning only reads metadata, but a large tree is still disk I/O.
@@ -256,7 +260,7 @@ impl WorkspaceConfigs for DockerEngine {
                 .map_err(|e| DeliveryError::NotPlaced(ConfigsError::Failed(Box::new(e))))?;
         let nonce = nonce();
         let seal = format!(".workspace-plugins-seal-{nonce}");
-        let stream = stream_tree_tar(tree.to_owned(), entries, now(), seal.clone());
+        let stream = stream_tree_tar(tree.to_owned(), entries, now(), seal.clone(), check);
         let script = Script {
             text: DELIVER,
             args: vec![plugin.to_string(), nonce, seal],
@@ -314,6 +318,28 @@ impl WorkspaceConfigs for DockerEngine {
                 self.unexplained(container, "delivering", ran).await,
             )),
         }
+    }
+}
+
+#[async_trait]
+impl WorkspaceConfigs for DockerEngine {
+    async fn deliver(
+        &self,
+        container: &ContainerId,
+        plugin: &PluginName,
+        tree: &Path,
+    ) -> Result<(), DeliveryError> {
+        self.deliver_tree(container, plugin, tree, None).await
+    }
+
+    async fn deliver_in_place(
+        &self,
+        container: &ContainerId,
+        plugin: &PluginName,
+        tree: &InPlace,
+    ) -> Result<(), DeliveryError> {
+        self.deliver_tree(container, plugin, &tree.dir, Some(tree.check.clone()))
+            .await
     }
 
     async fn is_installed(

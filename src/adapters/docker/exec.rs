@@ -178,7 +178,16 @@ async fn feed(mut input: Pin<Box<dyn AsyncWrite + Send>>, stdin: Stdin) -> io::R
         Stdin::Bytes(bytes) => input.write_all(&bytes).await?,
         Stdin::Stream(mut chunks) => {
             while let Some(chunk) = chunks.next().await {
-                input.write_all(&chunk?).await?;
+                match chunk {
+                    Ok(chunk) => input.write_all(&chunk).await?,
+                    // The sender failed short of its end: stdin is closed
+                    // now, so the script sees the end without a seal at
+                    // once rather than waiting for the deadline.
+                    Err(e) => {
+                        let _ = input.shutdown().await;
+                        return Err(e);
+                    }
+                }
             }
         }
     }

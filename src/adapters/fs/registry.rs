@@ -1,6 +1,9 @@
 //! `PLUGINS_DIR` as a [`PluginRegistry`] and a `local://` [`SourceResolver`].
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
 
@@ -9,8 +12,10 @@ use crate::adapters::fs::writer::StagingWriter;
 use crate::domain::manifest::{MANIFEST_MAX_BYTES, Manifest};
 use crate::domain::name::PluginName;
 use crate::domain::source::{SpecError, parse_local_spec};
+use crate::ports::BoxError;
 use crate::ports::registry::{PluginRegistry, RegistryError};
 use crate::ports::resolver::{FetchError, FetchLimits, Fetched, SourceResolver, SpecCheck};
+use crate::ports::staging::{InPlace, TreeCheck, WrittenFile};
 
 /// The local registry: one directory per plugin under `root`.
 #[derive(Debug, Clone)]
@@ -165,7 +170,61 @@ impl PluginRegistry for LocalRegistry {
     }
 }
 
-/// `local://<name>`: a copy of `<plugins-dir>/<name>/`.
+/// A file whose inode changed less than this before its plugin was
+/// fingerprinted may have had a write in flight then: the write stamped
+/// the file before the fingerprint and its bytes landed after, which no
+/// later fingerprint shows. Such files are verified by their bytes.
+const RECENT: Duration = Duration::from_secs(2);
+
+/// A registry plugin staged in place is unchanged while its fingerprint
+/// (what downloads trust to skip re-hashing) is the one taken before it
+/// was walked, and its recently changed files still hash as they did.
+struct Unchanged {
+    dir: PathBuf,
+    fingerprint: String,
+    /// Files changed within [`RECENT`] of the fingerprint, with the
+    /// SHA-256 staging found.
+    recent: HashMap<String, [u8; 32]>,
+}
+
+impl TreeCheck for Unchanged {
+    fn unchanged(&self) -> Result<bool, BoxError> {
+        Ok(fingerprint_blocking(&self.dir)?.as_ref() == Some(&self.fingerprint))
+    }
+
+    fn expected_sha256(&self, path: &str) -> Option<[u8; 32]> {
+        self.recent.get(path).copied()
+    }
+}
+
+/// The files of `dir` whose inode changed within [`RECENT`] before
+/// `fingerprinted` (or since), with their staged SHA-256. A file that can
+/// no longer be looked at has changed, which the fingerprint shows.
+fn recent_files(
+    dir: &Path,
+    files: &[WrittenFile],
+    fingerprinted: SystemTime,
+) -> HashMap<String, [u8; 32]> {
+    use std::os::unix::fs::MetadataExt;
+    let since = fingerprinted.checked_sub(RECENT).unwrap_or(UNIX_EPOCH);
+    files
+        .iter()
+        .filter_map(|file| {
+            let meta = std::fs::symlink_metadata(dir.join(&file.path)).ok()?;
+            let changed = UNIX_EPOCH
+                .checked_add(Duration::new(
+                    u64::try_from(meta.ctime()).unwrap_or(0),
+                    u32::try_from(meta.ctime_nsec()).unwrap_or(0),
+                ))
+                .unwrap_or(UNIX_EPOCH);
+            (changed >= since).then_some((file.path.clone(), file.sha256?))
+        })
+        .collect()
+}
+
+/// `local://<name>`: a copy of `<plugins-dir>/<name>/`, or (when the caller
+/// reads trees in place) the directory itself, checked and hashed where it
+/// lies.
 #[derive(Debug, Clone)]
 pub struct LocalResolver {
     registry: LocalRegistry,
@@ -198,7 +257,11 @@ impl SourceResolver for LocalResolver {
         let dest = dest.to_path_buf();
         let limits = limits.clone();
         tokio::task::spawn_blocking(move || {
-            let writer = StagingWriter::new(&dest, &limits);
+            let writer = if limits.in_place {
+                StagingWriter::in_place(&limits)
+            } else {
+                StagingWriter::new(&dest, &limits)
+            };
             // The plugin directory itself must be a real directory: a symlink
             // here would stage files from anywhere on the host.
             match std::fs::symlink_metadata(&src) {
@@ -210,9 +273,32 @@ impl SourceResolver for LocalResolver {
                 }
                 Err(e) => return Err(FetchError::Other(Box::new(e))),
             }
+            if !limits.in_place {
+                return Ok(Fetched {
+                    name: name.as_str().to_owned(),
+                    tree: copy_tree(&src, writer)?,
+                });
+            }
+            // Fingerprinted before the walk: any change from here on (to
+            // what is walked, hashed, or later read by a delivery) shows in
+            // the fingerprint the check takes after reading.
+            let fingerprinted = SystemTime::now();
+            let fingerprint = fingerprint_blocking(&src)
+                .map_err(|e| FetchError::Other(Box::new(e)))?
+                .ok_or(FetchError::NotFound)?;
+            let mut tree = copy_tree(&src, writer)?;
+            let recent = recent_files(&src, &tree.files, fingerprinted);
+            tree.in_place = Some(InPlace {
+                dir: src.clone(),
+                check: Arc::new(Unchanged {
+                    dir: src,
+                    fingerprint,
+                    recent,
+                }),
+            });
             Ok(Fetched {
                 name: name.as_str().to_owned(),
-                tree: copy_tree(&src, writer)?,
+                tree,
             })
         })
         .await
@@ -303,6 +389,143 @@ mod tests {
         );
         let missing = resolver.fetch("nope", dest.path(), &limits).await;
         assert!(matches!(missing, Err(FetchError::NotFound)));
+    }
+
+    fn in_place_limits(max_bytes: u64, max_entries: u64) -> FetchLimits {
+        FetchLimits {
+            in_place: true,
+            ..FetchLimits::new(max_bytes, max_entries)
+        }
+    }
+
+    #[tokio::test]
+    async fn a_plugin_staged_in_place_is_hashed_where_it_lies_and_its_check_sees_any_change() {
+        let (dir, registry) = registry_with(&["demo/rules"]);
+        fs::write(dir.path().join("demo/plugin.yaml"), "version: 1.0.0\n").unwrap();
+        fs::write(dir.path().join("demo/rules/a.md"), "rule").unwrap();
+        let resolver = LocalResolver::new(registry);
+        let dest = tempfile::tempdir().unwrap();
+        let fetched = resolver
+            .fetch("demo", dest.path(), &in_place_limits(1024, 100))
+            .await
+            .unwrap();
+        assert_eq!(fs::read_dir(dest.path()).unwrap().count(), 0, "no copy");
+        assert_eq!(fetched.tree.entries, 3);
+        let place = fetched.tree.in_place.clone().unwrap();
+        assert_eq!(place.dir, dir.path().join("demo"));
+        let rule = fetched
+            .tree
+            .files
+            .iter()
+            .find(|f| f.path == "rules/a.md")
+            .unwrap();
+        assert_eq!(rule.sha256, Some(crate::domain::digest::sha256(b"rule")));
+        assert!(place.check.unchanged().unwrap());
+        // Written just now: a write could still have been in flight when
+        // it was fingerprinted, so its bytes are what vouches for it.
+        assert_eq!(
+            place.check.expected_sha256("rules/a.md"),
+            Some(crate::domain::digest::sha256(b"rule"))
+        );
+        assert_eq!(place.check.expected_sha256("rules/none.md"), None);
+
+        // Rewritten with the same size: the inode change time moves.
+        fs::write(dir.path().join("demo/rules/a.md"), "RULE").unwrap();
+        assert!(!place.check.unchanged().unwrap(), "content rewritten");
+        let place = fetch_place(&resolver).await;
+        fs::write(dir.path().join("demo/rules/b.md"), "new").unwrap();
+        assert!(!place.check.unchanged().unwrap(), "file added");
+        let place = fetch_place(&resolver).await;
+        fs::remove_file(dir.path().join("demo/rules/b.md")).unwrap();
+        assert!(!place.check.unchanged().unwrap(), "file removed");
+        let place = fetch_place(&resolver).await;
+        fs::remove_dir_all(dir.path().join("demo")).unwrap();
+        assert!(!place.check.unchanged().unwrap(), "plugin gone");
+    }
+
+    #[test]
+    fn only_files_changed_shortly_before_the_fingerprint_are_verified_by_their_bytes() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::write(dir.path().join("new"), "n").unwrap();
+        fs::write(dir.path().join("old"), "o").unwrap();
+        let file = |path: &str| WrittenFile {
+            path: path.to_owned(),
+            len: 1,
+            sha256: Some([path.len() as u8; 32]),
+        };
+        let files = [file("new"), file("old"), file("gone")];
+        let now = SystemTime::now();
+        let recent = recent_files(dir.path(), &files, now);
+        assert_eq!(recent.len(), 2, "{recent:?}");
+        assert!(recent.contains_key("new") && recent.contains_key("old"));
+        // Fingerprinted long after the last change: nothing is recent.
+        let later = recent_files(dir.path(), &files, now + RECENT * 2);
+        assert!(later.is_empty(), "{later:?}");
+    }
+
+    async fn fetch_place(resolver: &LocalResolver) -> InPlace {
+        let dest = tempfile::tempdir().unwrap();
+        let fetched = resolver
+            .fetch("demo", dest.path(), &in_place_limits(1024, 100))
+            .await
+            .unwrap();
+        let place = fetched.tree.in_place.unwrap();
+        assert!(place.check.unchanged().unwrap());
+        place
+    }
+
+    #[tokio::test]
+    async fn a_hostile_registry_plugin_is_refused_in_place_exactly_as_when_copied() {
+        type Make = fn(&Path);
+        let cases: [(&str, Make); 6] = [
+            ("plugin contains a symlink: rules/link", |p| {
+                std::os::unix::fs::symlink("/etc/passwd", p.join("rules/link")).unwrap()
+            }),
+            ("plugin contains a special file: rules/fifo", |p| {
+                let status = std::process::Command::new("mkfifo")
+                    .arg(p.join("rules/fifo"))
+                    .status()
+                    .unwrap();
+                assert!(status.success());
+            }),
+            ("plugin contains a special file: hard", |p| {
+                fs::hard_link(p.join("plugin.yaml"), p.join("hard")).unwrap()
+            }),
+            (r"plugin contains an unsafe path: bad\\name", |p| {
+                fs::write(p.join("bad\\name"), "x").unwrap()
+            }),
+            ("staged plugin exceeds size limit", |p| {
+                fs::write(p.join("big"), vec![0u8; 2048]).unwrap()
+            }),
+            ("staged plugin has too many entries", |p| {
+                for i in 0..20 {
+                    fs::write(p.join(format!("rules/{i}.md")), "x").unwrap();
+                }
+            }),
+        ];
+        for (message, make) in cases {
+            let (dir, registry) = registry_with(&["demo/rules"]);
+            fs::write(dir.path().join("demo/plugin.yaml"), "version: 1.0.0\n").unwrap();
+            make(&dir.path().join("demo"));
+            let resolver = LocalResolver::new(registry);
+            for limits in [FetchLimits::new(1024, 10), in_place_limits(1024, 10)] {
+                let dest = tempfile::tempdir().unwrap();
+                let err = resolver
+                    .fetch("demo", dest.path(), &limits)
+                    .await
+                    .unwrap_err();
+                assert_eq!(err.to_string(), message, "in place: {}", limits.in_place);
+            }
+        }
+        // The plugin directory itself.
+        let (dir, registry) = registry_with(&["real"]);
+        std::os::unix::fs::symlink(dir.path().join("real"), dir.path().join("link")).unwrap();
+        let dest = tempfile::tempdir().unwrap();
+        let err = LocalResolver::new(registry)
+            .fetch("link", dest.path(), &in_place_limits(1024, 100))
+            .await
+            .unwrap_err();
+        assert_eq!(err.to_string(), "plugin contains a symlink: .");
     }
 
     #[tokio::test]

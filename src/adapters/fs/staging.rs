@@ -80,11 +80,13 @@ impl DirRemover for BlockingRemover {
 const HASH_CHUNK: usize = 64 * 1024;
 
 /// Opens a staged file for reading; staging wrote only regular files, so
-/// a symlink here would be a bug, and is never followed.
+/// a symlink here would be a bug, and is never followed. A tree staged in
+/// place could have one swapped in since its walk: never followed either,
+/// and a FIFO never blocks (its check then reports the change).
 fn open_staged(dir: &Path, rel: &str) -> Result<fs::File, StagingAreaError> {
     fs::OpenOptions::new()
         .read(true)
-        .custom_flags(libc::O_NOFOLLOW)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
         .open(dir.join(rel))
         .map_err(io)
 }
@@ -135,6 +137,8 @@ fn sha256_of(dir: &Path, file: &WrittenFile) -> Result<[u8; 32], StagingAreaErro
 }
 
 fn inspect_blocking(dir: &Path, written: WrittenTree) -> Result<StagedTree, StagingAreaError> {
+    let in_place = written.in_place;
+    let dir = in_place.as_ref().map_or(dir, |place| place.dir.as_path());
     let mut files = written.files;
     // Both digests are defined over paths sorted bytewise, which is not
     // the order of a directory walk ("a-b" < "a/b").
@@ -189,6 +193,7 @@ fn inspect_blocking(dir: &Path, written: WrittenTree) -> Result<StagedTree, Stag
         legacy_sha256,
         manifest_json,
         plugin_yaml,
+        in_place,
     })
 }
 

@@ -23,6 +23,10 @@
 //!
 //! The writer records what it wrote ([`WrittenTree`]); the staging area
 //! hashes from that record, never by walking the directory again.
+//!
+//! A local tree can also be staged in place ([`StagingWriter::in_place`]):
+//! the same walk and the same rules, nothing written; its files are hashed
+//! where they lie, opened exactly as a copy would open them.
 
 use std::collections::HashSet;
 use std::fs;
@@ -83,6 +87,8 @@ pub struct StagingWriter<'a> {
     dirs: HashSet<String>,
     files: Vec<WrittenFile>,
     planned: Vec<PlannedCopy>,
+    /// Nothing is written: planned files are hashed where they lie.
+    in_place: bool,
 }
 
 impl<'a> StagingWriter<'a> {
@@ -96,7 +102,20 @@ impl<'a> StagingWriter<'a> {
             dirs: HashSet::new(),
             files: Vec::new(),
             planned: Vec::new(),
+            in_place: false,
         }
+    }
+
+    /// A writer that writes nothing: a local tree fed to it with
+    /// [`StagingWriter::dir`] and [`StagingWriter::plan_copy`] is checked,
+    /// counted and charged to the size cap under the same rules, and
+    /// [`StagingWriter::finish`] hashes its files where they lie instead
+    /// of copying them (the fetch's disk allowance is not charged: nothing
+    /// lands on disk).
+    pub fn in_place(limits: &'a FetchLimits) -> Self {
+        let mut writer = Self::new(Path::new(""), limits);
+        writer.in_place = true;
+        writer
     }
 
     /// The refusal of `raw` as an unsafe path.
@@ -128,6 +147,9 @@ impl<'a> StagingWriter<'a> {
 
     fn charge(&mut self, bytes: u64) -> Result<(), FetchError> {
         self.bytes.charge(bytes).map_err(|_| FetchError::TooLarge)?;
+        if self.in_place {
+            return Ok(());
+        }
         self.limits
             .disk
             .charge(bytes)
@@ -167,7 +189,9 @@ impl<'a> StagingWriter<'a> {
                 continue;
             }
             self.count_entry()?;
-            fs::create_dir(self.root.join(&prefix)).map_err(|e| conflict(e, raw))?;
+            if !self.in_place {
+                fs::create_dir(self.root.join(&prefix)).map_err(|e| conflict(e, raw))?;
+            }
             self.dirs.insert(prefix.clone());
         }
         Ok(())
@@ -199,6 +223,11 @@ impl<'a> StagingWriter<'a> {
         mut content: impl Read,
         read_error: impl Fn(io::Error) -> FetchError,
     ) -> Result<u64, FetchError> {
+        if self.in_place {
+            return Err(other(io::Error::other(
+                "a tree staged in place has no streamed files",
+            )));
+        }
         let clean = self.check(raw)?.ok_or_else(|| Self::unsafe_path(raw))?;
         self.create_parents(&clean, raw)?;
         self.count_entry()?;
@@ -269,24 +298,29 @@ impl<'a> StagingWriter<'a> {
     }
 
     /// Copies the planned files (in the kernel, on a few threads for large
-    /// trees) and returns the record of the tree.
+    /// trees), or hashes them where they lie for a writer staging in place,
+    /// and returns the record of the tree. The caller of an in-place writer
+    /// sets the record's `in_place`.
     pub fn finish(mut self) -> Result<WrittenTree, FetchError> {
         let planned = std::mem::take(&mut self.planned);
         let total = planned.iter().map(|p| p.len).sum();
-        let copied = map_items(&planned, total, |p| self.copy(p))?;
-        self.files.extend(copied);
+        let done = if self.in_place {
+            map_items(&planned, total, |p| self.hash_in_place(p))?
+        } else {
+            map_items(&planned, total, |p| self.copy(p))?
+        };
+        self.files.extend(done);
         Ok(WrittenTree {
             files: self.files,
             entries: self.entries,
+            in_place: None,
         })
     }
 
-    /// Copies one planned file. It is opened without following a symlink and
-    /// without blocking on a FIFO, and checked again once open: an entry
-    /// swapped since the walk is refused, never followed. Exactly the
-    /// charged bytes are copied: a file that grew meanwhile is staged as it
-    /// was, one that shrank is an error.
-    fn copy(&self, file: &PlannedCopy) -> Result<WrittenFile, FetchError> {
+    /// Opens a planned file without following a symlink and without
+    /// blocking on a FIFO, and checks it again once open: an entry swapped
+    /// since the walk is refused, never followed.
+    fn open_planned(file: &PlannedCopy) -> Result<fs::File, FetchError> {
         let shown = || escape_path(file.clean.as_bytes());
         let input = fs::OpenOptions::new()
             .read(true)
@@ -300,6 +334,45 @@ impl<'a> StagingWriter<'a> {
         if !meta.is_file() || meta.nlink() != 1 {
             return Err(FetchError::Unsafe(UnsafeEntry::SpecialFile(shown())));
         }
+        Ok(input)
+    }
+
+    /// Hashes exactly the charged bytes of a planned file where it lies; one
+    /// that shrank is an error, as for a copy.
+    fn hash_in_place(&self, file: &PlannedCopy) -> Result<WrittenFile, FetchError> {
+        let mut input = Self::open_planned(file)?.take(file.len);
+        let mut hasher = Sha256::new();
+        let mut buf = vec![0u8; CHUNK];
+        let mut read = 0u64;
+        loop {
+            self.poll_cancel()?;
+            let n = match input.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(other(e)),
+            };
+            hasher.update(&buf[..n]);
+            read += n as u64;
+        }
+        if read != file.len {
+            return Err(other(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "a registry file shrank while being hashed",
+            )));
+        }
+        Ok(WrittenFile {
+            path: file.clean.clone(),
+            len: file.len,
+            sha256: Some(hasher.finalize().into()),
+        })
+    }
+
+    /// Copies one planned file. Exactly the charged bytes are copied: a
+    /// file that grew meanwhile is staged as it was, one that shrank is an
+    /// error.
+    fn copy(&self, file: &PlannedCopy) -> Result<WrittenFile, FetchError> {
+        let input = Self::open_planned(file)?;
         let mut output = create_plugin_file(&self.root.join(&file.clean), file.executable)
             .map_err(|e| conflict(e, file.clean.as_bytes()))?;
         let mut copied = 0;
@@ -529,6 +602,82 @@ mod tests {
             assert_eq!(w.finish().unwrap_err().to_string(), message);
         }
         assert_eq!(fs::read_dir(dest.path()).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn a_tree_staged_in_place_is_checked_counted_and_hashed_where_it_lies_writing_nothing() {
+        let src = tempfile::tempdir().unwrap();
+        fs::write(src.path().join("a"), "alpha").unwrap();
+        fs::write(src.path().join("b"), vec![7u8; 200]).unwrap();
+        let l = limits(300, 3);
+        let mut w = StagingWriter::in_place(&l);
+        w.dir(b"d").unwrap();
+        w.plan_copy(b"d/a", false, 5, src.path().join("a")).unwrap();
+        w.plan_copy(b"b", true, 200, src.path().join("b")).unwrap();
+        let tree = w.finish().unwrap();
+        assert_eq!(tree.entries, 3);
+        let files: Vec<_> = tree
+            .files
+            .iter()
+            .map(|f| (f.path.as_str(), f.len, f.sha256))
+            .collect();
+        let sha = crate::domain::digest::sha256;
+        assert_eq!(
+            files,
+            [
+                ("d/a", 5, Some(sha(b"alpha"))),
+                ("b", 200, Some(sha(&[7u8; 200])))
+            ]
+        );
+        assert_eq!(
+            l.disk.used(),
+            0,
+            "nothing lands on disk, so no disk is charged"
+        );
+        assert!(!Path::new("d").exists(), "no directory is created anywhere");
+
+        // The caps and refusals are the copy's.
+        let mut w = StagingWriter::in_place(&l);
+        assert!(matches!(
+            w.plan_copy(b"big", false, 301, src.path().join("b")),
+            Err(FetchError::TooLarge)
+        ));
+        let mut w = StagingWriter::in_place(&l);
+        w.dir(b"x/y/z").unwrap();
+        assert!(matches!(w.dir(b"w"), Err(FetchError::TooManyEntries)));
+        let w = StagingWriter::in_place(&l);
+        assert_eq!(
+            w.symlink(b"./link").to_string(),
+            "plugin contains a symlink: link"
+        );
+        let mut w = StagingWriter::in_place(&l);
+        assert!(
+            w.file(b"f", false, &b"x"[..], no_read_error).is_err(),
+            "a tree staged in place has no streamed files"
+        );
+    }
+
+    #[test]
+    fn a_file_staged_in_place_swapped_or_shrunk_since_the_walk_is_refused_as_a_copy_would_be() {
+        let src = tempfile::tempdir().unwrap();
+        std::os::unix::fs::symlink("/etc/passwd", src.path().join("link")).unwrap();
+        let status = std::process::Command::new("mkfifo")
+            .arg(src.path().join("fifo"))
+            .status()
+            .unwrap();
+        assert!(status.success());
+        fs::write(src.path().join("short"), "abc").unwrap();
+        let l = limits(100, 100);
+        for (name, message) in [
+            ("link", "plugin contains a symlink: link"),
+            ("fifo", "plugin contains a special file: fifo"),
+            ("short", "fetch failed"),
+        ] {
+            let mut w = StagingWriter::in_place(&l);
+            w.plan_copy(name.as_bytes(), false, 10, src.path().join(name))
+                .unwrap();
+            assert_eq!(w.finish().unwrap_err().to_string(), message, "{name}");
+        }
     }
 
     #[test]

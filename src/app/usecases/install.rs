@@ -80,7 +80,7 @@ impl Installer {
         };
         let staged = self
             .stager
-            .stage(source.as_deref(), sha256.as_deref(), deadline)
+            .stage_in_place(source.as_deref(), sha256.as_deref(), deadline)
             .await?;
         self.allowlist.enforce(workspace, &staged.name).await?;
         let container = require_running(self.engine.as_ref(), workspace).await?;
@@ -165,11 +165,15 @@ impl Installer {
                 .await
                 .map_err(AppError::Store)?;
         }
-        match self
-            .configs
-            .deliver(container, name, staged.dir.path())
-            .await
-        {
+        let delivered = match &staged.tree.in_place {
+            Some(tree) => self.configs.deliver_in_place(container, name, tree).await,
+            None => {
+                self.configs
+                    .deliver(container, name, staged.dir.path())
+                    .await
+            }
+        };
+        match delivered {
             Ok(()) => {}
             Err(DeliveryError::NotPlaced(e)) => {
                 // The previous version is still there: so is its receipt.

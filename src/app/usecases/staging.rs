@@ -158,12 +158,35 @@ impl Stager {
     }
 
     /// Runs steps 1–10 of SPEC §4; `deadline` bounds the wait for a fetch slot,
-    /// the fetch and the inspection (→ 504 when it fires).
+    /// the fetch and the inspection (→ 504 when it fires). The tree is a copy
+    /// in the staging directory.
     pub async fn stage(
         &self,
         source: Option<&str>,
         sha256: Option<&str>,
         deadline: Instant,
+    ) -> Result<Staged, AppError> {
+        self.stage_with(source, sha256, deadline, false).await
+    }
+
+    /// [`Self::stage`], for a caller that reads the tree through
+    /// [`Staged::tree`]`.in_place` when set: a local plugin is then checked
+    /// and hashed where it lies, not copied, and must be read with its check.
+    pub async fn stage_in_place(
+        &self,
+        source: Option<&str>,
+        sha256: Option<&str>,
+        deadline: Instant,
+    ) -> Result<Staged, AppError> {
+        self.stage_with(source, sha256, deadline, true).await
+    }
+
+    async fn stage_with(
+        &self,
+        source: Option<&str>,
+        sha256: Option<&str>,
+        deadline: Instant,
+        in_place: bool,
     ) -> Result<Staged, AppError> {
         let source = require_source(source).map_err(staging)?;
         let Some(resolver) = self.resolvers.get(source.scheme()) else {
@@ -194,6 +217,7 @@ impl Stager {
             max_entries: self.limits.max_entries,
             cancel: dir.cancellation(),
             disk: slot.disk().clone(),
+            in_place,
         };
         let timed_out = || {
             staging(StagingError::Timeout {

@@ -288,3 +288,75 @@ async fn policy_refusals_change_nothing_in_the_container() {
     assert_eq!(status, 400, "{body}");
     assert_eq!(w.container.sh("ls -A /configs/plugins"), "");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_registry_plugin_rewritten_while_it_is_installed_is_not_placed_and_keeps_the_previous_receipt()
+ {
+    use std::os::unix::fs::FileExt;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+    let registry = Registry::new();
+    demo(&registry, "1.0.0");
+    let w = world(registry).await;
+    let (status, first) = super::install(&w.app, "demo").await;
+    assert_eq!(status, 200, "{first}");
+    // Version 2, one file of which is rewritten in place, same size,
+    // without pause, for the whole install: installs read a local plugin
+    // where it lies, so what they hashed is not what they would deliver.
+    demo(&w.registry, "2.0.0");
+    let big = w.registry.path().join("demo/big.bin");
+    std::fs::write(&big, vec![0u8; 4 << 20]).unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let rewrites = Arc::new(AtomicU64::new(0));
+    let rewriter = std::thread::spawn({
+        let (stop, rewrites) = (stop.clone(), rewrites.clone());
+        move || {
+            let file = std::fs::OpenOptions::new().write(true).open(&big).unwrap();
+            while !stop.load(Ordering::SeqCst) {
+                let n = rewrites.fetch_add(1, Ordering::SeqCst);
+                file.write_all_at(&[n as u8; 4096], (n % 1024) * 4096)
+                    .unwrap();
+            }
+        }
+    });
+    let (status, body) = super::install(&w.app, "demo").await;
+    stop.store(true, Ordering::SeqCst);
+    rewriter.join().unwrap();
+    assert!(rewrites.load(Ordering::SeqCst) > 0);
+    assert_eq!(
+        (status, &body),
+        (500, &json!({"error": "failed to copy plugin to container"}))
+    );
+    // The previous version, whole, and its receipt.
+    let files = w
+        .container
+        .sh("cd /configs/plugins/demo && find . -type f | sort");
+    assert_eq!(
+        files,
+        "./only-in-1.0.0.txt\n./plugin.yaml\n./rules/style.md\n./skills/helper/SKILL.md"
+    );
+    assert_eq!(w.container.sh("ls -A /configs/plugins"), "demo");
+    let (_, list) = w
+        .app
+        .call(
+            Method::GET,
+            "/workspaces/ws-1/plugins",
+            Some(ADMIN_TOKEN),
+            None,
+        )
+        .await;
+    assert_eq!(list[0]["digest"], first["digest"], "{list}");
+
+    // Left alone, the same tree installs, and its receipt is its digest.
+    let (status, second) = super::install(&w.app, "demo").await;
+    assert_eq!(
+        (status, second["status"].as_str()),
+        (200, Some("installed"))
+    );
+    assert_ne!(second["digest"], first["digest"]);
+    assert_eq!(
+        w.container.sh("wc -c < /configs/plugins/demo/big.bin"),
+        (4 << 20).to_string()
+    );
+}

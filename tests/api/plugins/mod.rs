@@ -167,7 +167,12 @@ impl World {
     /// tests that do not pin how many it took.
     pub async fn restarts_done(&mut self) {
         assert_eq!(self.next_restart().await, RestartOutcome::Done);
-        while self.app.use_cases.restarts().restart_pending(&Self::workspace()) {
+        while self
+            .app
+            .use_cases
+            .restarts()
+            .restart_pending(&Self::workspace())
+        {
             assert_eq!(self.next_restart().await, RestartOutcome::Done);
         }
         self.started = self.container.inspect("{{.State.StartedAt}}");
@@ -188,7 +193,11 @@ impl World {
     /// pending or under way.
     fn nothing_more_to_come(&mut self) {
         assert!(
-            !self.app.use_cases.restarts().restart_pending(&Self::workspace()),
+            !self
+                .app
+                .use_cases
+                .restarts()
+                .restart_pending(&Self::workspace()),
             "a restart of ws-1 is still to come"
         );
         match self.restarts.try_recv() {
