@@ -2,7 +2,9 @@
 //! registry file, kept by the identity and timestamps of its inode, so a
 //! local plugin installed again is not hashed again where it did not
 //! change. Used by [`super::StagingWriter::in_place`] only: a copy is
-//! hashed as it is written.
+//! made of new inodes. Downloads keep their own whole-tree memo by
+//! fingerprint (`LocalDigests`): their misses stage a copy, which this
+//! memo cannot serve.
 //!
 //! An entry is keyed by what `fstat` says of the file as opened (device,
 //! inode, size, mtime and ctime in nanoseconds), so what was hashed is what
