@@ -4,6 +4,7 @@
 //! staging area and the download cache.
 
 mod archive_store;
+mod memo;
 mod parallel;
 mod registry;
 mod staging;
@@ -12,6 +13,7 @@ mod unpack;
 mod writer;
 
 pub use archive_store::{FsArchiveStore, pack_tree};
+pub use memo::DigestMemo;
 pub use registry::{LocalRegistry, LocalResolver};
 pub use staging::FsStaging;
 pub use tree::copy_tree;

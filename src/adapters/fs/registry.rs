@@ -3,10 +3,11 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
 
+use crate::adapters::fs::memo::{DigestMemo, RECENT, changed_at};
 use crate::adapters::fs::tree::copy_tree;
 use crate::adapters::fs::writer::StagingWriter;
 use crate::domain::manifest::{MANIFEST_MAX_BYTES, Manifest};
@@ -170,12 +171,6 @@ impl PluginRegistry for LocalRegistry {
     }
 }
 
-/// A file whose inode changed less than this before its plugin was
-/// fingerprinted may have had a write in flight then: the write stamped
-/// the file before the fingerprint and its bytes landed after, which no
-/// later fingerprint shows. Such files are verified by their bytes.
-const RECENT: Duration = Duration::from_secs(2);
-
 /// A registry plugin staged in place is unchanged while its fingerprint
 /// (what downloads trust to skip re-hashing) is the one taken before it
 /// was walked, and its recently changed files still hash as they did.
@@ -198,41 +193,42 @@ impl TreeCheck for Unchanged {
 }
 
 /// The files of `dir` whose inode changed within [`RECENT`] before
-/// `fingerprinted` (or since), with their staged SHA-256. A file that can
-/// no longer be looked at has changed, which the fingerprint shows.
+/// `fingerprinted` (or since), with their staged SHA-256: such a file may
+/// have had a write in flight then, stamped before the fingerprint with
+/// its bytes landing after, which no later fingerprint shows. A file that
+/// can no longer be looked at has changed, which the fingerprint shows.
 fn recent_files(
     dir: &Path,
     files: &[WrittenFile],
     fingerprinted: SystemTime,
 ) -> HashMap<String, [u8; 32]> {
-    use std::os::unix::fs::MetadataExt;
     let since = fingerprinted.checked_sub(RECENT).unwrap_or(UNIX_EPOCH);
     files
         .iter()
         .filter_map(|file| {
             let meta = std::fs::symlink_metadata(dir.join(&file.path)).ok()?;
-            let changed = UNIX_EPOCH
-                .checked_add(Duration::new(
-                    u64::try_from(meta.ctime()).unwrap_or(0),
-                    u32::try_from(meta.ctime_nsec()).unwrap_or(0),
-                ))
-                .unwrap_or(UNIX_EPOCH);
-            (changed >= since).then_some((file.path.clone(), file.sha256?))
+            (changed_at(&meta) >= since).then_some((file.path.clone(), file.sha256?))
         })
         .collect()
 }
 
 /// `local://<name>`: a copy of `<plugins-dir>/<name>/`, or (when the caller
 /// reads trees in place) the directory itself, checked and hashed where it
-/// lies.
+/// lies, each file's digest memoised while its inode is unchanged.
 #[derive(Debug, Clone)]
 pub struct LocalResolver {
     registry: LocalRegistry,
+    memo: Arc<DigestMemo>,
 }
 
 impl LocalResolver {
     pub fn new(registry: LocalRegistry) -> Self {
-        Self { registry }
+        Self::with_memo(registry, Arc::default())
+    }
+
+    /// A resolver whose trees staged in place use `memo`.
+    pub fn with_memo(registry: LocalRegistry, memo: Arc<DigestMemo>) -> Self {
+        Self { registry, memo }
     }
 }
 
@@ -256,9 +252,10 @@ impl SourceResolver for LocalResolver {
         let src = self.registry.root.join(name.as_str());
         let dest = dest.to_path_buf();
         let limits = limits.clone();
+        let memo = Arc::clone(&self.memo);
         tokio::task::spawn_blocking(move || {
             let writer = if limits.in_place {
-                StagingWriter::in_place(&limits)
+                StagingWriter::in_place(&limits).with_memo(memo)
             } else {
                 StagingWriter::new(&dest, &limits)
             };
@@ -441,6 +438,56 @@ mod tests {
         let place = fetch_place(&resolver).await;
         fs::remove_dir_all(dir.path().join("demo")).unwrap();
         assert!(!place.check.unchanged().unwrap(), "plugin gone");
+    }
+
+    #[tokio::test]
+    async fn a_plugin_staged_in_place_again_hashes_only_the_files_that_changed() {
+        let (dir, registry) = registry_with(&["demo/rules"]);
+        fs::write(dir.path().join("demo/plugin.yaml"), "version: 1.0.0\n").unwrap();
+        fs::write(dir.path().join("demo/rules/a.md"), "rule").unwrap();
+        fs::write(dir.path().join("demo/rules/b.md"), "other").unwrap();
+        // Past the clock tick of the writes, so a later write gets a new ctime.
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        let memo = Arc::new(DigestMemo::new(100, std::time::Duration::ZERO));
+        let resolver = LocalResolver::with_memo(registry, Arc::clone(&memo));
+        let first = staged_digests(&resolver).await;
+        assert_eq!(memo.hashed(), 3);
+        assert_eq!(
+            staged_digests(&resolver).await,
+            first,
+            "served from the memo"
+        );
+        assert_eq!(memo.hashed(), 3);
+
+        fs::write(dir.path().join("demo/rules/a.md"), "RULE").unwrap();
+        let sha = crate::domain::digest::sha256;
+        let changed = staged_digests(&resolver).await;
+        assert_eq!(memo.hashed(), 4, "only the rewritten file");
+        assert_eq!(
+            changed,
+            [
+                ("plugin.yaml".to_owned(), Some(sha(b"version: 1.0.0\n"))),
+                ("rules/a.md".to_owned(), Some(sha(b"RULE"))),
+                ("rules/b.md".to_owned(), Some(sha(b"other"))),
+            ]
+        );
+    }
+
+    /// Each file of `demo` staged in place with its digest, by path.
+    async fn staged_digests(resolver: &LocalResolver) -> Vec<(String, Option<[u8; 32]>)> {
+        let dest = tempfile::tempdir().unwrap();
+        let fetched = resolver
+            .fetch("demo", dest.path(), &in_place_limits(1024, 100))
+            .await
+            .unwrap();
+        let mut files: Vec<_> = fetched
+            .tree
+            .files
+            .into_iter()
+            .map(|f| (f.path, f.sha256))
+            .collect();
+        files.sort();
+        files
     }
 
     #[test]

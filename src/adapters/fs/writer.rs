@@ -26,16 +26,19 @@
 //!
 //! A local tree can also be staged in place ([`StagingWriter::in_place`]):
 //! the same walk and the same rules, nothing written; its files are hashed
-//! where they lie, opened exactly as a copy would open them.
+//! where they lie, opened exactly as a copy would open them, their
+//! digests taken from a [`DigestMemo`] where their inode is unchanged.
 
 use std::collections::HashSet;
 use std::fs;
 use std::io::{self, Read, Write};
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use sha2::{Digest as _, Sha256};
 
+use super::memo::DigestMemo;
 use super::parallel::map_items;
 use crate::domain::staging::{SizeBudget, UnsafeEntry, check_entry_path, escape_path};
 use crate::ports::resolver::{FetchError, FetchLimits};
@@ -89,6 +92,8 @@ pub struct StagingWriter<'a> {
     planned: Vec<PlannedCopy>,
     /// Nothing is written: planned files are hashed where they lie.
     in_place: bool,
+    /// Digests of files hashed in place before.
+    memo: Option<Arc<DigestMemo>>,
 }
 
 impl<'a> StagingWriter<'a> {
@@ -103,6 +108,7 @@ impl<'a> StagingWriter<'a> {
             files: Vec::new(),
             planned: Vec::new(),
             in_place: false,
+            memo: None,
         }
     }
 
@@ -116,6 +122,13 @@ impl<'a> StagingWriter<'a> {
         let mut writer = Self::new(Path::new(""), limits);
         writer.in_place = true;
         writer
+    }
+
+    /// Files hashed in place take their digests from `memo` where it has
+    /// them, and leave theirs there.
+    pub fn with_memo(mut self, memo: Arc<DigestMemo>) -> Self {
+        self.memo = Some(memo);
+        self
     }
 
     /// The refusal of `raw` as an unsafe path.
@@ -320,7 +333,7 @@ impl<'a> StagingWriter<'a> {
     /// Opens a planned file without following a symlink and without
     /// blocking on a FIFO, and checks it again once open: an entry swapped
     /// since the walk is refused, never followed.
-    fn open_planned(file: &PlannedCopy) -> Result<fs::File, FetchError> {
+    fn open_planned(file: &PlannedCopy) -> Result<(fs::File, fs::Metadata), FetchError> {
         let shown = || escape_path(file.clean.as_bytes());
         let input = fs::OpenOptions::new()
             .read(true)
@@ -334,13 +347,33 @@ impl<'a> StagingWriter<'a> {
         if !meta.is_file() || meta.nlink() != 1 {
             return Err(FetchError::Unsafe(UnsafeEntry::SpecialFile(shown())));
         }
-        Ok(input)
+        Ok((input, meta))
     }
 
-    /// Hashes exactly the charged bytes of a planned file where it lies; one
-    /// that shrank is an error, as for a copy.
+    /// The digest of exactly the charged bytes of a planned file where it
+    /// lies: from the memo when the file as opened is all of them and is
+    /// unchanged since it was memoised, else hashed. One that shrank is an
+    /// error, as for a copy.
     fn hash_in_place(&self, file: &PlannedCopy) -> Result<WrittenFile, FetchError> {
-        let mut input = Self::open_planned(file)?.take(file.len);
+        let (input, meta) = Self::open_planned(file)?;
+        let sha256 = match &self.memo {
+            Some(memo) if meta.len() == file.len => memo.sha256(
+                &meta,
+                || self.hash_open(&input, file.len),
+                || input.metadata().ok(),
+            )?,
+            _ => self.hash_open(&input, file.len)?,
+        };
+        Ok(WrittenFile {
+            path: file.clean.clone(),
+            len: file.len,
+            sha256: Some(sha256),
+        })
+    }
+
+    /// Hashes the first `len` bytes of `input`, which must have them.
+    fn hash_open(&self, input: &fs::File, len: u64) -> Result<[u8; 32], FetchError> {
+        let mut input = input.take(len);
         let mut hasher = Sha256::new();
         let mut buf = vec![0u8; CHUNK];
         let mut read = 0u64;
@@ -355,24 +388,20 @@ impl<'a> StagingWriter<'a> {
             hasher.update(&buf[..n]);
             read += n as u64;
         }
-        if read != file.len {
+        if read != len {
             return Err(other(io::Error::new(
                 io::ErrorKind::UnexpectedEof,
                 "a registry file shrank while being hashed",
             )));
         }
-        Ok(WrittenFile {
-            path: file.clean.clone(),
-            len: file.len,
-            sha256: Some(hasher.finalize().into()),
-        })
+        Ok(hasher.finalize().into())
     }
 
     /// Copies one planned file. Exactly the charged bytes are copied: a
     /// file that grew meanwhile is staged as it was, one that shrank is an
     /// error.
     fn copy(&self, file: &PlannedCopy) -> Result<WrittenFile, FetchError> {
-        let input = Self::open_planned(file)?;
+        let (input, _) = Self::open_planned(file)?;
         let mut output = create_plugin_file(&self.root.join(&file.clean), file.executable)
             .map_err(|e| conflict(e, file.clean.as_bytes()))?;
         let mut copied = 0;
