@@ -152,6 +152,14 @@ fn append_tree<W: Write>(
     seal: Option<&str>,
     check: Option<&dyn TreeCheck>,
 ) -> io::Result<()> {
+    // Files are opened beneath this descriptor with no symlink anywhere on
+    // the way: a tree read in place (the registry) can have a directory
+    // swapped for a symlink after it was planned, and O_NOFOLLOW guards
+    // only the last component.
+    let root_dir = fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_DIRECTORY | libc::O_NOFOLLOW)
+        .open(root)?;
     for entry in entries {
         let is_root = entry.rel.as_os_str().is_empty();
         let name = match (top, is_root) {
@@ -171,10 +179,7 @@ fn append_tree<W: Write>(
             EntryKind::File { executable } => {
                 // Never follows a symlink nor blocks on a FIFO swapped in
                 // since the plan (a tree read in place can change).
-                let file = fs::OpenOptions::new()
-                    .read(true)
-                    .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
-                    .open(root.join(&entry.rel))?;
+                let file = open_beneath(&root_dir, &entry.rel)?;
                 let meta = file.metadata()?;
                 if !meta.is_file() {
                     return Err(io::Error::other(format!(
@@ -264,6 +269,21 @@ impl<R: Read> Read for Counted<R> {
         }
         Ok(n)
     }
+}
+
+/// Opens the regular file `rel` beneath `dir` for reading, refusing a
+/// symlink in any component and a path that leaves `dir`, and never
+/// blocking on a FIFO.
+fn open_beneath(dir: &fs::File, rel: &Path) -> io::Result<fs::File> {
+    use rustix::fs::{Mode, OFlags, ResolveFlags, openat2};
+    let fd = openat2(
+        dir,
+        rel,
+        OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC,
+        Mode::empty(),
+        ResolveFlags::BENEATH | ResolveFlags::NO_SYMLINKS,
+    )?;
+    Ok(fs::File::from(fd))
 }
 
 fn agent_header(mtime: u64) -> tar::Header {

@@ -151,6 +151,24 @@ mod tests {
     }
 
     #[test]
+    fn a_directory_swapped_for_a_symlink_after_planning_is_never_followed() {
+        let dir = tree();
+        let outside = tempfile::tempdir().unwrap();
+        fs::create_dir_all(outside.path().join("b")).unwrap();
+        fs::write(outside.path().join("b/SKILL.md"), "host secret\n").unwrap();
+        let entries = plan_tree(dir.path()).unwrap();
+        // The tree changes under the reader: `skills` now leads outside.
+        fs::rename(dir.path().join("skills"), dir.path().join("skills.old")).unwrap();
+        std::os::unix::fs::symlink(outside.path(), dir.path().join("skills")).unwrap();
+
+        let mut out = Vec::new();
+        let error = write_tree_tar(&mut out, dir.path(), Some("p"), &entries, 0).unwrap_err();
+        assert_eq!(error.raw_os_error(), Some(libc::ELOOP), "{error}");
+        let sent = String::from_utf8_lossy(&out);
+        assert!(!sent.contains("host secret"), "read through the symlink");
+    }
+
+    #[test]
     fn tree_tar_is_sorted_owned_by_the_agent_with_normalized_modes() {
         let dir = tree();
         let entries = plan_tree(dir.path()).unwrap();
