@@ -137,7 +137,11 @@ impl<'a> StagingWriter<'a> {
     }
 
     fn poll_cancel(&self) -> Result<(), FetchError> {
-        if self.limits.cancel.is_cancelled() {
+        Self::check_cancel(self.limits)
+    }
+
+    fn check_cancel(limits: &FetchLimits) -> Result<(), FetchError> {
+        if limits.cancel.is_cancelled() {
             Err(FetchError::Cancelled)
         } else {
             Ok(())
@@ -233,7 +237,7 @@ impl<'a> StagingWriter<'a> {
         &mut self,
         raw: &[u8],
         executable: bool,
-        mut content: impl Read,
+        content: impl Read,
         read_error: impl Fn(io::Error) -> FetchError,
     ) -> Result<u64, FetchError> {
         if self.in_place {
@@ -247,21 +251,13 @@ impl<'a> StagingWriter<'a> {
         let mut output = create_plugin_file(&self.root.join(&clean), executable)
             .map_err(|e| conflict(e, raw))?;
         let mut hasher = Sha256::new();
-        let mut buf = vec![0u8; CHUNK];
-        let mut written = 0u64;
-        loop {
-            self.poll_cancel()?;
-            let n = match content.read(&mut buf) {
-                Ok(0) => break,
-                Ok(n) => n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(read_error(e)),
-            };
-            self.charge(n as u64)?;
-            output.write_all(&buf[..n]).map_err(other)?;
-            hasher.update(&buf[..n]);
-            written += n as u64;
-        }
+        let limits = self.limits;
+        let written = Self::for_each_chunk(limits, content, read_error, |chunk| {
+            self.charge(chunk.len() as u64)?;
+            output.write_all(chunk).map_err(other)?;
+            hasher.update(chunk);
+            Ok(())
+        })?;
         self.files.push(WrittenFile {
             path: clean,
             len: written,
@@ -371,23 +367,37 @@ impl<'a> StagingWriter<'a> {
         })
     }
 
-    /// Hashes the first `len` bytes of `input`, which must have them.
-    fn hash_open(&self, input: &fs::File, len: u64) -> Result<[u8; 32], FetchError> {
-        let mut input = input.take(len);
-        let mut hasher = Sha256::new();
+    /// Reads `content` to its end in chunks, checking for cancellation
+    /// before each, and hands every chunk to
+    /// `each`; the bytes read.
+    fn for_each_chunk(
+        limits: &FetchLimits,
+        mut content: impl Read,
+        read_error: impl Fn(io::Error) -> FetchError,
+        mut each: impl FnMut(&[u8]) -> Result<(), FetchError>,
+    ) -> Result<u64, FetchError> {
         let mut buf = vec![0u8; CHUNK];
         let mut read = 0u64;
         loop {
-            self.poll_cancel()?;
-            let n = match input.read(&mut buf) {
-                Ok(0) => break,
+            Self::check_cancel(limits)?;
+            let n = match content.read(&mut buf) {
+                Ok(0) => return Ok(read),
                 Ok(n) => n,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(other(e)),
+                Err(e) => return Err(read_error(e)),
             };
-            hasher.update(&buf[..n]);
+            each(&buf[..n])?;
             read += n as u64;
         }
+    }
+
+    /// Hashes the first `len` bytes of `input`, which must have them.
+    fn hash_open(&self, input: &fs::File, len: u64) -> Result<[u8; 32], FetchError> {
+        let mut hasher = Sha256::new();
+        let read = Self::for_each_chunk(self.limits, input.take(len), other, |chunk| {
+            hasher.update(chunk);
+            Ok(())
+        })?;
         if read != len {
             return Err(other(io::Error::new(
                 io::ErrorKind::UnexpectedEof,
