@@ -96,23 +96,14 @@ fn plan_dir(root: &Path, rel: &Path, out: &mut Vec<TreeEntry>) -> Result<(), Tre
 /// user or group names, so an engine keeps the numbers), mode 0755 for
 /// directories and executable files, 0644 otherwise: the same tree and
 /// `mtime` always give the same bytes.
-pub(crate) fn write_tree_tar<W: Write>(
-    out: W,
-    root: &Path,
-    top: Option<&str>,
-    entries: &[TreeEntry],
-    mtime: u64,
-) -> io::Result<W> {
-    write_tree_tar_sealed(out, root, top, entries, mtime, None, None)
-}
-
-/// [`write_tree_tar`], with an empty regular file named `seal` appended as
-/// the last entry when given: a reader that finds the seal knows it read
+///
+/// An empty regular file named `seal` is appended as the last entry when
+/// given: a reader that finds the seal knows it read
 /// the whole archive (a cut stream can end on a valid entry boundary).
 /// `check` (a tree read in place) runs once every file has been read,
 /// before the seal: a tree that changed meanwhile fails the archive, which
 /// then never gets its seal.
-pub(crate) fn write_tree_tar_sealed<W: Write>(
+pub(crate) fn write_tree_tar<W: Write>(
     out: W,
     root: &Path,
     top: Option<&str>,

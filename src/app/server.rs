@@ -10,7 +10,9 @@ use std::time::Duration;
 
 use crate::adapters::db::SeaOrmStore;
 use crate::adapters::docker::DockerEngine;
-use crate::adapters::fs::{FsArchiveStore, FsStaging, LocalRegistry, LocalResolver};
+use crate::adapters::fs::{
+    FsArchiveStore, FsStaging, IndexOptions, LocalRegistry, LocalResolver, RegistryIndex,
+};
 use crate::adapters::git::GitResolver;
 use crate::adapters::https::HttpsResolver;
 use crate::app::http;
@@ -140,6 +142,7 @@ pub fn policy(settings: &Settings) -> Result<Policy, StartupError> {
         max_concurrent_fetches: settings.max_concurrent_fetches,
         disk_per_fetch: staging_disk_budget(settings.max_dir_bytes, settings.max_entries),
         restart_delay: settings.restart_delay,
+        prepack: settings.registry_prepack,
     })
 }
 
@@ -195,7 +198,14 @@ pub async fn ports(settings: &Settings) -> Result<Ports, StartupError> {
         allowlists: store.clone(),
         store_health: store.clone(),
         receipts: store,
-        registry: Arc::new(registry),
+        registry: RegistryIndex::open(
+            registry,
+            IndexOptions {
+                watch: settings.registry_watch,
+                rescan: settings.registry_rescan,
+            },
+        )
+        .await,
         resolvers,
         staging: Arc::new(staging),
         engine: docker.clone(),
@@ -229,6 +239,9 @@ impl Bound {
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> Result<(), StartupError> {
         let restarts = self.use_cases.restarts().clone();
+        // Packing ahead of time runs while the server serves.
+        let prepack = self.use_cases.prepack.clone();
+        let prepacking = tokio::spawn(async move { prepack.run().await });
         let app = http::app(self.use_cases, &self.cors_origins, Metrics::new()?);
         let served = http::transport::serve(
             self.listener,
@@ -239,6 +252,7 @@ impl Bound {
         )
         .await
         .map_err(StartupError::Serve);
+        prepacking.abort();
         // A restart still pending is carried out before the process exits,
         // so a plugin installed just before shutdown is loaded.
         restarts.flush().await;

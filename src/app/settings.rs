@@ -141,6 +141,21 @@ pub struct Settings {
     )]
     pub plugins_dir: PathBuf,
 
+    /// Follow PLUGINS_DIR through filesystem notifications (the periodic
+    /// re-scan runs either way).
+    #[arg(long = "plugin-registry-watch", env = "PLUGIN_REGISTRY_WATCH", value_name = "PLUGIN_REGISTRY_WATCH", default_value = "true", value_parser = parse_bool, action = ArgAction::Set)]
+    pub registry_watch: bool,
+
+    /// Re-scan PLUGINS_DIR this often: the longest a listing can lag
+    /// behind it when notifications are off or lost.
+    #[arg(long = "plugin-registry-rescan", env = "PLUGIN_REGISTRY_RESCAN", value_name = "PLUGIN_REGISTRY_RESCAN", default_value = "2s", value_parser = parse_positive_duration)]
+    pub registry_rescan: Duration,
+
+    /// Pack registry plugins for download ahead of time, as they appear
+    /// or change.
+    #[arg(long = "plugin-registry-prepack", env = "PLUGIN_REGISTRY_PREPACK", value_name = "PLUGIN_REGISTRY_PREPACK", default_value = "true", value_parser = parse_bool, action = ArgAction::Set)]
+    pub registry_prepack: bool,
+
     /// Docker engine address; default: the engine's default socket.
     #[arg(long = "docker-host", env = "DOCKER_HOST", value_name = "DOCKER_HOST")]
     pub docker_host: Option<String>,
@@ -285,6 +300,9 @@ impl Settings {
             allowlist_fail_open = self.allowlist_fail_open,
             allow_tokenless_workspaces = self.allow_tokenless_workspaces,
             restart_delay = %humantime::format_duration(self.restart_delay),
+            registry_watch = self.registry_watch,
+            registry_rescan = %humantime::format_duration(self.registry_rescan),
+            registry_prepack = self.registry_prepack,
             cors_origins = ?self.cors_origins,
             engine_timeout = %humantime::format_duration(self.engine_timeout),
             cache_max_bytes = self.cache_max_bytes,
@@ -342,6 +360,8 @@ mod tests {
         assert_eq!(s.http_body_idle_timeout, Duration::from_secs(30));
         assert_eq!(s.http_max_connections, 512);
         assert!(!s.allow_unpinned && !s.allowlist_fail_open && !s.allow_tokenless_workspaces);
+        assert!(s.registry_watch && s.registry_prepack);
+        assert_eq!(s.registry_rescan, Duration::from_secs(2));
         assert!(s.https_allowed_hosts.is_empty());
         assert_eq!(
             s.cors_origins,

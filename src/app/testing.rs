@@ -59,6 +59,7 @@ pub fn policy() -> Policy {
         max_concurrent_fetches: 4,
         disk_per_fetch: u64::MAX,
         restart_delay: Duration::from_secs(3600),
+        prepack: false,
     }
 }
 

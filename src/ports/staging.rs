@@ -135,6 +135,13 @@ pub trait TreeCheck: Send + Sync {
         let _ = path;
         None
     }
+
+    /// True when no file needs [`Self::expected_sha256`]: every one changed
+    /// long enough before staging that its metadata vouches for its bytes,
+    /// so the tree's digest may be remembered by its metadata alone.
+    fn settled(&self) -> bool {
+        false
+    }
 }
 
 /// A tree staged in place: checked and hashed under the staging writer's

@@ -19,8 +19,9 @@ use workspace_plugins::domain::digest::TreeDigest;
 use workspace_plugins::domain::name::{PluginName, WorkspaceId};
 use workspace_plugins::domain::token::{TokenHash, TokenId, TokenRecord};
 use workspace_plugins::domain::workspace::{Workspace, WorkspaceSpec};
-use workspace_plugins::ports::archives::{ArchiveKind, ArchiveStore, PackError, PackedArchive};
-use workspace_plugins::ports::resolver::DiskAllowance;
+use workspace_plugins::ports::archives::{
+    ArchiveKind, ArchiveStore, PackError, PackJob, PackedArchive,
+};
 use workspace_plugins::ports::store::{
     AllowlistEntry, AllowlistStore, StoreError, StoreHealth, TokenStore, Upserted, WorkspaceStore,
 };
@@ -155,14 +156,11 @@ impl ArchiveStore for FailingArchives {
     async fn cached(&self, _: &TreeDigest, _: ArchiveKind) -> Option<PackedArchive> {
         None
     }
-    async fn pack(
-        &self,
-        _: &std::path::Path,
-        _: &TreeDigest,
-        _: ArchiveKind,
-        _: &DiskAllowance,
-    ) -> Result<PackedArchive, PackError> {
-        Err(PackError("disk full at /srv/secret".into()))
+    async fn pack_job(&self, _: PackJob) -> Result<PackedArchive, PackError> {
+        Err(PackError::Failed("disk full at /srv/secret".into()))
+    }
+    fn has_room(&self) -> bool {
+        true
     }
     async fn discard(&self, _: &TreeDigest, _: ArchiveKind) {}
 }

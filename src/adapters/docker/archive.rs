@@ -14,7 +14,7 @@ use bytes::Bytes;
 use futures_util::Stream;
 use tokio::sync::mpsc;
 
-use crate::adapters::tartree::{TreeEntry, write_tree_tar_sealed};
+use crate::adapters::tartree::{TreeEntry, write_tree_tar};
 use crate::ports::staging::TreeCheck;
 
 /// Chunks in flight between the tar writer and the exec's stdin: with the
@@ -47,7 +47,7 @@ pub(super) fn stream_tree_tar(
     let writer_failure = Arc::clone(&failure);
     tokio::task::spawn_blocking(move || {
         let out = ChannelWriter { tx: tx.clone() };
-        if let Err(e) = write_tree_tar_sealed(
+        if let Err(e) = write_tree_tar(
             out,
             &root,
             None,
@@ -162,7 +162,8 @@ mod tests {
         std::os::unix::fs::symlink(outside.path(), dir.path().join("skills")).unwrap();
 
         let mut out = Vec::new();
-        let error = write_tree_tar(&mut out, dir.path(), Some("p"), &entries, 0).unwrap_err();
+        let error =
+            write_tree_tar(&mut out, dir.path(), Some("p"), &entries, 0, None, None).unwrap_err();
         assert_eq!(error.raw_os_error(), Some(libc::ELOOP), "{error}");
         let sent = String::from_utf8_lossy(&out);
         assert!(!sent.contains("host secret"), "read through the symlink");
@@ -173,7 +174,7 @@ mod tests {
         let dir = tree();
         let entries = plan_tree(dir.path()).unwrap();
         let mut out = Vec::new();
-        write_tree_tar(&mut out, dir.path(), Some("p"), &entries, 0).unwrap();
+        write_tree_tar(&mut out, dir.path(), Some("p"), &entries, 0, None, None).unwrap();
 
         let mut archive = tar::Archive::new(out.as_slice());
         let seen: Vec<(String, u64, u64, u32)> = archive
@@ -212,7 +213,7 @@ mod tests {
         fs::write(dir.path().join(&deep).join(&deep).join("f"), "x").unwrap();
         let entries = plan_tree(dir.path()).unwrap();
         let mut out = Vec::new();
-        write_tree_tar(&mut out, dir.path(), Some("p"), &entries, 0).unwrap();
+        write_tree_tar(&mut out, dir.path(), Some("p"), &entries, 0, None, None).unwrap();
         let mut archive = tar::Archive::new(out.as_slice());
         let last = archive.entries().unwrap().last().unwrap().unwrap();
         assert_eq!(
@@ -237,7 +238,7 @@ mod tests {
         let dir = tree();
         let entries = plan_tree(dir.path()).unwrap();
         let mut expected = Vec::new();
-        write_tree_tar_sealed(
+        write_tree_tar(
             &mut expected,
             dir.path(),
             None,

@@ -21,10 +21,13 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use async_trait::async_trait;
 use base64::Engine as _;
 
-use crate::adapters::tartree::{plan_tree, write_tree_tar};
+use crate::adapters::tartree::{TREE_CHANGED, plan_tree, write_tree_tar};
 use crate::domain::digest::TreeDigest;
-use crate::ports::archives::{ArchiveKind, ArchiveLease, ArchiveStore, PackError, PackedArchive};
+use crate::ports::archives::{
+    ArchiveKind, ArchiveLease, ArchiveStore, PackError, PackJob, PackedArchive,
+};
 use crate::ports::resolver::DiskAllowance;
+use crate::ports::staging::TreeCheck;
 
 /// Compression levels: downloads favour speed (SPEC goals compare with
 /// `gzip -1` and `zstd -1`).
@@ -76,7 +79,7 @@ fn file_name(digest: &TreeDigest, kind: ArchiveKind) -> String {
 }
 
 fn pack_error(e: impl Into<crate::ports::BoxError>) -> PackError {
-    PackError(e.into())
+    PackError::Failed(e.into())
 }
 
 impl Inner {
@@ -169,7 +172,8 @@ impl Inner {
     }
 
     /// Takes the finished temporary archive `tmp` (`charged` bytes of
-    /// `disk`) into the cache as `name`, or, when it cannot fit, hands it
+    /// `disk`) into the cache as `name` (evicting others only when
+    /// `may_evict`), or, when it cannot fit, hands it
     /// out as a file with no name that stays charged until its stream
     /// ends. On error the charge is the caller's to release.
     fn admit(
@@ -179,10 +183,16 @@ impl Inner {
         len: u64,
         disk: &DiskAllowance,
         charged: u64,
+        may_evict: bool,
     ) -> io::Result<PackedArchive> {
         let file = fs::File::open(tmp)?;
         let mut index = self.index();
-        if !self.make_room(&mut index, len) {
+        let fits = if may_evict {
+            self.make_room(&mut index, len)
+        } else {
+            index.total.saturating_add(len) <= self.max_bytes
+        };
+        if !fits {
             drop(index);
             fs::remove_file(tmp)?;
             tracing::info!(file = %name, bytes = len, "cache full of archives being streamed: serving uncached");
@@ -382,11 +392,22 @@ impl FsArchiveStore {
 
 /// Writes the deterministic tarball of `dir` to `out`, compressed.
 pub fn pack_tree<W: Write>(dir: &Path, kind: ArchiveKind, out: W) -> io::Result<W> {
+    pack_tree_checked(dir, kind, out, None)
+}
+
+/// [`pack_tree`] of a tree read in place: `check` runs once every file was
+/// read (and vouches for recently changed files by their bytes).
+fn pack_tree_checked<W: Write>(
+    dir: &Path,
+    kind: ArchiveKind,
+    out: W,
+    check: Option<&dyn TreeCheck>,
+) -> io::Result<W> {
     let entries = plan_tree(dir).map_err(io::Error::other)?;
     match kind {
         ArchiveKind::TarGz => {
             let encoder = flate2::write::GzEncoder::new(out, flate2::Compression::new(GZIP_LEVEL));
-            write_tree_tar(encoder, dir, None, &entries, 0)?.finish()
+            write_tree_tar(encoder, dir, None, &entries, 0, None, check)?.finish()
         }
         ArchiveKind::TarZst => {
             let mut encoder = zstd::stream::write::Encoder::new(out, ZSTD_LEVEL)?;
@@ -396,7 +417,7 @@ pub fn pack_tree<W: Write>(dir: &Path, kind: ArchiveKind, out: W) -> io::Result<
             // ETag must mean the same bytes on every machine.
             let workers = std::thread::available_parallelism().map_or(1, |n| n.get() as u32);
             encoder.multithread(workers.max(1))?;
-            write_tree_tar(encoder, dir, None, &entries, 0)?.finish()
+            write_tree_tar(encoder, dir, None, &entries, 0, None, check)?.finish()
         }
     }
 }
@@ -418,14 +439,16 @@ impl ArchiveStore for FsArchiveStore {
         }
     }
 
-    async fn pack(
-        &self,
-        dir: &Path,
-        digest: &TreeDigest,
-        kind: ArchiveKind,
-        disk: &DiskAllowance,
-    ) -> Result<PackedArchive, PackError> {
-        let name = file_name(digest, kind);
+    async fn pack_job(&self, job: PackJob) -> Result<PackedArchive, PackError> {
+        let PackJob {
+            dir,
+            digest,
+            kind,
+            disk,
+            check,
+            may_evict,
+        } = job;
+        let name = file_name(&digest, kind);
         // One pack per key at a time: 64 clients asking for the same new
         // plugin wait for one packer instead of packing 64 times.
         let key = KeyLock::new(&self.inner.packing, &name);
@@ -437,12 +460,10 @@ impl ArchiveStore for FsArchiveStore {
             .inner
             .root
             .join(format!("tmp-{:016x}-{name}", rand::random::<u64>()));
-        let dir = dir.to_owned();
         let inner = self.inner.clone();
-        let disk = disk.clone();
         // Packing, admission and any eviction's unlinks run on the blocking
         // pool.
-        tokio::task::spawn_blocking(move || -> io::Result<PackedArchive> {
+        tokio::task::spawn_blocking(move || -> Result<PackedArchive, PackError> {
             let packed = (|| {
                 let out = ChargedFile {
                     file: fs::File::create_new(&tmp)?,
@@ -451,23 +472,35 @@ impl ArchiveStore for FsArchiveStore {
                         bytes: 0,
                     },
                 };
-                let mut out = pack_tree(&dir, kind, out)?;
+                let mut out = pack_tree_checked(&dir, kind, out, check.as_deref())?;
                 out.flush()?;
                 let len = out.file.metadata()?.len();
                 // From here the admission decides who holds the charge.
                 let charged = std::mem::take(&mut out.charge.bytes);
                 inner
-                    .admit(&name, &tmp, len, &disk, charged)
+                    .admit(&name, &tmp, len, &disk, charged, may_evict)
                     .inspect_err(|_| disk.release(charged))
             })();
-            if packed.is_err() {
+            packed.map_err(|e| {
                 let _ = fs::remove_file(&tmp);
-            }
-            packed
+                // Any failure reading a tree in place (a file gone, grown,
+                // swapped) is the tree changing when its check says so.
+                let Some(check) = check.as_deref() else {
+                    return pack_error(e);
+                };
+                if e.to_string() == TREE_CHANGED || matches!(check.unchanged(), Ok(false)) {
+                    PackError::Changed
+                } else {
+                    pack_error(e)
+                }
+            })
         })
         .await
         .map_err(pack_error)?
-        .map_err(pack_error)
+    }
+
+    fn has_room(&self) -> bool {
+        self.inner.index().total < self.inner.max_bytes
     }
 }
 

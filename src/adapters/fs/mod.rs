@@ -1,9 +1,10 @@
-//! Filesystem adapters: the curated local registry (`PLUGINS_DIR`) and the
-//! `local://` resolver that stages a copy of one of its plugins, the one
+//! Filesystem adapters: the curated local registry (`PLUGINS_DIR`), its
+//! live in-memory index, and the `local://` resolver that stages a copy of one of its plugins, the one
 //! staging writer every resolver stages through, the tarball unpacker, the
 //! staging area and the download cache.
 
 mod archive_store;
+mod index;
 mod memo;
 mod parallel;
 mod registry;
@@ -13,6 +14,7 @@ mod unpack;
 mod writer;
 
 pub use archive_store::{FsArchiveStore, pack_tree};
+pub use index::{DEBOUNCE, IndexOptions, RegistryIndex, SWEEP_PER_SCAN};
 pub use memo::DigestMemo;
 pub use registry::{LocalRegistry, LocalResolver};
 pub use staging::FsStaging;

@@ -14,7 +14,6 @@ use crate::domain::manifest::{MANIFEST_MAX_BYTES, Manifest};
 use crate::domain::name::PluginName;
 use crate::domain::source::{SpecError, parse_local_spec};
 use crate::ports::BoxError;
-use crate::ports::registry::{PluginRegistry, RegistryError};
 use crate::ports::resolver::{FetchError, FetchLimits, Fetched, SourceResolver, SpecCheck};
 use crate::ports::staging::{InPlace, TreeCheck, WrittenFile};
 
@@ -32,6 +31,11 @@ impl LocalRegistry {
     pub fn root(&self) -> &Path {
         &self.root
     }
+
+    /// Where plugin `name`'s directory is (or would be).
+    pub fn plugin_dir(&self, name: &PluginName) -> PathBuf {
+        self.root.join(name.as_str())
+    }
 }
 
 /// Reads `plugin.yaml` of a plugin directory, bounded; any failure means
@@ -47,32 +51,42 @@ pub(crate) fn read_manifest(dir: &Path, name: PluginName) -> Manifest {
     Manifest::from_yaml(name, bytes.as_deref())
 }
 
-fn list_blocking(root: &Path) -> Result<Vec<Manifest>, RegistryError> {
+/// What the registry directory holds: its plugins, sorted, and the
+/// entries that are not plugins, each with why it was skipped.
+pub(super) struct RegistryDir {
+    pub plugins: Vec<PluginName>,
+    pub skipped: Vec<(String, &'static str)>,
+}
+
+/// Reads the registry directory; `Ok(None)` when it is missing or not a
+/// directory (a registry that is not there holds no plugins, SPEC §5).
+/// Symlinked directories, files, hidden entries, names that are not UTF-8
+/// and invalid plugin names are not plugins.
+pub(super) fn read_registry_dir(root: &Path) -> std::io::Result<Option<RegistryDir>> {
     let entries = match std::fs::read_dir(root) {
         Ok(entries) => entries,
-        // A registry that is not there holds no plugins (SPEC §5): the
-        // listing is empty, and the log says which directory is missing.
         Err(e)
             if matches!(
                 e.kind(),
                 std::io::ErrorKind::NotFound | std::io::ErrorKind::NotADirectory
             ) =>
         {
-            tracing::warn!(
-                plugins_dir = %root.display(),
-                error = %e,
-                "registry: PLUGINS_DIR is not a directory; listing no plugins"
-            );
-            return Ok(Vec::new());
+            return Ok(None);
         }
-        Err(e) => return Err(RegistryError::Unavailable(Box::new(e))),
+        Err(e) => return Err(e),
     };
-    let mut plugins = Vec::new();
+    let mut dir = RegistryDir {
+        plugins: Vec::new(),
+        skipped: Vec::new(),
+    };
     for entry in entries {
-        let entry = entry.map_err(|e| RegistryError::Unavailable(Box::new(e)))?;
+        let entry = entry?;
         let raw_name = entry.file_name();
         let Some(name) = raw_name.to_str() else {
-            tracing::warn!(entry = ?raw_name, "registry: skipping entry whose name is not UTF-8");
+            dir.skipped.push((
+                raw_name.to_string_lossy().into_owned(),
+                "its name is not UTF-8",
+            ));
             continue;
         };
         if name.starts_with('.') {
@@ -82,43 +96,57 @@ fn list_blocking(root: &Path) -> Result<Vec<Manifest>, RegistryError> {
         match entry.file_type() {
             Ok(kind) if kind.is_dir() => {}
             Ok(_) => {
-                tracing::warn!(
-                    entry = name,
-                    "registry: skipping entry that is not a directory"
-                );
+                dir.skipped.push((name.to_owned(), "it is not a directory"));
                 continue;
             }
-            Err(e) => {
-                tracing::warn!(entry = name, error = %e, "registry: skipping unreadable entry");
+            Err(_) => {
+                dir.skipped.push((name.to_owned(), "it cannot be read"));
                 continue;
             }
         }
-        let Ok(plugin) = PluginName::parse_registry(name) else {
-            tracing::warn!(
-                entry = name,
-                "registry: skipping directory with an invalid plugin name"
-            );
-            continue;
-        };
-        plugins.push(read_manifest(&entry.path(), plugin));
+        match PluginName::parse_registry(name) {
+            Ok(plugin) => dir.plugins.push(plugin),
+            Err(_) => dir
+                .skipped
+                .push((name.to_owned(), "it is not a valid plugin name")),
+        }
     }
-    plugins.sort_by(|a, b| a.name.cmp(&b.name));
-    Ok(plugins)
+    dir.plugins.sort();
+    Ok(Some(dir))
 }
 
-/// Hashes every entry's relative path, kind, size and mtime (nanoseconds),
-/// in walk order; symlinks and special files count too, so adding one
-/// changes the fingerprint (and staging then refuses it).
-fn fingerprint_blocking(dir: &Path) -> std::io::Result<Option<String>> {
+/// A plugin directory as a walk of its metadata finds it.
+pub(super) struct Survey {
+    /// Hashes every entry's relative path, kind, size, mtime and ctime
+    /// (nanoseconds) and inode, in walk order; symlinks and special files
+    /// count too, so adding one changes the fingerprint (and staging then
+    /// refuses it).
+    pub fingerprint: String,
+    /// The latest inode change time in the tree, the directories included.
+    pub last_change: SystemTime,
+}
+
+pub(super) fn fingerprint_blocking(dir: &Path) -> std::io::Result<Option<String>> {
+    Ok(survey_blocking(dir)?.map(|survey| survey.fingerprint))
+}
+
+/// Walks `dir` (never following a symlink); `None` when it is not a
+/// directory.
+pub(super) fn survey_blocking(dir: &Path) -> std::io::Result<Option<Survey>> {
     use sha2::{Digest as _, Sha256};
     use std::os::unix::fs::MetadataExt;
-    match std::fs::symlink_metadata(dir) {
-        Ok(meta) if meta.is_dir() => {}
+    let root = match std::fs::symlink_metadata(dir) {
+        Ok(meta) if meta.is_dir() => meta,
         Ok(_) => return Ok(None),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(e),
-    }
-    fn walk(dir: &Path, rel: &Path, hasher: &mut Sha256) -> std::io::Result<()> {
+    };
+    fn walk(
+        dir: &Path,
+        rel: &Path,
+        hasher: &mut Sha256,
+        last_change: &mut SystemTime,
+    ) -> std::io::Result<()> {
         let mut children = std::fs::read_dir(dir.join(rel))?.collect::<Result<Vec<_>, _>>()?;
         children.sort_by_key(|e| e.file_name());
         for child in children {
@@ -138,48 +166,43 @@ fn fingerprint_blocking(dir: &Path) -> std::io::Result<Option<String>> {
                 meta.ctime_nsec(),
                 meta.ino()
             ));
+            *last_change = (*last_change).max(changed_at(&meta));
             if meta.is_dir() {
-                walk(dir, &rel_path, hasher)?;
+                walk(dir, &rel_path, hasher, last_change)?;
             }
         }
         Ok(())
     }
     let mut hasher = Sha256::new();
-    walk(dir, Path::new(""), &mut hasher)?;
-    Ok(Some(hex::encode(hasher.finalize())))
-}
-
-#[async_trait]
-impl PluginRegistry for LocalRegistry {
-    async fn list(&self) -> Result<Vec<Manifest>, RegistryError> {
-        let root = self.root.clone();
-        tokio::task::spawn_blocking(move || list_blocking(&root))
-            .await
-            .map_err(|e| RegistryError::Unavailable(Box::new(e)))?
-    }
-
-    async fn fingerprint(&self, name: &PluginName) -> Result<Option<String>, RegistryError> {
-        let dir = self.root.join(name.as_str());
-        tokio::task::spawn_blocking(move || fingerprint_blocking(&dir))
-            .await
-            .map_err(|e| RegistryError::Unavailable(Box::new(e)))?
-            .map_err(|e| RegistryError::Unavailable(Box::new(e)))
-    }
-
-    fn plugin_dir(&self, name: &PluginName) -> PathBuf {
-        self.root.join(name.as_str())
-    }
+    let mut last_change = changed_at(&root);
+    walk(dir, Path::new(""), &mut hasher, &mut last_change)?;
+    Ok(Some(Survey {
+        fingerprint: hex::encode(hasher.finalize()),
+        last_change,
+    }))
 }
 
 /// A registry plugin staged in place is unchanged while its fingerprint
 /// (what downloads trust to skip re-hashing) is the one taken before it
 /// was walked, and its recently changed files still hash as they did.
-struct Unchanged {
+pub(super) struct Unchanged {
     dir: PathBuf,
     fingerprint: String,
     /// Files changed within [`RECENT`] of the fingerprint, with the
     /// SHA-256 staging found.
     recent: HashMap<String, [u8; 32]>,
+}
+
+impl Unchanged {
+    /// The check that `dir` still has `fingerprint`, for a tree whose
+    /// digest was remembered by it (so settled when remembered).
+    pub(super) fn since(dir: PathBuf, fingerprint: &str) -> Self {
+        Self {
+            dir,
+            fingerprint: fingerprint.to_owned(),
+            recent: HashMap::new(),
+        }
+    }
 }
 
 impl TreeCheck for Unchanged {
@@ -189,6 +212,10 @@ impl TreeCheck for Unchanged {
 
     fn expected_sha256(&self, path: &str) -> Option<[u8; 32]> {
         self.recent.get(path).copied()
+    }
+
+    fn settled(&self) -> bool {
+        self.recent.is_empty()
     }
 }
 
@@ -322,49 +349,70 @@ mod tests {
         (dir, registry)
     }
 
-    #[tokio::test]
-    async fn lists_valid_plugins_sorted_and_skips_everything_else() {
-        let (dir, registry) = registry_with(&["zeta", "alpha", "Bad-Case", ".hidden", "file.txt"]);
-        fs::write(
-            dir.path().join("alpha/plugin.yaml"),
-            "version: 1.0.0\nname: ignored\n",
-        )
-        .unwrap();
+    #[test]
+    fn the_registry_directory_holds_valid_plugin_directories_only() {
+        let (dir, _) = registry_with(&["zeta", "alpha", "Bad-Case", ".hidden", "file.txt"]);
         std::os::unix::fs::symlink(dir.path().join("alpha"), dir.path().join("linked")).unwrap();
-        let names: Vec<String> = registry
-            .list()
-            .await
-            .unwrap()
-            .into_iter()
-            .map(|m| format!("{}@{}", m.name, m.version))
-            .collect();
-        assert_eq!(names, ["alpha@1.0.0", "zeta@"]);
+        let found = read_registry_dir(dir.path()).unwrap().unwrap();
+        let names: Vec<&str> = found.plugins.iter().map(|p| p.as_str()).collect();
+        assert_eq!(names, ["alpha", "zeta"]);
+        let mut skipped = found.skipped.clone();
+        skipped.sort();
+        assert_eq!(
+            skipped,
+            [
+                ("Bad-Case".to_owned(), "it is not a valid plugin name"),
+                ("file.txt".to_owned(), "it is not a directory"),
+                ("linked".to_owned(), "it is not a directory"),
+            ]
+        );
     }
 
-    #[tokio::test]
-    async fn the_fingerprint_changes_with_content_and_is_none_for_missing_plugins() {
-        let (dir, registry) = registry_with(&["demo/rules"]);
+    #[test]
+    fn the_fingerprint_changes_with_content_and_is_none_for_missing_plugins() {
+        let (dir, _) = registry_with(&["demo/rules"]);
         fs::write(dir.path().join("demo/plugin.yaml"), "a").unwrap();
-        let name = PluginName::parse("demo").unwrap();
-        let first = registry.fingerprint(&name).await.unwrap().unwrap();
+        let demo = dir.path().join("demo");
+        let first = fingerprint_blocking(&demo).unwrap().unwrap();
         assert_eq!(
-            registry.fingerprint(&name).await.unwrap(),
+            fingerprint_blocking(&demo).unwrap(),
             Some(first.clone()),
             "stable"
         );
         fs::write(dir.path().join("demo/rules/new.md"), "b").unwrap();
-        assert_ne!(registry.fingerprint(&name).await.unwrap(), Some(first));
-        let missing = PluginName::parse("missing").unwrap();
-        assert_eq!(registry.fingerprint(&missing).await.unwrap(), None);
+        assert_ne!(fingerprint_blocking(&demo).unwrap(), Some(first));
+        assert_eq!(
+            fingerprint_blocking(&dir.path().join("missing")).unwrap(),
+            None
+        );
     }
 
-    #[tokio::test]
-    async fn a_missing_registry_directory_lists_no_plugins() {
-        let registry = LocalRegistry::new("/nonexistent/plugins-dir");
-        assert_eq!(registry.list().await.unwrap(), vec![]);
+    #[test]
+    fn a_survey_reports_the_latest_change_anywhere_in_the_tree() {
+        let (dir, _) = registry_with(&["demo/rules"]);
+        let demo = dir.path().join("demo");
+        let before = survey_blocking(&demo).unwrap().unwrap().last_change;
+        // Past the clock tick of the first writes, so the next one is later.
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        fs::write(demo.join("rules/deep.md"), "x").unwrap();
+        let after = survey_blocking(&demo).unwrap().unwrap().last_change;
+        let written = changed_at(&fs::symlink_metadata(demo.join("rules/deep.md")).unwrap());
+        assert!(after > before && after >= written, "{before:?} {after:?}");
+    }
+
+    #[test]
+    fn a_missing_registry_directory_is_none() {
+        assert!(
+            read_registry_dir(Path::new("/nonexistent/plugins-dir"))
+                .unwrap()
+                .is_none()
+        );
         let (dir, _) = registry_with(&["file.txt"]);
-        let a_file = LocalRegistry::new(dir.path().join("file.txt"));
-        assert_eq!(a_file.list().await.unwrap(), vec![]);
+        assert!(
+            read_registry_dir(&dir.path().join("file.txt"))
+                .unwrap()
+                .is_none()
+        );
     }
 
     #[tokio::test]

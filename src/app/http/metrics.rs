@@ -4,6 +4,8 @@
 //! standard ones or `other`; the route is the operation id (for a 405, the
 //! operation ids of the path it hit), the route pattern of the few routes
 //! outside the API (`/metrics`, `/docs`, `/openapi.json`), or `unmatched`.
+//! Two gauges follow the registry index: `plugin_registry_plugins` and
+//! `plugin_registry_prepack_pending` (set when scraped).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -14,7 +16,7 @@ use poem::http::Method;
 use poem::{Endpoint, IntoResponse, Request, Response};
 use poem_openapi::OperationId;
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry, TextEncoder,
+    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry, TextEncoder,
 };
 
 /// The route label of a request no route matched.
@@ -25,6 +27,8 @@ pub struct Metrics {
     registry: Registry,
     requests: IntCounterVec,
     latency: HistogramVec,
+    registry_plugins: IntGauge,
+    prepack_pending: IntGauge,
     /// API route patterns (as the router names them) → the operation ids
     /// served there, joined by `|`: the route label of a 405.
     operations: Arc<HashMap<String, String>>,
@@ -69,12 +73,24 @@ impl Metrics {
             ]),
             &["method", "route"],
         )?;
+        let registry_plugins = IntGauge::new(
+            "plugin_registry_plugins",
+            "Plugins in the local registry's index",
+        )?;
+        let prepack_pending = IntGauge::new(
+            "plugin_registry_prepack_pending",
+            "Registry plugins waiting to be packed ahead of time, or being packed",
+        )?;
         registry.register(Box::new(requests.clone()))?;
         registry.register(Box::new(latency.clone()))?;
+        registry.register(Box::new(registry_plugins.clone()))?;
+        registry.register(Box::new(prepack_pending.clone()))?;
         Ok(Self {
             registry,
             requests,
             latency,
+            registry_plugins,
+            prepack_pending,
             operations: Arc::new(super::operations_by_route()),
         })
     }
@@ -93,6 +109,14 @@ impl Metrics {
                 .unwrap_or_else(|| pattern.0.to_string()),
             None => UNMATCHED.to_owned(),
         }
+    }
+
+    /// Sets the registry gauges (read when scraped).
+    pub fn set_registry(&self, plugins: usize, prepack_pending: usize) {
+        self.registry_plugins
+            .set(i64::try_from(plugins).unwrap_or(i64::MAX));
+        self.prepack_pending
+            .set(i64::try_from(prepack_pending).unwrap_or(i64::MAX));
     }
 
     /// The Prometheus text exposition of every metric.

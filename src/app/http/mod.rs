@@ -11,6 +11,7 @@ pub mod health;
 pub mod metrics;
 pub mod plugins;
 pub mod problem;
+pub mod rendered;
 pub mod transport;
 pub mod workspace_plugins;
 pub mod workspaces;
@@ -54,9 +55,9 @@ type Apis = (
 pub fn openapi_service() -> OpenApiService<Apis, ()> {
     OpenApiService::new(
         (
-            plugins::PluginsApi,
+            plugins::PluginsApi::default(),
             workspaces::WorkspacesApi,
-            workspace_plugins::WorkspacePluginsApi,
+            workspace_plugins::WorkspacePluginsApi::default(),
             download::DownloadApi,
             allowlist::AllowlistApi,
             health::HealthApi,
@@ -152,7 +153,13 @@ pub(crate) fn json_error(err: poem::Error) -> Response {
 }
 
 #[handler]
-fn metrics_endpoint(metrics: poem::web::Data<&Metrics>) -> Response {
+async fn metrics_endpoint(
+    metrics: poem::web::Data<&Metrics>,
+    app: poem::web::Data<&Arc<UseCases>>,
+) -> Response {
+    // An unreadable registry lists nothing.
+    let plugins = app.registry.catalog().await.map_or(0, |c| c.plugins.len());
+    metrics.set_registry(plugins, app.prepack.pending());
     Response::builder()
         .header(
             header::CONTENT_TYPE,

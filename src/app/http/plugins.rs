@@ -12,10 +12,15 @@ use crate::app::error::AppError;
 use crate::app::http::ApiTags;
 use crate::app::http::dto::PluginInfo;
 use crate::app::http::problem::Problem;
+use crate::app::http::rendered::{RenderCache, RenderedJson};
 use crate::app::usecases::UseCases;
 use crate::domain::runtime::Runtime;
 
-pub struct PluginsApi;
+/// The registry routes, with their listings rendered once per generation.
+#[derive(Default)]
+pub struct PluginsApi {
+    listings: RenderCache,
+}
 
 /// The registered source schemes.
 #[derive(Debug, Object)]
@@ -46,15 +51,18 @@ impl PluginsApi {
         app: Data<&Arc<UseCases>>,
         /// Keep only plugins supporting this runtime (`-` and `_` are equal).
         runtime: Query<Option<String>>,
-    ) -> Result<Json<Vec<PluginInfo>>, Problem> {
+    ) -> Result<RenderedJson<Vec<PluginInfo>>, Problem> {
         let runtime = optional_runtime(runtime.0.as_deref())?;
-        let plugins = app.registry.list(runtime.as_ref()).await?;
-        Ok(Json(
-            plugins
-                .into_iter()
-                .map(|m| PluginInfo::from_manifest(m, None))
-                .collect(),
-        ))
+        let catalog = app.registry.catalog().await?;
+        let variant = runtime.as_ref().map_or("", |r| r.as_str());
+        Ok(self
+            .listings
+            .get_or_render(catalog.generation, variant, || {
+                catalog
+                    .supporting(runtime.as_ref())
+                    .map(|m| PluginInfo::from_manifest(m.clone(), None))
+                    .collect()
+            }))
     }
 
     /// List the registered source schemes

@@ -14,11 +14,17 @@ use crate::app::http::ApiTags;
 use crate::app::http::dto::PluginInfo;
 use crate::app::http::extract::{Caller, JsonBody};
 use crate::app::http::problem::{Container, ContainerAndAllowlist, Problem};
+use crate::app::http::rendered::{RenderCache, RenderedJson};
 use crate::app::usecases::UseCases;
 use crate::app::usecases::install::Installed;
 use crate::domain::runtime::Runtime;
 
-pub struct WorkspacePluginsApi;
+/// The per-workspace plugin routes; `available` is rendered once per
+/// registry generation and runtime.
+#[derive(Default)]
+pub struct WorkspacePluginsApi {
+    available: RenderCache,
+}
 
 /// What to install.
 #[derive(Debug, Object, serde::Deserialize)]
@@ -136,16 +142,18 @@ impl WorkspacePluginsApi {
         app: Data<&Arc<UseCases>>,
         caller: Caller,
         id: Path<String>,
-    ) -> Result<Json<Vec<PluginInfo>>, Problem> {
+    ) -> Result<RenderedJson<Vec<PluginInfo>>, Problem> {
         let (_, workspace) = app.access.authorize_workspace(&caller.0, &id).await?;
         let runtime = &workspace.spec.runtime;
-        let plugins = app.registry.list(Some(runtime)).await?;
-        Ok(Json(
-            plugins
-                .into_iter()
-                .map(|m| PluginInfo::from_manifest(m, Some(runtime)))
-                .collect(),
-        ))
+        let catalog = app.registry.catalog().await?;
+        Ok(self
+            .available
+            .get_or_render(catalog.generation, runtime.as_str(), || {
+                catalog
+                    .supporting(Some(runtime))
+                    .map(|m| PluginInfo::from_manifest(m.clone(), Some(runtime)))
+                    .collect()
+            }))
     }
 
     /// Preflight a runtime change: which installed plugins keep working

@@ -1,11 +1,17 @@
 //! Download for external agents (SPEC §5 Download): the staged plugin as a
 //! deterministic tarball. Every policy check runs on every request; what a
 //! repeated download of unchanged content skips is the work: re-packing
-//! (content-addressed cache) and, for the local registry, re-copying and
-//! re-hashing while the directory's fingerprint is unchanged.
+//! (content-addressed cache) and, for the local registry, re-hashing while
+//! the directory's fingerprint is unchanged. A registry plugin is never
+//! copied: it is checked and hashed where it lies and packed from there,
+//! and a pack that finds it changed is dropped before it is cached and the
+//! plugin staged again.
+//!
+//! [`Downloader::prepare`] does the same work ahead of time for a
+//! registry plugin that appeared or changed (packing ahead of time, see
+//! `prepack`), so its first download is a cached one.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -19,32 +25,19 @@ use crate::domain::policy::check_name_matches;
 use crate::domain::source::{Source, parse_local_spec};
 use crate::domain::staging::require_source;
 use crate::domain::workspace::Workspace;
-use crate::ports::archives::{ArchiveLease, ArchiveStore, PackedArchive};
+use crate::ports::archives::{ArchiveLease, ArchiveStore, PackError, PackJob, PackedArchive};
 use crate::ports::registry::PluginRegistry;
 
 /// The archive formats a download serves.
 pub use crate::ports::archives::ArchiveKind;
 
-/// Digests of local plugins by directory fingerprint: the download use
-/// case's own memo.
-#[derive(Default)]
-pub(super) struct LocalDigests {
-    by_name: Mutex<HashMap<PluginName, (String, TreeDigest)>>,
-}
+/// What a download serves when neither `?format=` nor `Accept` asks for
+/// another (the original's SDK reads gzip); what is packed ahead of time.
+pub const DEFAULT_FORMAT: ArchiveKind = ArchiveKind::TarGz;
 
-impl LocalDigests {
-    fn get(&self, name: &PluginName, fingerprint: &str) -> Option<TreeDigest> {
-        let map = self.by_name.lock().unwrap_or_else(|e| e.into_inner());
-        map.get(name)
-            .filter(|(fp, _)| fp == fingerprint)
-            .map(|(_, digest)| digest.clone())
-    }
-
-    fn put(&self, name: PluginName, fingerprint: String, digest: TreeDigest) {
-        let mut map = self.by_name.lock().unwrap_or_else(|e| e.into_inner());
-        map.insert(name, (fingerprint, digest));
-    }
-}
+/// Rounds of staging a plugin that keeps changing under the packer before
+/// giving up.
+const PACK_ROUNDS: usize = 3;
 
 /// The format asked for: `?format=` wins, else `Accept: application/zstd`,
 /// else gzip (what the original's SDK reads).
@@ -63,7 +56,7 @@ pub fn negotiate_format(
             {
                 ArchiveKind::TarZst
             }
-            _ => ArchiveKind::TarGz,
+            _ => DEFAULT_FORMAT,
         }),
     }
 }
@@ -120,7 +113,7 @@ impl Download {
         let file = archive
             .file
             .try_clone()
-            .map_err(|e| AppError::PackFailed(crate::ports::archives::PackError(Box::new(e))))?;
+            .map_err(|e| AppError::PackFailed(PackError::Failed(Box::new(e))))?;
         let guard = StreamGuard {
             _lease: std::mem::take(&mut archive.lease),
             _slot: slot.take(),
@@ -151,30 +144,49 @@ pub struct Downloader {
     pub(super) allowlist: AllowlistGate,
     pub(super) registry: Arc<dyn PluginRegistry>,
     pub(super) archives: Arc<dyn ArchiveStore>,
-    pub(super) local_digests: Arc<LocalDigests>,
     pub(super) fetch_timeout: Duration,
 }
 
-/// Content to pack: a staged copy, or (for a local plugin whose directory
-/// is unchanged since it was hashed: same fingerprint) the registry
-/// directory itself, with no copy and no re-hashing.
+/// What packing ahead of time did for one plugin.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Prepared {
+    /// Packed and cached: its first download is a cached one.
+    Packed,
+    /// Already in the cache (the same content under another name, or
+    /// packed by a download meanwhile).
+    AlreadyPacked,
+    /// The cache is full; packing ahead of time never evicts.
+    CacheFull,
+}
+
+/// Content to pack: a staged tree (a copy, or a registry plugin staged in
+/// place), or a registry plugin whose directory still has the fingerprint
+/// its digest was remembered by.
 enum Content {
     Staged(Box<Staged>),
-    Unchanged {
+    Remembered {
         name: PluginName,
         fingerprint: String,
     },
 }
 
+/// A source resolved to content and its digest.
+struct Resolved {
+    name: PluginName,
+    digest: TreeDigest,
+    content: Content,
+}
+
 impl Downloader {
-    /// Resolves content: the memoized digest of an unchanged local plugin, or
-    /// (first time, after a change, or with `fresh`) the staging pipeline.
+    /// Resolves content: the remembered digest of an unchanged registry
+    /// plugin, or (first time, after a change, or with `fresh`) the staging
+    /// pipeline, in place for a registry plugin.
     async fn resolve(
         &self,
         source: &Source,
         deadline: Instant,
         fresh: bool,
-    ) -> Result<(PluginName, TreeDigest, Content), AppError> {
+    ) -> Result<Resolved, AppError> {
         let local = (source.scheme() == "local")
             .then(|| parse_local_spec(source.spec()).ok())
             .flatten();
@@ -187,30 +199,95 @@ impl Downloader {
             None => None,
         };
         if let (Some(name), Some(fp), false) = (&local, &fingerprint, fresh)
-            && let Some(digest) = self.local_digests.get(name, fp)
+            && let Some(digest) = self.registry.known_digest(name, fp)
         {
-            return Ok((
-                name.clone(),
+            return Ok(Resolved {
+                name: name.clone(),
                 digest,
-                Content::Unchanged {
+                content: Content::Remembered {
                     name: name.clone(),
                     fingerprint: fp.clone(),
                 },
-            ));
+            });
         }
         // The source goes to the pipeline as given, user info included, so its
         // grammar check refuses a credential exactly as install does (the
         // redacted form would silently drop it and fetch anyway).
         let given = format!("{}://{}", source.scheme(), source.spec());
-        let staged = self.stager.stage(Some(&given), None, deadline).await?;
-        if let (Some(name), Some(fp)) = (local, fingerprint) {
-            self.local_digests.put(name, fp, staged.digest.clone());
+        let staged = self
+            .stager
+            .stage_in_place(Some(&given), None, deadline)
+            .await?;
+        // Remembered only when the metadata vouches for every byte hashed
+        // (a file changed just before may have had a write in flight).
+        let settled = staged
+            .tree
+            .in_place
+            .as_ref()
+            .is_some_and(|place| place.check.settled());
+        if let (Some(name), Some(fp), true) = (local, fingerprint, settled) {
+            self.registry.record_digest(&name, &fp, &staged.digest);
         }
-        Ok((
-            staged.name.clone(),
-            staged.digest.clone(),
-            Content::Staged(Box::new(staged)),
-        ))
+        Ok(Resolved {
+            name: staged.name.clone(),
+            digest: staged.digest.clone(),
+            content: Content::Staged(Box::new(staged)),
+        })
+    }
+
+    /// Packs resolved content in `kind`: the archive, and the fetch slot
+    /// whose disk holds it when the cache could not take it; `None` when a
+    /// tree read in place changed meanwhile (nothing was cached).
+    async fn pack(
+        &self,
+        resolved: &Resolved,
+        kind: ArchiveKind,
+        deadline: Instant,
+        may_evict: bool,
+    ) -> Result<Option<(PackedArchive, Option<FetchSlot>)>, AppError> {
+        let (job, slot) = match &resolved.content {
+            Content::Staged(staged) => {
+                // Packed on the staging's own slot.
+                let (dir, check) = match &staged.tree.in_place {
+                    Some(place) => (place.dir.clone(), Some(place.check.clone())),
+                    None => (staged.dir.path().to_owned(), None),
+                };
+                (
+                    PackJob {
+                        dir,
+                        digest: resolved.digest.clone(),
+                        kind,
+                        disk: staged.slot.disk().clone(),
+                        check,
+                        may_evict,
+                    },
+                    staged.slot.clone(),
+                )
+            }
+            Content::Remembered { name, fingerprint } => {
+                let slot = self.stager.slots().acquire(deadline).await?;
+                (
+                    PackJob {
+                        dir: self.registry.plugin_dir(name),
+                        digest: resolved.digest.clone(),
+                        kind,
+                        disk: slot.disk().clone(),
+                        check: Some(self.registry.unchanged_since(name, fingerprint)),
+                        may_evict,
+                    },
+                    slot,
+                )
+            }
+        };
+        match self.archives.pack_job(job).await {
+            // A cached archive's disk is the cache's: the slot is done.
+            Ok(archive) => {
+                let slot = (!archive.cached).then_some(slot);
+                Ok(Some((archive, slot)))
+            }
+            Err(PackError::Changed) => Ok(None),
+            Err(e) => Err(AppError::PackFailed(e)),
+        }
     }
 
     /// Download (SPEC §5), after auth and the workspace record.
@@ -228,69 +305,69 @@ impl Downloader {
             None => Source::local(&requested),
         };
         let deadline = Instant::now() + self.fetch_timeout;
-        // At most two rounds: a directory that changed under the packer is
-        // staged afresh, and a staged copy never changes.
-        let mut fresh = false;
-        loop {
-            let (resolved, digest, content) = self.resolve(&source, deadline, fresh).await?;
-            check_name_matches(&resolved, &requested).map_err(AppError::NameMismatch)?;
-            self.allowlist.enforce(workspace, &resolved).await?;
-            let tag = etag(&digest, kind);
+        for round in 0..PACK_ROUNDS {
+            // A plugin that changed under the packer is staged afresh, so
+            // every check runs on what is served.
+            let resolved = self.resolve(&source, deadline, round > 0).await?;
+            check_name_matches(&resolved.name, &requested).map_err(AppError::NameMismatch)?;
+            self.allowlist.enforce(workspace, &resolved.name).await?;
+            let tag = etag(&resolved.digest, kind);
             let source_text = source.redacted();
             if matches_if_none_match(if_none_match, &tag) {
                 return Ok(Download::NotModified {
-                    name: resolved,
+                    name: resolved.name,
                     source: source_text,
                     etag: tag,
                 });
             }
-            let (archive, slot) = match self.archives.cached(&digest, kind).await {
-                Some(archive) => (archive, None),
-                None => match &content {
-                    Content::Staged(staged) => {
-                        // Packed on the staging's own slot.
-                        let archive = self
-                            .archives
-                            .pack(staged.dir.path(), &digest, kind, staged.slot.disk())
-                            .await
-                            .map_err(AppError::PackFailed)?;
-                        (archive, Some(staged.slot.clone()))
-                    }
-                    Content::Unchanged { name, fingerprint } => {
-                        let slot = self.stager.slots().acquire(deadline).await?;
-                        let archive = self
-                            .archives
-                            .pack(&self.registry.plugin_dir(name), &digest, kind, slot.disk())
-                            .await
-                            .map_err(AppError::PackFailed)?;
-                        let after = self
-                            .registry
-                            .fingerprint(name)
-                            .await
-                            .map_err(AppError::Registry)?;
-                        if after.as_ref() != Some(fingerprint) {
-                            // Changed while being packed: the entry may mix old
-                            // and new bytes. Drop it and stage the new content,
-                            // so every check runs on it.
-                            self.archives.discard(&digest, kind).await;
-                            fresh = true;
-                            continue;
-                        }
-                        (archive, Some(slot))
-                    }
-                },
+            let packed = match self.archives.cached(&resolved.digest, kind).await {
+                Some(archive) => Some((archive, None)),
+                None => self.pack(&resolved, kind, deadline, true).await?,
             };
-            // A cached archive's disk is the cache's: the slot is done.
-            let slot = slot.filter(|_| !archive.cached);
-            return Ok(Download::Archive {
-                name: resolved,
-                source: source_text,
-                etag: tag,
-                kind,
-                archive,
-                slot,
-            });
+            if let Some((archive, slot)) = packed {
+                return Ok(Download::Archive {
+                    name: resolved.name,
+                    source: source_text,
+                    etag: tag,
+                    kind,
+                    archive,
+                    slot,
+                });
+            }
         }
+        Err(AppError::PackFailed(PackError::Changed))
+    }
+
+    /// Packs registry plugin `name` in [`DEFAULT_FORMAT`] ahead of time,
+    /// through the same staging pipeline (caps, hostile-tree refusals) a
+    /// download runs, never evicting an archive to make room. Nothing is
+    /// served: the policy checks of a download run when it comes.
+    pub async fn prepare(&self, name: &PluginName) -> Result<Prepared, AppError> {
+        if !self.archives.has_room() {
+            return Ok(Prepared::CacheFull);
+        }
+        let source = Source::local(name);
+        let deadline = Instant::now() + self.fetch_timeout;
+        for round in 0..PACK_ROUNDS {
+            let resolved = self.resolve(&source, deadline, round > 0).await?;
+            if self
+                .archives
+                .cached(&resolved.digest, DEFAULT_FORMAT)
+                .await
+                .is_some()
+            {
+                return Ok(Prepared::AlreadyPacked);
+            }
+            match self
+                .pack(&resolved, DEFAULT_FORMAT, deadline, false)
+                .await?
+            {
+                Some((archive, _)) if archive.cached => return Ok(Prepared::Packed),
+                Some(_) => return Ok(Prepared::CacheFull),
+                None => {}
+            }
+        }
+        Err(AppError::PackFailed(PackError::Changed))
     }
 }
 
@@ -303,48 +380,50 @@ mod tests {
     use crate::ports::registry::MockPluginRegistry;
     use crate::ports::store::MockAllowlistStore;
     use std::path::PathBuf;
-    use std::sync::Arc;
-    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    /// A check that always says the tree changed.
+    struct Moved;
+
+    impl crate::ports::staging::TreeCheck for Moved {
+        fn unchanged(&self) -> Result<bool, crate::ports::BoxError> {
+            Ok(false)
+        }
+    }
 
     #[tokio::test]
-    async fn a_plugin_changed_while_packed_is_discarded_and_staged_again() {
-        let name = PluginName::parse("careful-bash").unwrap();
+    async fn a_remembered_plugin_changed_while_packed_is_never_served_and_is_staged_again() {
         let digest = crate::domain::digest::tree_digest(&[]);
         let mut registry = MockPluginRegistry::new();
-        // Unchanged when looked up, changed once the packer is done.
-        let calls = Arc::new(AtomicUsize::new(0));
-        registry.expect_fingerprint().returning(move |_| {
-            let n = calls.fetch_add(1, Ordering::SeqCst);
-            Ok(Some(if n == 0 { "before" } else { "after" }.to_owned()))
-        });
+        registry
+            .expect_fingerprint()
+            .returning(|_| Ok(Some("before".to_owned())));
+        let remembered = digest.clone();
+        registry
+            .expect_known_digest()
+            .times(1)
+            .withf(|name, fp| name.as_str() == "careful-bash" && fp == "before")
+            .returning(move |_, _| Some(remembered.clone()));
         registry
             .expect_plugin_dir()
             .returning(|n| PathBuf::from("/registry").join(n.as_str()));
+        registry
+            .expect_unchanged_since()
+            .times(1)
+            .returning(|_, _| Arc::new(Moved));
         let mut archives = MockArchiveStore::new();
         archives.expect_cached().times(1).returning(|_, _| None);
         let packed_digest = digest.clone();
         archives
-            .expect_pack()
+            .expect_pack_job()
             .times(1)
-            .withf(move |dir, d, kind, _| {
-                dir == std::path::Path::new("/registry/careful-bash")
-                    && *d == packed_digest
-                    && *kind == ArchiveKind::TarZst
+            .withf(move |job| {
+                job.dir == std::path::Path::new("/registry/careful-bash")
+                    && job.digest == packed_digest
+                    && job.kind == ArchiveKind::TarZst
+                    && job.may_evict
+                    && job.check.as_ref().is_some_and(|c| !c.unchanged().unwrap())
             })
-            .returning(|_, _, _, _| {
-                Ok(PackedArchive {
-                    file: tempfile::tempfile().unwrap(),
-                    len: 0,
-                    cached: true,
-                    lease: Default::default(),
-                })
-            });
-        let discarded = digest.clone();
-        archives
-            .expect_discard()
-            .times(1)
-            .withf(move |d, kind| *d == discarded && *kind == ArchiveKind::TarZst)
-            .returning(|_, _| ());
+            .returning(|_| Err(PackError::Changed));
         let mut allowlists = MockAllowlistStore::new();
         allowlists.expect_allowlist().returning(|_| Ok(vec![]));
         let app = Ports {
@@ -354,9 +433,6 @@ mod tests {
             ..Ports::default()
         }
         .into_app();
-        app.download
-            .local_digests
-            .put(name.clone(), "before".into(), digest.clone());
 
         let outcome = app
             .download
@@ -369,8 +445,8 @@ mod tests {
                 },
             )
             .await;
-        // The second round stages (no `local` resolver here, so it stops
-        // there): never the archive packed from a moving directory.
+        // The second round stages afresh (no `local` resolver here, so it
+        // stops there): never the archive of a moving directory.
         assert!(
             matches!(
                 outcome,
@@ -379,6 +455,23 @@ mod tests {
                 ))
             ),
             "{outcome:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn packing_ahead_of_time_stops_when_the_cache_is_full() {
+        let mut archives = MockArchiveStore::new();
+        archives.expect_has_room().returning(|| false);
+        archives.expect_pack_job().never();
+        let app = Ports {
+            archives: Arc::new(archives),
+            ..Ports::default()
+        }
+        .into_app();
+        let name = PluginName::parse("careful-bash").unwrap();
+        assert_eq!(
+            app.download.prepare(&name).await.unwrap(),
+            Prepared::CacheFull
         );
     }
 

@@ -14,6 +14,7 @@ mod container;
 pub mod download;
 pub mod install;
 pub mod installed;
+pub mod prepack;
 pub mod readiness;
 pub mod registry;
 pub mod staging;
@@ -44,6 +45,7 @@ use self::compatibility::CompatibilityCheck;
 use self::download::Downloader;
 use self::install::Installer;
 use self::installed::InstalledPlugins;
+use self::prepack::Prepacker;
 use self::readiness::ReadinessCheck;
 use self::registry::RegistryListing;
 use self::staging::{FetchSlots, Stager, StagingLimits};
@@ -90,6 +92,8 @@ pub struct Policy {
     pub disk_per_fetch: u64,
     /// How long a restart waits for more changes (`PLUGIN_RESTART_DELAY`).
     pub restart_delay: Duration,
+    /// Pack registry plugins ahead of time (`PLUGIN_REGISTRY_PREPACK`).
+    pub prepack: bool,
 }
 
 /// Every use case, wired; what the HTTP layer holds.
@@ -99,6 +103,7 @@ pub struct UseCases {
     pub install: Installer,
     pub uninstall: Uninstaller,
     pub download: Downloader,
+    pub prepack: Prepacker,
     pub installed: InstalledPlugins,
     pub compatibility: CompatibilityCheck,
     pub registry: RegistryListing,
@@ -132,6 +137,13 @@ impl UseCases {
             },
         );
         let gate = AllowlistGate::new(ports.allowlists.clone(), policy.allowlist_failure);
+        let download = Downloader {
+            stager: stager.clone(),
+            allowlist: gate.clone(),
+            registry: ports.registry.clone(),
+            archives: ports.archives,
+            fetch_timeout: policy.fetch_timeout,
+        };
         let installed = InstalledPlugins {
             engine: ports.engine.clone(),
             configs: ports.configs.clone(),
@@ -163,13 +175,14 @@ impl UseCases {
                 locks,
                 fetch_timeout: policy.fetch_timeout,
             },
-            download: Downloader {
-                stager: stager.clone(),
-                allowlist: gate,
+            download: download.clone(),
+            prepack: Prepacker {
+                download,
                 registry: ports.registry.clone(),
-                archives: ports.archives,
-                local_digests: Default::default(),
-                fetch_timeout: policy.fetch_timeout,
+                slots: stager.slots().clone(),
+                enabled: policy.prepack,
+                in_progress: Default::default(),
+                events: tokio::sync::broadcast::channel(64).0,
             },
             compatibility: CompatibilityCheck {
                 installed: installed.clone(),

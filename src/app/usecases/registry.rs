@@ -4,8 +4,7 @@
 use std::sync::Arc;
 
 use crate::app::error::AppError;
-use crate::domain::manifest::Manifest;
-use crate::domain::runtime::Runtime;
+pub use crate::ports::registry::Catalog;
 use crate::ports::registry::PluginRegistry;
 use crate::ports::resolver::ResolverRegistry;
 
@@ -24,15 +23,11 @@ impl RegistryListing {
         }
     }
 
-    /// The registry's plugins sorted by name, only those supporting
-    /// `runtime` when given (a plugin that declares no runtimes supports
-    /// all).
-    pub async fn list(&self, runtime: Option<&Runtime>) -> Result<Vec<Manifest>, AppError> {
-        let plugins = self.registry.list().await.map_err(AppError::Registry)?;
-        Ok(plugins
-            .into_iter()
-            .filter(|m| runtime.is_none_or(|r| m.supports(r)))
-            .collect())
+    /// The registry's plugins sorted by name, as the live index last saw
+    /// them; [`Catalog::supporting`] keeps those supporting a runtime (a
+    /// plugin that declares no runtimes supports all).
+    pub async fn catalog(&self) -> Result<Catalog, AppError> {
+        self.registry.list().await.map_err(AppError::Registry)
     }
 
     /// The registered source schemes, sorted.
@@ -44,11 +39,16 @@ impl RegistryListing {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::manifest::Manifest;
     use crate::domain::name::PluginName;
+    use crate::domain::runtime::Runtime;
     use crate::ports::registry::{MockPluginRegistry, RegistryError};
 
-    fn manifest(name: &str, yaml: &str) -> Manifest {
-        Manifest::from_yaml(PluginName::parse(name).unwrap(), Some(yaml.as_bytes()))
+    fn manifest(name: &str, yaml: &str) -> Arc<Manifest> {
+        Arc::new(Manifest::from_yaml(
+            PluginName::parse(name).unwrap(),
+            Some(yaml.as_bytes()),
+        ))
     }
 
     fn listing(registry: MockPluginRegistry) -> RegistryListing {
@@ -59,27 +59,26 @@ mod tests {
     async fn a_runtime_keeps_the_plugins_supporting_it_and_those_declaring_none() {
         let mut registry = MockPluginRegistry::new();
         registry.expect_list().returning(|| {
-            Ok(vec![
-                manifest("any", "version: 1.0.0\n"),
-                manifest("claude-only", "runtimes: [claude_code]\n"),
-                manifest("codex-only", "runtimes: [codex]\n"),
-            ])
+            Ok(Catalog::new(
+                7,
+                vec![
+                    manifest("any", "version: 1.0.0\n"),
+                    manifest("claude-only", "runtimes: [claude_code]\n"),
+                    manifest("codex-only", "runtimes: [codex]\n"),
+                ],
+            ))
         });
-        let listing = listing(registry);
-        let names = |list: Vec<Manifest>| {
-            list.into_iter()
+        let catalog = listing(registry).catalog().await.unwrap();
+        assert_eq!(catalog.generation, 7);
+        let names = |runtime: Option<&Runtime>| {
+            catalog
+                .supporting(runtime)
                 .map(|m| m.name.to_string())
                 .collect::<Vec<_>>()
         };
         let claude = Runtime::parse("claude-code").unwrap();
-        assert_eq!(
-            names(listing.list(Some(&claude)).await.unwrap()),
-            ["any", "claude-only"]
-        );
-        assert_eq!(
-            names(listing.list(None).await.unwrap()),
-            ["any", "claude-only", "codex-only"]
-        );
+        assert_eq!(names(Some(&claude)), ["any", "claude-only"]);
+        assert_eq!(names(None), ["any", "claude-only", "codex-only"]);
     }
 
     #[tokio::test]
@@ -88,7 +87,7 @@ mod tests {
         registry
             .expect_list()
             .returning(|| Err(RegistryError::Unavailable("gone".into())));
-        let err = listing(registry).list(None).await.unwrap_err();
+        let err = listing(registry).catalog().await.unwrap_err();
         assert!(matches!(err, AppError::Registry(_)), "{err:?}");
     }
 }

@@ -35,6 +35,7 @@ pub const FETCH_SLOT_WAIT: Duration = Duration::from_secs(3);
 #[derive(Debug, Clone)]
 pub struct FetchSlots {
     semaphore: Arc<Semaphore>,
+    slots: usize,
     wait: Duration,
     disk_per_slot: u64,
 }
@@ -62,6 +63,7 @@ impl FetchSlots {
     pub fn new(slots: usize, disk_per_slot: u64) -> Self {
         Self {
             semaphore: Arc::new(Semaphore::new(slots)),
+            slots,
             wait: FETCH_SLOT_WAIT,
             disk_per_slot,
         }
@@ -83,6 +85,11 @@ impl FetchSlots {
     /// Slots free right now.
     pub fn available(&self) -> usize {
         self.semaphore.available_permits()
+    }
+
+    /// True when no slot is taken: background work waits for this.
+    pub fn idle(&self) -> bool {
+        self.available() == self.slots
     }
 }
 
