@@ -102,3 +102,26 @@ impl Prepacker {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::app::usecases::Ports;
+    use crate::ports::registry::MockPluginRegistry;
+
+    #[tokio::test]
+    async fn turned_off_it_waits_for_no_change_and_reports_nothing_pending() {
+        let mut registry = MockPluginRegistry::new();
+        registry.expect_next_changed().never();
+        registry.expect_changed_pending().never();
+        let app = Ports {
+            registry: Arc::new(registry),
+            ..Ports::default()
+        }
+        .into_app();
+        assert!(!app.prepack.enabled());
+        // Returns at once instead of waiting for changes.
+        app.prepack.run().await;
+        assert_eq!(app.prepack.pending(), 0);
+    }
+}

@@ -608,3 +608,114 @@ async fn a_source_with_user_info_is_refused_like_install_and_never_echoed() {
         );
     }
 }
+
+/// The archives in the app's download cache, by file name.
+fn cached_archives(app: &TestApp) -> Vec<(String, Vec<u8>)> {
+    let mut found: Vec<_> = fs::read_dir(app.data_dir.path().join("cache"))
+        .unwrap()
+        .map(|e| e.unwrap())
+        .map(|e| {
+            (
+                e.file_name().to_string_lossy().into_owned(),
+                fs::read(e.path()).unwrap(),
+            )
+        })
+        .collect();
+    found.sort();
+    found
+}
+
+/// Waits for packing ahead of time to report on `plugin`.
+async fn prepacked(
+    events: &mut tokio::sync::broadcast::Receiver<
+        workspace_plugins::app::usecases::prepack::PrepackEvent,
+    >,
+    plugin: &str,
+) -> workspace_plugins::app::usecases::prepack::PrepackOutcome {
+    let wait = async {
+        loop {
+            let event = events.recv().await.unwrap();
+            if event.plugin.as_str() == plugin {
+                return event.outcome;
+            }
+        }
+    };
+    // Packing waits for the plugin to hold still (2 s) first.
+    tokio::time::timeout(std::time::Duration::from_secs(20), wait)
+        .await
+        .expect("packed ahead of time")
+}
+
+#[tokio::test]
+async fn a_registry_plugin_is_packed_ahead_of_time_and_its_first_download_is_that_archive() {
+    use workspace_plugins::app::usecases::download::Prepared;
+    use workspace_plugins::app::usecases::prepack::PrepackOutcome;
+    let (_registry, app) = app_over_a_registry_copy().await;
+    let mut events = app.use_cases.prepack.subscribe();
+    assert_eq!(
+        prepacked(&mut events, "careful-bash").await,
+        PrepackOutcome::Prepared(Prepared::Packed)
+    );
+    let cached = cached_archives(&app);
+    assert_eq!(cached.len(), 1, "one archive, in the default format");
+    let (file, bytes) = &cached[0];
+    assert!(file.ends_with(".tar.gz"), "{file}");
+
+    let token = external(&app).await;
+    let resp = get(&app, PATH, Some(&token), &[]).await;
+    assert_eq!(resp.status(), 200);
+    assert_eq!(
+        &resp.bytes().await.unwrap()[..],
+        &bytes[..],
+        "the archive packed ahead of time"
+    );
+    assert_eq!(cached_archives(&app).len(), 1, "nothing packed again");
+}
+
+#[tokio::test]
+async fn a_download_right_after_a_change_never_serves_what_was_packed_ahead_of_time() {
+    let (registry, app) = app_over_a_registry_copy().await;
+    let mut events = app.use_cases.prepack.subscribe();
+    prepacked(&mut events, "careful-bash").await;
+    let token = external(&app).await;
+    let before = get(&app, PATH, Some(&token), &[]).await;
+    let old_etag = before.headers()["etag"].to_str().unwrap().to_owned();
+
+    // Same size and mtime, new bytes, and no time for the index to notice.
+    let plugin = registry.path().join("careful-bash");
+    let file = plugin.join("rules/no-rm-rf.md");
+    let meta = fs::metadata(&file).unwrap();
+    let mut bytes = fs::read(&file).unwrap();
+    bytes[0] = if bytes[0] == b'#' { b'%' } else { b'#' };
+    fs::write(&file, &bytes).unwrap();
+    fs::File::options()
+        .write(true)
+        .open(&file)
+        .unwrap()
+        .set_modified(meta.modified().unwrap())
+        .unwrap();
+    let resp = get(&app, PATH, Some(&token), &[]).await;
+    assert_eq!(resp.status(), 200);
+    assert_ne!(resp.headers()["etag"].to_str().unwrap(), old_etag);
+    assert_eq!(unpack(&resp.bytes().await.unwrap(), false), listing(&plugin));
+}
+
+#[tokio::test]
+async fn a_hostile_registry_plugin_is_never_packed_ahead_of_time() {
+    use workspace_plugins::app::usecases::prepack::PrepackOutcome;
+    let (registry, app) = app_over_a_registry_copy().await;
+    let mut events = app.use_cases.prepack.subscribe();
+    let plugin = registry.path().join("careful-bash");
+    std::os::unix::fs::symlink("/etc/passwd", plugin.join("rules/leak.md")).unwrap();
+    // Whichever look saw the symlink, the last report is a refusal.
+    loop {
+        if prepacked(&mut events, "careful-bash").await == PrepackOutcome::Failed {
+            break;
+        }
+    }
+    assert!(cached_archives(&app).is_empty(), "{:?}", cached_archives(&app).len());
+    let token = external(&app).await;
+    let (status, body) = json(get(&app, PATH, Some(&token), &[]).await).await;
+    assert_eq!(status, 400);
+    assert_eq!(body["error"], "plugin contains a symlink: rules/leak.md");
+}
