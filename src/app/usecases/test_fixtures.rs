@@ -37,6 +37,9 @@ use crate::ports::receipts::MockReceiptStore;
 use crate::ports::resolver::{FetchError, FetchLimits, Fetched, SourceResolver, SpecCheck};
 use crate::ports::store::MockAllowlistStore;
 
+/// The revision [`FakeResolver`] reports it fetched.
+pub(super) const FAKE_REVISION: &str = "0123456789abcdef0123456789abcdef01234567";
+
 /// A resolver that writes a fixed tree, fails, or dawdles.
 pub(super) struct FakeResolver {
     pub(super) files: Vec<(&'static str, Vec<u8>)>,
@@ -45,6 +48,8 @@ pub(super) struct FakeResolver {
     pub(super) fail: Option<fn() -> FetchError>,
     pub(super) delay: Duration,
     pub(super) fetched: Arc<AtomicBool>,
+    /// What the fetch reports it resolved to.
+    pub(super) revision: Option<String>,
 }
 
 impl FakeResolver {
@@ -59,6 +64,7 @@ impl FakeResolver {
             fail: None,
             delay: Duration::ZERO,
             fetched: Arc::new(AtomicBool::new(false)),
+            revision: Some(FAKE_REVISION.into()),
         }
     }
 }
@@ -98,6 +104,7 @@ impl SourceResolver for FakeResolver {
         Ok(Fetched {
             name: self.name.to_owned(),
             tree: writer.finish()?,
+            revision: self.revision.clone(),
         })
     }
 }
@@ -166,7 +173,7 @@ pub(super) async fn uninstall(
 pub(super) async fn installed(
     app: &UseCases,
     workspace: &Workspace,
-) -> Result<Vec<(Manifest, Option<TreeDigest>)>, AppError> {
+) -> Result<Vec<(Manifest, Option<Receipt>)>, AppError> {
     app.installed.list(workspace).await
 }
 
@@ -265,6 +272,7 @@ pub(super) fn receipt(digest: TreeDigest) -> Receipt {
         size_bytes: 1,
         installed_at: chrono::DateTime::from_timestamp(1_700_000_000, 0).unwrap(),
         installed_by: "admin".into(),
+        provenance: None,
     }
 }
 
