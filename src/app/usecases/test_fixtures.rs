@@ -20,6 +20,7 @@ use crate::app::usecases::install::Installed;
 use crate::app::usecases::{Policy, Ports, UseCases};
 use crate::domain::digest::TreeDigest;
 use crate::domain::digest::{FileDigest, sha256, tree_digest};
+use crate::domain::drift::InstalledTree;
 use crate::domain::manifest::Manifest;
 use crate::domain::name::PluginName;
 use crate::domain::name::WorkspaceId;
@@ -27,6 +28,7 @@ use crate::domain::receipt::Receipt;
 use crate::domain::source::SpecError;
 use crate::domain::staging::StagingError;
 use crate::domain::workspace::Workspace;
+use crate::ports::container::TreeReadLimits;
 use crate::ports::container::{
     ConfigsError, ContainerId, ContainerState, DeliveryError, Removal, RemovalError,
 };
@@ -331,6 +333,15 @@ impl WorkspaceConfigs for Held {
 
     async fn installed(&self, c: &ContainerId) -> Result<Vec<InstalledEntry>, ConfigsError> {
         self.inner.installed(c).await
+    }
+
+    async fn hash_installed(
+        &self,
+        c: &ContainerId,
+        p: &PluginName,
+        limits: &TreeReadLimits,
+    ) -> Result<Option<InstalledTree>, ConfigsError> {
+        self.inner.hash_installed(c, p, limits).await
     }
 
     async fn read_plugin_memory(
