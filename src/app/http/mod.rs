@@ -11,6 +11,7 @@ pub mod health;
 pub mod metrics;
 pub mod plugins;
 pub mod problem;
+pub mod records;
 pub mod transport;
 pub mod workspace_plugins;
 pub mod workspaces;
@@ -45,6 +46,7 @@ type Apis = (
     plugins::PluginsApi,
     workspaces::WorkspacesApi,
     workspace_plugins::WorkspacePluginsApi,
+    records::RecordsApi,
     download::DownloadApi,
     allowlist::AllowlistApi,
     health::HealthApi,
@@ -57,6 +59,7 @@ pub fn openapi_service() -> OpenApiService<Apis, ()> {
             plugins::PluginsApi,
             workspaces::WorkspacesApi,
             workspace_plugins::WorkspacePluginsApi,
+            records::RecordsApi,
             download::DownloadApi,
             allowlist::AllowlistApi,
             health::HealthApi,
