@@ -1298,7 +1298,10 @@ async fn a_receipt_row_of_the_old_shape_still_reads_with_unknown_provenance(db: 
     assert_eq!(old.provenance, None);
     assert_eq!((old.revision(), old.version()), (None, None));
     assert_eq!(old.digest, digest);
-    assert_eq!(store.receipts(&id("ws")).await.unwrap(), [old.clone()]);
+    assert_eq!(
+        store.receipts(&id("ws")).await.unwrap(),
+        std::slice::from_ref(&old)
+    );
     assert_eq!(
         store
             .installations(&plugin("old"), None, None, 10)
