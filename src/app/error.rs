@@ -77,6 +77,8 @@ pub enum AppError {
     RemoveFailed(#[source] crate::ports::BoxError),
     #[error("failed to list installed plugins")]
     ListFailed(#[source] crate::ports::BoxError),
+    #[error("failed to read the installed plugin")]
+    VerifyFailed(#[source] crate::ports::BoxError),
     #[error("plugin \"{0}\" is not installed")]
     NotInstalled(crate::domain::name::PluginName),
 

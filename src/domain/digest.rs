@@ -52,15 +52,44 @@ pub fn tree_digest(files: &[FileDigest]) -> TreeDigest {
     sorted.sort_by(|a, b| a.path.as_bytes().cmp(b.path.as_bytes()));
     let mut hasher = Sha256::new();
     for file in sorted {
-        hasher.update(hex::encode(file.sha256));
-        hasher.update("  ");
-        hasher.update(&file.path);
-        hasher.update("\n");
+        hasher.update(file_line(file));
     }
     TreeDigest(format!(
         "h1:{}",
         base64::engine::general_purpose::STANDARD.encode(hasher.finalize())
     ))
+}
+
+/// One dirhash line: `"<hex sha256>  <path>\n"`.
+fn file_line(file: &FileDigest) -> String {
+    format!("{}  {}\n", hex::encode(file.sha256), file.path)
+}
+
+/// A file list as dirhash lines (the input of [`tree_digest`]), sorted by
+/// path: how a receipt keeps the files that made its digest (SPEC §11).
+/// Paths never hold control characters (SPEC §4), so a line is one file.
+pub fn file_list_text(files: &[FileDigest]) -> String {
+    let mut sorted: Vec<&FileDigest> = files.iter().collect();
+    sorted.sort_by(|a, b| a.path.as_bytes().cmp(b.path.as_bytes()));
+    sorted.into_iter().map(file_line).collect()
+}
+
+/// Reads back [`file_list_text`]; `None` when a line is not a dirhash line.
+pub fn parse_file_list(text: &str) -> Option<Vec<FileDigest>> {
+    let mut files = Vec::new();
+    for line in text.split_terminator('\n') {
+        let (hex_part, path) = (line.get(..64)?, line.get(64..)?.strip_prefix("  ")?);
+        let mut sha256 = [0u8; 32];
+        hex::decode_to_slice(hex_part, &mut sha256).ok()?;
+        if path.is_empty() {
+            return None;
+        }
+        files.push(FileDigest {
+            path: path.to_owned(),
+            sha256,
+        });
+    }
+    Some(files)
 }
 
 /// The legacy `sha256` of `manifest.json`: SHA-256 over
@@ -218,6 +247,36 @@ mod tests {
             base64::engine::general_purpose::STANDARD.encode(sha256(lines.as_bytes()))
         );
         assert_eq!(tree_digest(&files).as_str(), expected);
+    }
+
+    #[test]
+    fn a_file_list_round_trips_through_its_dirhash_lines_sorted_by_path() {
+        let files = [
+            file("b/c d.txt", "c"),
+            file("a", "a"),
+            file("manifest.json", "{}"),
+        ];
+        let text = file_list_text(&files);
+        assert!(text.starts_with(&format!("{}  a\n", hex::encode(sha256(b"a")))));
+        let parsed = parse_file_list(&text).unwrap();
+        let paths: Vec<&str> = parsed.iter().map(|f| f.path.as_str()).collect();
+        assert_eq!(paths, ["a", "b/c d.txt", "manifest.json"]);
+        assert_eq!(tree_digest(&parsed), tree_digest(&files));
+        assert_eq!(parse_file_list(""), Some(vec![]));
+    }
+
+    #[test]
+    fn a_file_list_line_that_is_not_a_dirhash_line_is_refused() {
+        let hex = hex::encode(sha256(b"a"));
+        for bad in [
+            "zz  a\n".to_owned(),
+            format!("{hex} a\n"),
+            format!("{hex}  \n"),
+            format!("{}  a\n", &hex[..62]),
+            format!("{}  a\n", hex.replace('a', "g")),
+        ] {
+            assert_eq!(parse_file_list(&bad), None, "{bad:?}");
+        }
     }
 
     #[test]

@@ -6,6 +6,7 @@
 
 pub mod compatibility;
 pub mod digest;
+pub mod drift;
 pub mod layout;
 pub mod manifest;
 pub mod memory;

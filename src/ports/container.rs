@@ -6,8 +6,8 @@
 //!   readiness and restarts;
 //! * [`WorkspaceConfigs`] — what the use cases do in the agent's `/configs`
 //!   of a running container: deliver a staged tree atomically, tell whether
-//!   a plugin is installed, list installed manifests, read what an
-//!   uninstall needs, remove a plugin. Leftovers of interrupted deliveries
+//!   a plugin is installed, list installed manifests, hash an installed
+//!   tree, read what an uninstall needs, remove a plugin. Leftovers of interrupted deliveries
 //!   are cleaned by every delivery and removal.
 //!
 //! The agent in the container is untrusted (SPEC §6): an adapter must make
@@ -21,6 +21,7 @@ use std::path::Path;
 
 use async_trait::async_trait;
 
+use crate::domain::drift::InstalledTree;
 use crate::domain::memory::PluginText;
 use crate::domain::name::PluginName;
 use crate::domain::workspace::ContainerName;
@@ -177,6 +178,16 @@ pub struct Removal {
     pub skills: Vec<PluginName>,
 }
 
+/// How much reading an installed tree back may take: the staging caps
+/// (SPEC §4 step 8), since no staged plugin is larger.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TreeReadLimits {
+    /// Sum of the regular files' lengths.
+    pub max_bytes: u64,
+    /// Files, directories and other entries.
+    pub max_entries: u64,
+}
+
 /// The agent's `/configs` in a running workspace container.
 #[cfg_attr(test, mockall::automock)]
 #[async_trait]
@@ -227,6 +238,18 @@ pub trait WorkspaceConfigs: Send + Sync {
     /// more entries or manifest bytes than the bound.
     async fn installed(&self, container: &ContainerId)
     -> Result<Vec<InstalledEntry>, ConfigsError>;
+
+    /// Hashes the installed tree of `plugin` (SPEC §11 `verify`): the
+    /// SHA-256 of every regular file under `/configs/plugins/<plugin>/`;
+    /// `None` when that is not a directory. Symlinks and special files are
+    /// listed, never read nor followed; a tree past `limits` is read only
+    /// up to them (`complete` false).
+    async fn hash_installed(
+        &self,
+        container: &ContainerId,
+        plugin: &PluginName,
+        limits: &TreeReadLimits,
+    ) -> Result<Option<InstalledTree>, ConfigsError>;
 
     /// What an uninstall of `plugin` needs to read; `None` when it is not
     /// installed.

@@ -137,12 +137,17 @@ impl FetchLimits {
     }
 }
 
-/// What a fetch staged: the plugin's name (re-validated by the caller) and
-/// what the staging writer wrote.
+/// What a fetch staged: the plugin's name (re-validated by the caller),
+/// what the staging writer wrote, and which revision of the source it was.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Fetched {
     pub name: String,
     pub tree: WrittenTree,
+    /// The immutable revision the spec resolved to, recorded as the
+    /// install's provenance (SPEC §11): the full commit id for a git ref,
+    /// the archive's sha256 for a pinned archive; `None` for a source
+    /// with no revision of its own (a local directory).
+    pub revision: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]

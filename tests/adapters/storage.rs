@@ -18,7 +18,7 @@ use support::db;
 use workspace_plugins::adapters::db::SeaOrmStore;
 use workspace_plugins::domain::digest::{FileDigest, sha256, tree_digest};
 use workspace_plugins::domain::name::{PluginName, WorkspaceId};
-use workspace_plugins::domain::receipt::Receipt;
+use workspace_plugins::domain::receipt::{Provenance, Receipt};
 use workspace_plugins::domain::runtime::Runtime;
 use workspace_plugins::domain::token::{TokenHash, TokenId, TokenRecord};
 use workspace_plugins::domain::workspace::{
@@ -196,6 +196,9 @@ all_backends!(
     ping_answers_when_the_database_is_up,
     unreachable_database_is_unavailable,
     receipts_are_put_replaced_listed_and_deleted,
+    receipts_keep_their_provenance_and_files,
+    a_receipt_row_of_the_old_shape_still_reads_with_unknown_provenance,
+    installations_list_a_plugins_workspaces_by_id_filtered_by_digest_in_pages,
 );
 
 // ---------------------------------------------------------------- helpers
@@ -1229,7 +1232,135 @@ fn receipt(workspace: &str, name: &str, content: &str, at: DateTime<Utc>) -> Rec
         size_bytes: content.len() as u64,
         installed_at: at,
         installed_by: "admin".into(),
+        provenance: Some(Provenance {
+            revision: Some(hex::encode(sha256(name.as_bytes()))),
+            version: String::new(),
+            files: vec![FileDigest {
+                path: "plugin.yaml".into(),
+                sha256: sha256(content.as_bytes()),
+            }],
+        }),
     }
+}
+
+async fn receipts_keep_their_provenance_and_files(db: TestDb) {
+    let store = db.store().await;
+    let mut r = receipt("ws", "p", "v1", t0());
+    let files = vec![
+        FileDigest {
+            path: "a b/c.md".into(),
+            sha256: sha256(b"c"),
+        },
+        FileDigest {
+            path: "plugin.yaml".into(),
+            sha256: sha256(b"v1"),
+        },
+    ];
+    r.digest = tree_digest(&files);
+    r.provenance = Some(Provenance {
+        revision: Some("0123456789abcdef0123456789abcdef01234567".into()),
+        version: "1.2.3".into(),
+        files,
+    });
+    store.put_receipt(&r).await.unwrap();
+    assert_eq!(
+        store.receipt(&id("ws"), &plugin("p")).await.unwrap(),
+        Some(r.clone())
+    );
+    // A local install has no revision; replacing keeps nothing of the old.
+    let mut local = r.clone();
+    local.provenance = Some(Provenance {
+        revision: None,
+        version: String::new(),
+        files: vec![],
+    });
+    store.put_receipt(&local).await.unwrap();
+    assert_eq!(
+        store.receipt(&id("ws"), &plugin("p")).await.unwrap(),
+        Some(local)
+    );
+}
+
+async fn a_receipt_row_of_the_old_shape_still_reads_with_unknown_provenance(db: TestDb) {
+    let store = db.store().await;
+    let digest = receipt("ws", "old", "x", t0()).digest;
+    // What the service wrote before receipts carried provenance.
+    let sql = format!(
+        "INSERT INTO receipts (workspace_id, plugin_name, source, digest, size_bytes, installed_at, installed_by) \
+         VALUES ('ws', 'old', 'local://old', '{digest}', 1, '2026-11-25T10:00:00Z', 'admin')"
+    );
+    db::execute(&db.url, &sql).await;
+    let old = store
+        .receipt(&id("ws"), &plugin("old"))
+        .await
+        .unwrap()
+        .expect("the old row reads");
+    assert_eq!(old.provenance, None);
+    assert_eq!((old.revision(), old.version()), (None, None));
+    assert_eq!(old.digest, digest);
+    assert_eq!(
+        store.receipts(&id("ws")).await.unwrap(),
+        std::slice::from_ref(&old)
+    );
+    assert_eq!(
+        store
+            .installations(&plugin("old"), None, None, 10)
+            .await
+            .unwrap(),
+        [old]
+    );
+}
+
+async fn installations_list_a_plugins_workspaces_by_id_filtered_by_digest_in_pages(db: TestDb) {
+    let store = db.store().await;
+    for (ws, content) in [
+        ("ws-c", "v2"),
+        ("ws-a", "v1"),
+        ("ws-B", "v1"),
+        ("ws-b", "v2"),
+    ] {
+        store
+            .put_receipt(&receipt(ws, "p", content, t0()))
+            .await
+            .unwrap();
+    }
+    store
+        .put_receipt(&receipt("ws-a", "other", "v1", t0()))
+        .await
+        .unwrap();
+    let ids = |list: Vec<Receipt>| -> Vec<String> {
+        list.into_iter()
+            .map(|r| r.workspace_id.to_string())
+            .collect()
+    };
+    let all = store
+        .installations(&plugin("p"), None, None, 10)
+        .await
+        .unwrap();
+    assert_eq!(ids(all), ["ws-B", "ws-a", "ws-b", "ws-c"], "bytewise by id");
+    let v1 = receipt("x", "p", "v1", t0()).digest;
+    let page = store
+        .installations(&plugin("p"), Some(v1.clone()), None, 1)
+        .await
+        .unwrap();
+    assert_eq!(ids(page), ["ws-B"]);
+    let page = store
+        .installations(&plugin("p"), Some(v1), Some(id("ws-B")), 1)
+        .await
+        .unwrap();
+    assert_eq!(ids(page), ["ws-a"]);
+    let rest = store
+        .installations(&plugin("p"), None, Some(id("ws-b")), 10)
+        .await
+        .unwrap();
+    assert_eq!(ids(rest), ["ws-c"]);
+    assert!(
+        store
+            .installations(&plugin("nobody"), None, None, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
 }
 
 async fn receipts_are_put_replaced_listed_and_deleted(db: TestDb) {

@@ -146,6 +146,20 @@ impl TestContainer {
         docker_output(&args)
     }
 
+    /// Runs a shell script as the agent (`1000:1000`), as a hostile agent
+    /// would; the raw output.
+    pub fn exec_agent(&self, script: &str) -> Output {
+        docker_output(&[
+            "exec",
+            "-u",
+            "1000:1000",
+            self.name.as_str(),
+            "sh",
+            "-c",
+            script,
+        ])
+    }
+
     /// Runs a constant shell script as root; its stdout, panicking on failure.
     pub fn sh(&self, script: &str) -> String {
         let out = self.exec_output(&["sh", "-c", script]);

@@ -85,6 +85,14 @@ pub mod receipt {
         pub size_bytes: i64,
         pub installed_at: DateTimeUtc,
         pub installed_by: String,
+        /// Provenance (SPEC §11); NULL on receipts written before it.
+        pub revision: Option<String>,
+        /// `version` of `plugin.yaml` (`""` when none); NULL on old receipts.
+        pub version: Option<String>,
+        /// The files that made the digest, as dirhash lines; NULL on old
+        /// receipts.
+        #[sea_orm(column_type = "Text", nullable)]
+        pub files: Option<String>,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -13,6 +13,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261125_000001_initial::Migration),
             Box::new(m20261125_000002_receipts::Migration),
             Box::new(m20261201_000003_one_owner::Migration),
+            Box::new(m20261215_000004_receipt_provenance::Migration),
         ]
     }
 }
@@ -78,6 +79,9 @@ enum Receipts {
     SizeBytes,
     InstalledAt,
     InstalledBy,
+    Revision,
+    Version,
+    Files,
 }
 
 mod m20261125_000002_receipts {
@@ -414,6 +418,78 @@ mod m20261201_000003_one_owner {
     }
 }
 
+/// Receipts carry provenance (SPEC §11): `revision`, `version` and
+/// `files` (the dirhash lines of the files that made the digest), all
+/// nullable so receipts written before keep reading (as "unknown"); and
+/// an index for the fleet-wide question "which workspaces have plugin P".
+/// One column per `ALTER`: SQLite takes no more.
+mod m20261215_000004_receipt_provenance {
+    use super::*;
+
+    pub struct Migration;
+
+    impl MigrationName for Migration {
+        fn name(&self) -> &str {
+            "m20261215_000004_receipt_provenance"
+        }
+    }
+
+    pub const PLUGIN_INDEX: &str = "idx_receipts_plugin_workspace";
+
+    #[async_trait::async_trait]
+    impl MigrationTrait for Migration {
+        async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+            for column in [
+                string_null(Receipts::Revision),
+                string_null(Receipts::Version),
+                text_null(Receipts::Files),
+            ] {
+                let mut column = column;
+                manager
+                    .alter_table(
+                        Table::alter()
+                            .table(Receipts::Table)
+                            .add_column(&mut column)
+                            .to_owned(),
+                    )
+                    .await?;
+            }
+            manager
+                .create_index(
+                    Index::create()
+                        .name(PLUGIN_INDEX)
+                        .table(Receipts::Table)
+                        .col(Receipts::PluginName)
+                        .col(Receipts::WorkspaceId)
+                        .to_owned(),
+                )
+                .await
+        }
+
+        async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+            manager
+                .drop_index(
+                    Index::drop()
+                        .name(PLUGIN_INDEX)
+                        .table(Receipts::Table)
+                        .to_owned(),
+                )
+                .await?;
+            for column in [Receipts::Files, Receipts::Version, Receipts::Revision] {
+                manager
+                    .alter_table(
+                        Table::alter()
+                            .table(Receipts::Table)
+                            .drop_column(column)
+                            .to_owned(),
+                    )
+                    .await?;
+            }
+            Ok(())
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use sea_orm::{ConnectionTrait, Database, DatabaseConnection};
@@ -441,6 +517,34 @@ mod tests {
             )
         })
         .collect()
+    }
+
+    #[tokio::test]
+    async fn receipt_provenance_keeps_older_receipts_with_unknown_provenance() {
+        let db = at_receipts().await;
+        db.execute_unprepared(
+            "INSERT INTO receipts (workspace_id, plugin_name, source, digest, size_bytes, installed_at, installed_by) \
+             VALUES ('ws', 'p', 'local://p', 'h1:x', 1, '2026-01-01T00:00:00Z', 'admin')",
+        )
+        .await
+        .unwrap();
+
+        Migrator::up(&db, None).await.unwrap();
+
+        assert_eq!(
+            column(&db, "SELECT plugin_name, revision FROM receipts").await,
+            [("p".into(), None)]
+        );
+        assert_eq!(
+            column(&db, "SELECT source, version || files FROM receipts").await,
+            [("local://p".into(), None)]
+        );
+        // And the columns go again on the way down.
+        Migrator::down(&db, Some(1)).await.unwrap();
+        assert_eq!(
+            column(&db, "SELECT plugin_name, source FROM receipts").await,
+            [("p".into(), Some("local://p".into()))]
+        );
     }
 
     #[tokio::test]

@@ -16,9 +16,9 @@ use sea_orm_migration::MigratorTrait;
 
 use super::entities::{allowlist_entry, receipt, token, workspace};
 use super::migration::Migrator;
-use crate::domain::digest::TreeDigest;
+use crate::domain::digest::{TreeDigest, file_list_text, parse_file_list};
 use crate::domain::name::{PluginName, WorkspaceId};
-use crate::domain::receipt::Receipt;
+use crate::domain::receipt::{Provenance, Receipt};
 use crate::domain::runtime::Runtime;
 use crate::domain::token::{TokenHash, TokenId, TokenRecord};
 use crate::domain::workspace::{ContainerName, Workspace, WorkspaceSpec};
@@ -455,6 +455,15 @@ impl TryFrom<receipt::Model> for Receipt {
 
     fn try_from(row: receipt::Model) -> Result<Self, StoreError> {
         let bad = || corrupt("receipt", &row.plugin_name);
+        // A receipt written before provenance was recorded has none of it.
+        let provenance = match (row.version, row.files.as_deref()) {
+            (Some(version), Some(files)) => Some(Provenance {
+                revision: row.revision,
+                version,
+                files: parse_file_list(files).ok_or_else(bad)?,
+            }),
+            _ => None,
+        };
         Ok(Receipt {
             workspace_id: WorkspaceId::parse(&row.workspace_id).map_err(|_| bad())?,
             plugin: PluginName::parse(&row.plugin_name).map_err(|_| bad())?,
@@ -463,6 +472,7 @@ impl TryFrom<receipt::Model> for Receipt {
             source: row.source,
             installed_at: row.installed_at,
             installed_by: row.installed_by,
+            provenance,
         })
     }
 }
@@ -478,6 +488,9 @@ impl ReceiptStore for SeaOrmStore {
             size_bytes: Set(i64::try_from(r.size_bytes).unwrap_or(i64::MAX)),
             installed_at: Set(r.installed_at),
             installed_by: Set(r.installed_by.clone()),
+            revision: Set(r.revision().map(str::to_owned)),
+            version: Set(r.version().map(str::to_owned)),
+            files: Set(r.provenance.as_ref().map(|p| file_list_text(&p.files))),
         };
         receipt::Entity::insert(row)
             .on_conflict(
@@ -491,6 +504,9 @@ impl ReceiptStore for SeaOrmStore {
                     receipt::Column::SizeBytes,
                     receipt::Column::InstalledAt,
                     receipt::Column::InstalledBy,
+                    receipt::Column::Revision,
+                    receipt::Column::Version,
+                    receipt::Column::Files,
                 ])
                 .to_owned(),
             )
@@ -517,6 +533,32 @@ impl ReceiptStore for SeaOrmStore {
         receipt::Entity::find()
             .filter(receipt::Column::WorkspaceId.eq(workspace.as_str()))
             .order_by_asc(receipt::Column::PluginName)
+            .all(&self.db)
+            .await
+            .map_err(map_err)?
+            .into_iter()
+            .map(Receipt::try_from)
+            .collect()
+    }
+
+    async fn installations(
+        &self,
+        plugin: &PluginName,
+        digest: Option<TreeDigest>,
+        after: Option<WorkspaceId>,
+        limit: u64,
+    ) -> Result<Vec<Receipt>, StoreError> {
+        let mut query = receipt::Entity::find()
+            .filter(receipt::Column::PluginName.eq(plugin.as_str()))
+            .order_by_asc(receipt::Column::WorkspaceId);
+        if let Some(digest) = &digest {
+            query = query.filter(receipt::Column::Digest.eq(digest.as_str()));
+        }
+        if let Some(after) = &after {
+            query = query.filter(receipt::Column::WorkspaceId.gt(after.as_str()));
+        }
+        query
+            .limit(limit)
             .all(&self.db)
             .await
             .map_err(map_err)?

@@ -9,7 +9,8 @@
 //! written to `/tmp`, although the agent could write there. Once entered,
 //! a directory is held by its inode, so a later swap of the path does not
 //! redirect the script. Files are read through `tar -c`, which frames them
-//! and never follows a symlink or opens a FIFO; sizes are checked with
+//! and never follows a symlink or opens a FIFO (a whole plugin tree is
+//! hashed as it streams, `tree_hash.rs`, never kept); sizes are checked with
 //! `find -size` before reading, and the whole answer is bounded again
 //! here. The tools used (`sh`, `tar`, `find`, `mv -T`, `head -c`) are in
 //! busybox and in GNU coreutils/findutils/tar.
@@ -23,8 +24,10 @@ use rand::RngCore;
 use tokio::time::Instant;
 
 use super::archive::{read_files, stream_tree_tar};
-use super::exec::{Exit, Ran, Script, Stdin, run_script};
+use super::exec::{Exit, Ran, Script, Stdin, run_script, run_script_into};
+use super::tree_hash::TreeHasher;
 use super::{DockerEngine, Failure, now};
+use crate::domain::drift::InstalledTree;
 use crate::domain::layout::plugin_entry;
 use crate::domain::manifest::MANIFEST_MAX_BYTES;
 use crate::domain::memory::{PluginText, is_memory_source};
@@ -32,7 +35,7 @@ use crate::domain::name::PluginName;
 use crate::ports::BoxError;
 use crate::ports::container::{
     ConfigsError, ContainerId, DeliveryError, EngineError, InstalledEntry, MemoryFile,
-    PluginMemory, Removal, RemovalError, WorkspaceConfigs,
+    PluginMemory, Removal, RemovalError, TreeReadLimits, WorkspaceConfigs,
 };
 use crate::ports::staging::{InPlace, TreeCheck};
 
@@ -158,6 +161,22 @@ find /configs/CLAUDE.md -maxdepth 0 -type f -size -"$3"c -exec tar -c -f - -C / 
 exit 0
 "#
 );
+
+/// `$1` name. Prints the plugin's directory as `tar -c` of `.`, from
+/// inside it: `tar` archives symlinks, FIFOs and devices as what they are
+/// (never opened nor followed), and a later swap of the directory's path
+/// does not move the script out of the directory it entered. Exit 10 when
+/// `tar` could not read everything (what it printed is partial).
+const HASH_TREE: &str = script!(
+    r#"inside /configs 4
+inside /configs/plugins 4
+if [ ! -d "$1" ] || [ -L "$1" ]; then exit 4; fi
+inside "/configs/plugins/$1" 4
+tar -c -f - . || exit 10
+exit 0
+"#
+);
+const EXIT_PARTIAL: i64 = 10;
 
 /// `$1` name, `$2` nonce, `$3` length of the new CLAUDE.md (-1: keep
 /// it), `$4` its mode, then the skills; stdin: the new CLAUDE.md. In SPEC
@@ -396,6 +415,46 @@ impl WorkspaceConfigs for DockerEngine {
         parse_listing(&ran.stdout)
     }
 
+    async fn hash_installed(
+        &self,
+        container: &ContainerId,
+        plugin: &PluginName,
+        limits: &TreeReadLimits,
+    ) -> Result<Option<InstalledTree>, ConfigsError> {
+        let script = Script {
+            text: HASH_TREE,
+            args: vec![plugin.to_string()],
+        };
+        let mut hasher = TreeHasher::new(*limits);
+        let docker = self.client()?;
+        let ran = run_script_into(
+            &docker,
+            container,
+            &script,
+            Stdin::None,
+            &mut hasher,
+            Instant::now() + self.call_timeout,
+            self.call_timeout,
+        )
+        .await?;
+        let malformed = |e| ConfigsError::Failed(Box::new(e));
+        match ran.exit {
+            Exit::Code(0) => hasher.finish(true).map(Some).map_err(malformed),
+            Exit::Code(EXIT_PARTIAL) => {
+                tracing::warn!(container = %container, plugin = %plugin, stderr = %ran.stderr.trim(), "installed tree read in part");
+                hasher.finish(false).map(Some).map_err(malformed)
+            }
+            // Stopped at a bound (then partial), or at a stream that is no
+            // tar archive (then an error).
+            Exit::TooLarge => hasher.finish(false).map(Some).map_err(malformed),
+            Exit::Code(EXIT_ABSENT) => Ok(None),
+            Exit::Code(EXIT_UNSAFE) => Err(ConfigsError::UnsafeLayout(
+                "the plugin's directory does not resolve to itself",
+            )),
+            _ => Err(self.unexplained(container, "hashing a plugin", ran).await),
+        }
+    }
+
     async fn read_plugin_memory(
         &self,
         container: &ContainerId,
@@ -615,7 +674,7 @@ mod tests {
         use crate::domain::layout::{CLAUDE_MD, CONFIGS_DIR, PLUGINS_DIR, SKILLS_DIR};
         // The scripts are literals, so the layout is written there too:
         // this keeps the two from drifting apart.
-        for script in [DELIVER, IS_INSTALLED, LIST, READ_MEMORY, REMOVE] {
+        for script in [DELIVER, IS_INSTALLED, LIST, HASH_TREE, READ_MEMORY, REMOVE] {
             for (at, _) in script.match_indices("/configs") {
                 let path: String = script[at..]
                     .chars()
@@ -637,7 +696,7 @@ mod tests {
 
     #[test]
     fn scripts_are_constants_and_names_travel_as_arguments() {
-        for script in [DELIVER, IS_INSTALLED, LIST, READ_MEMORY, REMOVE] {
+        for script in [DELIVER, IS_INSTALLED, LIST, HASH_TREE, READ_MEMORY, REMOVE] {
             assert!(script.starts_with("set -u\n"));
             assert!(script.contains("inside()"));
         }

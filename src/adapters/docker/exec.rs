@@ -1,5 +1,6 @@
 //! Runs one constant script in a container as the agent (`1000:1000`),
-//! with an optional stdin stream and a bounded stdout, under a deadline.
+//! with an optional stdin stream and a bounded stdout (kept, or handed to
+//! a sink as it arrives), under a deadline.
 //! Three engine requests per script (create, start, inspect), whatever
 //! the script does.
 
@@ -55,14 +56,67 @@ pub(super) struct Ran {
     pub stdin_sent: bool,
 }
 
-/// Runs `script` in `container`. `Err` means it never started (nothing
-/// happened in the container); once started, every outcome is a [`Ran`].
+/// Where a script's stdout goes, chunk by chunk, as it arrives.
+pub(super) trait StdoutSink: Send {
+    /// Takes the next chunk; false when the answer went past the caller's
+    /// bound: the script is then not read on ([`Exit::TooLarge`]).
+    fn take(&mut self, chunk: &[u8]) -> bool;
+}
+
+/// Keeps stdout in memory, up to a cap.
+struct Capped {
+    bytes: Vec<u8>,
+    cap: usize,
+}
+
+impl StdoutSink for Capped {
+    fn take(&mut self, chunk: &[u8]) -> bool {
+        if self.bytes.len() + chunk.len() > self.cap {
+            return false;
+        }
+        self.bytes.extend_from_slice(chunk);
+        true
+    }
+}
+
+/// Runs `script` in `container`, keeping at most `stdout_cap` bytes of
+/// its stdout. `Err` means it never started (nothing happened in the
+/// container); once started, every outcome is a [`Ran`].
 pub(super) async fn run_script(
     docker: &Docker,
     container: &ContainerId,
     script: &Script,
     stdin: Stdin,
     stdout_cap: usize,
+    deadline: Instant,
+    timeout: std::time::Duration,
+) -> Result<Ran, EngineError> {
+    let mut stdout = Capped {
+        bytes: Vec::new(),
+        cap: stdout_cap,
+    };
+    let mut ran = run_script_into(
+        docker,
+        container,
+        script,
+        stdin,
+        &mut stdout,
+        deadline,
+        timeout,
+    )
+    .await?;
+    ran.stdout = stdout.bytes;
+    Ok(ran)
+}
+
+/// [`run_script`], handing stdout to `sink` as it arrives instead of
+/// keeping it (the returned [`Ran`] has an empty `stdout`).
+pub(super) async fn run_script_into(
+    docker: &Docker,
+    container: &ContainerId,
+    script: &Script,
+    stdin: Stdin,
+    sink: &mut dyn StdoutSink,
     deadline: Instant,
     timeout: std::time::Duration,
 ) -> Result<Ran, EngineError> {
@@ -134,11 +188,10 @@ pub(super) async fn run_script(
                 None => break Ok(()),
                 Some(Err(e)) => break Err(engine_error("reading exec output", e)),
                 Some(Ok(LogOutput::StdOut { message } | LogOutput::Console { message })) => {
-                    if ran.stdout.len() + message.len() > stdout_cap {
+                    if !sink.take(&message) {
                         ran.exit = Exit::TooLarge;
                         return Ok(ran);
                     }
-                    ran.stdout.extend_from_slice(&message);
                 }
                 Some(Ok(LogOutput::StdErr { message })) => {
                     let room = STDERR_CAP.saturating_sub(ran.stderr.len());

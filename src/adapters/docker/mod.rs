@@ -28,6 +28,7 @@
 mod archive;
 mod configs;
 mod exec;
+mod tree_hash;
 
 use std::error::Error as StdError;
 use std::fmt;

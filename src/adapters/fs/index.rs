@@ -134,8 +134,11 @@ impl Inbox {
                 return;
             }
         };
-        // Opening and reading (ours too: scans, packing) change nothing.
-        if event.kind.is_access() {
+        // Opening and reading (ours too: scans, packing) change nothing;
+        // closing a file written to does.
+        if let notify::EventKind::Access(kind) = event.kind
+            && kind != notify::event::AccessKind::Close(notify::event::AccessMode::Write)
+        {
             return;
         }
         {

@@ -301,6 +301,7 @@ impl SourceResolver for LocalResolver {
                 return Ok(Fetched {
                     name: name.as_str().to_owned(),
                     tree: copy_tree(&src, writer)?,
+                    revision: None,
                 });
             }
             // Fingerprinted before the walk: any change from here on (to
@@ -323,6 +324,7 @@ impl SourceResolver for LocalResolver {
             Ok(Fetched {
                 name: name.as_str().to_owned(),
                 tree,
+                revision: None,
             })
         })
         .await

@@ -238,6 +238,7 @@ impl FetchJob {
         Ok(Fetched {
             name: self.spec.plugin_name().to_owned(),
             tree: written,
+            revision: Some(commit.to_string()),
         })
     }
 

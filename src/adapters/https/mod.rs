@@ -282,6 +282,8 @@ impl SourceResolver for HttpsResolver {
                 .single_dir
                 .unwrap_or_else(|| spec.archive_stem().to_owned()),
             tree: root.tree,
+            // The pinned digest the archive's bytes were just checked against.
+            revision: Some(digest),
         })
     }
 }

@@ -2,6 +2,7 @@
 
 use poem_openapi::Object;
 
+use crate::app::error::AppError;
 use crate::domain::manifest::Manifest;
 use crate::domain::runtime::Runtime;
 
@@ -35,5 +36,27 @@ impl PluginInfo {
             skills: m.skills,
             runtimes: m.runtimes,
         }
+    }
+}
+
+/// A page's size when the client names none.
+const DEFAULT_PAGE: u64 = 100;
+/// The largest page a client may ask for.
+const MAX_PAGE: u64 = 500;
+
+/// The message of a `cursor` that no page handed out.
+pub const CURSOR_REFUSAL: &str = "cursor is not a value returned as next_cursor";
+
+/// A list route's `limit`: 1–500, default 100.
+pub fn page_limit(raw: Option<&str>) -> Result<u64, AppError> {
+    match raw {
+        None => Ok(DEFAULT_PAGE),
+        Some(raw) => raw
+            .parse::<u64>()
+            .ok()
+            .filter(|n| (1..=MAX_PAGE).contains(n))
+            .ok_or_else(|| {
+                AppError::InvalidQuery("limit must be a whole number from 1 to 500".into())
+            }),
     }
 }

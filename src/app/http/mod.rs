@@ -12,6 +12,7 @@ pub mod metrics;
 pub mod plugins;
 pub mod problem;
 pub mod rendered;
+pub mod records;
 pub mod transport;
 pub mod workspace_plugins;
 pub mod workspaces;
@@ -46,6 +47,7 @@ type Apis = (
     plugins::PluginsApi,
     workspaces::WorkspacesApi,
     workspace_plugins::WorkspacePluginsApi,
+    records::RecordsApi,
     download::DownloadApi,
     allowlist::AllowlistApi,
     health::HealthApi,
@@ -58,6 +60,7 @@ pub fn openapi_service() -> OpenApiService<Apis, ()> {
             plugins::PluginsApi::default(),
             workspaces::WorkspacesApi,
             workspace_plugins::WorkspacePluginsApi::default(),
+            records::RecordsApi,
             download::DownloadApi,
             allowlist::AllowlistApi,
             health::HealthApi,

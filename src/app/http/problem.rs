@@ -316,6 +316,7 @@ impl<U: Unavailability> From<AppError> for Problem<U> {
             | E::PackFailed(_)
             | E::RemoveFailed(_)
             | E::ListFailed(_)
+            | E::VerifyFailed(_)
             | E::AuthCheckFailed(_)
             | E::WorkspaceLookupFailed(_)
             | E::Registry(_)

@@ -4,6 +4,7 @@
 
 use std::sync::Arc;
 
+use chrono::{DateTime, Utc};
 use poem::web::Data;
 use poem_openapi::param::{Path, Query};
 use poem_openapi::payload::Json;
@@ -82,6 +83,21 @@ pub struct InstalledPlugin {
     /// else put it there.
     #[oai(nullable)]
     pub digest: Option<String>,
+    /// The normalized source it was installed from; null without a receipt.
+    #[oai(nullable)]
+    pub source: Option<String>,
+    /// The commit a `github` ref resolved to, the archive sha256 of an
+    /// `https` source; null for `local`, without a receipt, or on a
+    /// receipt from before revisions were recorded.
+    #[oai(nullable)]
+    pub revision: Option<String>,
+    /// When it was installed; null without a receipt.
+    #[oai(nullable)]
+    pub installed_at: Option<DateTime<Utc>>,
+    /// `admin` or the id of the token that installed it; null without a
+    /// receipt.
+    #[oai(nullable)]
+    pub installed_by: Option<String>,
 }
 
 /// The preflight for a runtime change.
@@ -116,9 +132,15 @@ impl WorkspacePluginsApi {
         Ok(Json(
             listed
                 .into_iter()
-                .map(|(m, digest)| InstalledPlugin {
+                .map(|(m, receipt)| InstalledPlugin {
                     supported_on_runtime: m.supports(runtime),
-                    digest: digest.map(|d| d.to_string()),
+                    digest: receipt.as_ref().map(|r| r.digest.to_string()),
+                    revision: receipt
+                        .as_ref()
+                        .and_then(|r| r.revision().map(str::to_owned)),
+                    installed_at: receipt.as_ref().map(|r| r.installed_at),
+                    installed_by: receipt.as_ref().map(|r| r.installed_by.clone()),
+                    source: receipt.map(|r| r.source),
                     name: m.name.to_string(),
                     version: m.version,
                     description: m.description,

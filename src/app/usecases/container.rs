@@ -15,6 +15,7 @@ pub(super) enum Operation {
     Deliver,
     List,
     Remove,
+    Verify,
 }
 
 /// The one place container failures become answers (SPEC §5, §6): the
@@ -33,6 +34,7 @@ pub(super) fn container_failure(e: ConfigsError, operation: Operation) -> AppErr
                 Operation::Deliver => AppError::CopyFailed(cause),
                 Operation::List => AppError::ListFailed(cause),
                 Operation::Remove => AppError::RemoveFailed(cause),
+                Operation::Verify => AppError::VerifyFailed(cause),
             }
         }
     }

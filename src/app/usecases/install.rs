@@ -15,8 +15,9 @@ use super::staging::{Staged, Stager};
 use crate::app::error::AppError;
 use crate::app::restart::{Restarter, WorkspaceGuard, WorkspaceLocks};
 use crate::domain::digest::TreeDigest;
+use crate::domain::manifest::Manifest;
 use crate::domain::name::PluginName;
-use crate::domain::receipt::Receipt;
+use crate::domain::receipt::{Provenance, Receipt};
 use crate::domain::runtime::{PushOperation, runtime_guard};
 use crate::domain::workspace::Workspace;
 use crate::ports::container::{ContainerEngine, ContainerId, DeliveryError, WorkspaceConfigs};
@@ -198,6 +199,7 @@ impl Installer {
             size_bytes: staged.tree.total_bytes,
             installed_at: crate::app::now(),
             installed_by: actor,
+            provenance: Some(provenance(staged)),
         };
         // The plugin is in place: a lost receipt only costs the next
         // "unchanged" shortcut and the listed digest, so it is not fatal.
@@ -211,6 +213,16 @@ impl Installer {
             source,
             digest: staged.digest.clone(),
         })
+    }
+}
+
+/// What a receipt records of where the staged content came from (SPEC §11).
+fn provenance(staged: &Staged) -> Provenance {
+    let manifest = Manifest::from_yaml(staged.name.clone(), staged.tree.plugin_yaml.as_deref());
+    Provenance {
+        revision: staged.revision.clone(),
+        version: manifest.version,
+        files: staged.tree.files.clone(),
     }
 }
 

@@ -13,8 +13,10 @@ use crate::app::testing::{answer, workspace};
 use crate::app::usecases::access::Principal;
 use crate::app::usecases::install::Installed;
 use crate::app::usecases::test_fixtures::*;
+use crate::domain::digest::{FileDigest, sha256};
 use crate::domain::name::PluginName;
 use crate::domain::policy::{AllowlistFailure, AllowlistRefusal};
+use crate::domain::receipt::Provenance;
 use crate::domain::staging::StagingError;
 use crate::ports::container::MockWorkspaceConfigs;
 use crate::ports::container::{ConfigsError, ContainerState, DeliveryError, EngineError};
@@ -331,7 +333,8 @@ async fn a_matching_receipt_without_its_directory_is_delivered_again() {
 }
 
 #[tokio::test]
-async fn a_new_install_delivers_the_staged_tree_records_a_receipt_and_requests_a_restart() {
+async fn a_new_install_delivers_the_staged_tree_records_a_receipt_with_its_provenance_and_requests_a_restart()
+ {
     let mut seq = Sequence::new();
     let mut configs = MockWorkspaceConfigs::new();
     configs
@@ -357,6 +360,15 @@ async fn a_new_install_delivers_the_staged_tree_records_a_receipt_and_requests_a
                 && r.digest == demo_digest()
                 && r.size_bytes == YAML.len() as u64
                 && r.installed_by == "tok_070707070707070707070707"
+                && r.provenance
+                    == Some(Provenance {
+                        revision: Some(FAKE_REVISION.into()),
+                        version: "1.0.0".into(),
+                        files: vec![FileDigest {
+                            path: "plugin.yaml".into(),
+                            sha256: sha256(YAML.as_bytes()),
+                        }],
+                    })
         })
         .times(1)
         .in_sequence(&mut seq)

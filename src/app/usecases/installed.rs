@@ -1,5 +1,5 @@
-//! The installed list (SPEC §5): what the workspace's container holds,
-//! with the digest of each plugin's receipt.
+//! The installed list (SPEC §5, §11): what the workspace's container
+//! holds, with each plugin's receipt (digest and provenance).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -7,9 +7,9 @@ use std::sync::Arc;
 use super::container::{Operation, container_failure, running_container};
 use crate::app::error::AppError;
 use crate::app::restart::Restarter;
-use crate::domain::digest::TreeDigest;
 use crate::domain::manifest::Manifest;
 use crate::domain::name::PluginName;
+use crate::domain::receipt::Receipt;
 use crate::domain::workspace::Workspace;
 use crate::ports::container::{ContainerEngine, WorkspaceConfigs};
 use crate::ports::receipts::ReceiptStore;
@@ -25,14 +25,14 @@ pub struct InstalledPlugins {
 }
 
 impl InstalledPlugins {
-    /// The plugins installed in the workspace's container, with the digest of
-    /// their receipt (None for plugins put there by something else). A
-    /// stopped container has none; one being restarted by this service is
-    /// waited for, so a listing never answers `[]` for it.
+    /// The plugins installed in the workspace's container, each with its
+    /// receipt (None for plugins put there by something else). A stopped
+    /// container has none; one being restarted by this service is waited
+    /// for, so a listing never answers `[]` for it.
     pub async fn list(
         &self,
         workspace: &Workspace,
-    ) -> Result<Vec<(Manifest, Option<TreeDigest>)>, AppError> {
+    ) -> Result<Vec<(Manifest, Option<Receipt>)>, AppError> {
         self.restarts.wait_for_restart(&workspace.id).await;
         let Some(container) = running_container(self.engine.as_ref(), workspace).await? else {
             return Ok(Vec::new());
@@ -42,12 +42,15 @@ impl InstalledPlugins {
             .installed(&container)
             .await
             .map_err(|e| container_failure(e, Operation::List))?;
-        let digests: HashMap<PluginName, TreeDigest> = match self
+        let mut receipts: HashMap<PluginName, Receipt> = match self
             .receipts
             .receipts(&workspace.id)
             .await
         {
-            Ok(receipts) => receipts.into_iter().map(|r| (r.plugin, r.digest)).collect(),
+            Ok(receipts) => receipts
+                .into_iter()
+                .map(|r| (r.plugin.clone(), r))
+                .collect(),
             Err(e) => {
                 tracing::error!(workspace = %workspace.id, error = ?e, "could not read receipts; digests omitted");
                 HashMap::new()
@@ -56,10 +59,10 @@ impl InstalledPlugins {
         Ok(entries
             .into_iter()
             .map(|entry| {
-                let digest = digests.get(&entry.name).cloned();
+                let receipt = receipts.remove(&entry.name);
                 (
                     Manifest::from_yaml(entry.name, entry.manifest_yaml.as_deref()),
-                    digest,
+                    receipt,
                 )
             })
             .collect())

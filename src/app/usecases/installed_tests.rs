@@ -68,7 +68,13 @@ async fn the_listing_pairs_manifests_with_receipt_digests_and_survives_a_receipt
         .unwrap();
     let seen: Vec<(&str, &str, Option<&TreeDigest>)> = listed
         .iter()
-        .map(|(m, d)| (m.name.as_str(), m.version.as_str(), d.as_ref()))
+        .map(|(m, r)| {
+            (
+                m.name.as_str(),
+                m.version.as_str(),
+                r.as_ref().map(|r| &r.digest),
+            )
+        })
         .collect();
     assert_eq!(
         seen,
@@ -89,5 +95,5 @@ async fn the_listing_pairs_manifests_with_receipt_digests_and_survives_a_receipt
         .await
         .unwrap();
     assert_eq!(listed.len(), 2);
-    assert!(listed.iter().all(|(_, d)| d.is_none()), "digests omitted");
+    assert!(listed.iter().all(|(_, r)| r.is_none()), "receipts omitted");
 }

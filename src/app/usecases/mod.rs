@@ -16,10 +16,12 @@ pub mod install;
 pub mod installed;
 pub mod prepack;
 pub mod readiness;
+pub mod records;
 pub mod registry;
 pub mod staging;
 pub mod tokens;
 pub mod uninstall;
+pub mod verify;
 pub mod workspaces;
 
 #[cfg(test)]
@@ -32,7 +34,7 @@ use crate::app::restart::{Restarter, WorkspaceLocks};
 use crate::domain::policy::AllowlistFailure;
 use crate::domain::token::TokenHash;
 use crate::ports::archives::ArchiveStore;
-use crate::ports::container::{ContainerEngine, WorkspaceConfigs};
+use crate::ports::container::{ContainerEngine, TreeReadLimits, WorkspaceConfigs};
 use crate::ports::receipts::ReceiptStore;
 use crate::ports::registry::PluginRegistry;
 use crate::ports::resolver::ResolverRegistry;
@@ -47,10 +49,12 @@ use self::install::Installer;
 use self::installed::InstalledPlugins;
 use self::prepack::Prepacker;
 use self::readiness::ReadinessCheck;
+use self::records::InstallRecords;
 use self::registry::RegistryListing;
 use self::staging::{FetchSlots, Stager, StagingLimits};
 use self::tokens::Tokens;
 use self::uninstall::Uninstaller;
+use self::verify::Verifier;
 use self::workspaces::Workspaces;
 
 /// Every port the use cases reach, written once: the server fills it with
@@ -105,6 +109,8 @@ pub struct UseCases {
     pub download: Downloader,
     pub prepack: Prepacker,
     pub installed: InstalledPlugins,
+    pub verify: Verifier,
+    pub records: InstallRecords,
     pub compatibility: CompatibilityCheck,
     pub registry: RegistryListing,
     pub workspaces: Workspaces,
@@ -172,9 +178,21 @@ impl UseCases {
                 configs: ports.configs.clone(),
                 receipts: ports.receipts.clone(),
                 restarts: restarts.clone(),
-                locks,
+                locks: locks.clone(),
                 fetch_timeout: policy.fetch_timeout,
             },
+            verify: Verifier {
+                engine: ports.engine.clone(),
+                configs: ports.configs.clone(),
+                receipts: ports.receipts.clone(),
+                restarts: restarts.clone(),
+                locks,
+                limits: TreeReadLimits {
+                    max_bytes: policy.max_dir_bytes,
+                    max_entries: policy.max_entries,
+                },
+            },
+            records: InstallRecords::new(ports.receipts.clone()),
             download: download.clone(),
             prepack: Prepacker {
                 download,

@@ -100,6 +100,8 @@ pub struct Staged {
     pub name: PluginName,
     pub source: Source,
     pub digest: TreeDigest,
+    /// What the source resolved to (the resolver's `Fetched::revision`).
+    pub revision: Option<String>,
     pub tree: StagedTree,
     pub dir: StagingDir,
     /// The fetch slot the staging holds; packing the tree uses its disk
@@ -251,6 +253,7 @@ impl Stager {
         cancel_on_drop.0 = None;
         let fetched = fetched.map_err(|e| fetch_refusal(&source, e))?;
         let name = check_returned_name(&source, &fetched.name).map_err(staging)?;
+        let revision = fetched.revision;
         let tree = timeout_at(deadline, self.area.inspect(dir.path(), fetched.tree))
             .await
             .map_err(|_| timed_out())?
@@ -276,6 +279,7 @@ impl Stager {
             name,
             source,
             digest,
+            revision,
             tree,
             dir,
             slot,

@@ -20,6 +20,7 @@ use crate::app::usecases::install::Installed;
 use crate::app::usecases::{Policy, Ports, UseCases};
 use crate::domain::digest::TreeDigest;
 use crate::domain::digest::{FileDigest, sha256, tree_digest};
+use crate::domain::drift::InstalledTree;
 use crate::domain::manifest::Manifest;
 use crate::domain::name::PluginName;
 use crate::domain::name::WorkspaceId;
@@ -27,6 +28,7 @@ use crate::domain::receipt::Receipt;
 use crate::domain::source::SpecError;
 use crate::domain::staging::StagingError;
 use crate::domain::workspace::Workspace;
+use crate::ports::container::TreeReadLimits;
 use crate::ports::container::{
     ConfigsError, ContainerId, ContainerState, DeliveryError, Removal, RemovalError,
 };
@@ -37,6 +39,9 @@ use crate::ports::receipts::MockReceiptStore;
 use crate::ports::resolver::{FetchError, FetchLimits, Fetched, SourceResolver, SpecCheck};
 use crate::ports::store::MockAllowlistStore;
 
+/// The revision [`FakeResolver`] reports it fetched.
+pub(super) const FAKE_REVISION: &str = "0123456789abcdef0123456789abcdef01234567";
+
 /// A resolver that writes a fixed tree, fails, or dawdles.
 pub(super) struct FakeResolver {
     pub(super) files: Vec<(&'static str, Vec<u8>)>,
@@ -45,6 +50,8 @@ pub(super) struct FakeResolver {
     pub(super) fail: Option<fn() -> FetchError>,
     pub(super) delay: Duration,
     pub(super) fetched: Arc<AtomicBool>,
+    /// What the fetch reports it resolved to.
+    pub(super) revision: Option<String>,
 }
 
 impl FakeResolver {
@@ -59,6 +66,7 @@ impl FakeResolver {
             fail: None,
             delay: Duration::ZERO,
             fetched: Arc::new(AtomicBool::new(false)),
+            revision: Some(FAKE_REVISION.into()),
         }
     }
 }
@@ -98,6 +106,7 @@ impl SourceResolver for FakeResolver {
         Ok(Fetched {
             name: self.name.to_owned(),
             tree: writer.finish()?,
+            revision: self.revision.clone(),
         })
     }
 }
@@ -166,7 +175,7 @@ pub(super) async fn uninstall(
 pub(super) async fn installed(
     app: &UseCases,
     workspace: &Workspace,
-) -> Result<Vec<(Manifest, Option<TreeDigest>)>, AppError> {
+) -> Result<Vec<(Manifest, Option<Receipt>)>, AppError> {
     app.installed.list(workspace).await
 }
 
@@ -265,6 +274,7 @@ pub(super) fn receipt(digest: TreeDigest) -> Receipt {
         size_bytes: 1,
         installed_at: chrono::DateTime::from_timestamp(1_700_000_000, 0).unwrap(),
         installed_by: "admin".into(),
+        provenance: None,
     }
 }
 
@@ -323,6 +333,15 @@ impl WorkspaceConfigs for Held {
 
     async fn installed(&self, c: &ContainerId) -> Result<Vec<InstalledEntry>, ConfigsError> {
         self.inner.installed(c).await
+    }
+
+    async fn hash_installed(
+        &self,
+        c: &ContainerId,
+        p: &PluginName,
+        limits: &TreeReadLimits,
+    ) -> Result<Option<InstalledTree>, ConfigsError> {
+        self.inner.hash_installed(c, p, limits).await
     }
 
     async fn read_plugin_memory(

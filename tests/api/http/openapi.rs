@@ -300,6 +300,12 @@ async fn a_dependency_503_is_documented_where_it_is_sent_and_only_there() {
             "/workspaces/ws-1/plugins",
             Some(json!({"source": "local://hello-world"})),
         ),
+        (
+            Method::GET,
+            "/workspaces/{id}/plugins/{name}/verify",
+            "/workspaces/ws-1/plugins/hello-world/verify",
+            None,
+        ),
     ];
     let doc = document();
     for (method, template, path, body) in cases {
@@ -326,6 +332,7 @@ async fn a_dependency_503_is_documented_where_it_is_sent_and_only_there() {
                     | "checkCompatibility"
                     | "installPlugin"
                     | "uninstallPlugin"
+                    | "verifyPlugin"
                     | "downloadPlugin"
                     | "readyz"
             );

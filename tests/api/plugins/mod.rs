@@ -3,6 +3,7 @@
 
 mod faults;
 mod install;
+mod provenance;
 mod uninstall;
 
 use std::path::{Path, PathBuf};
