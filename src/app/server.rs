@@ -140,6 +140,7 @@ pub fn policy(settings: &Settings) -> Result<Policy, StartupError> {
         max_concurrent_fetches: settings.max_concurrent_fetches,
         disk_per_fetch: staging_disk_budget(settings.max_dir_bytes, settings.max_entries),
         restart_delay: settings.restart_delay,
+        audit_retention: settings.audit_retention,
     })
 }
 
@@ -194,7 +195,8 @@ pub async fn ports(settings: &Settings) -> Result<Ports, StartupError> {
         tokens: store.clone(),
         allowlists: store.clone(),
         store_health: store.clone(),
-        receipts: store,
+        receipts: store.clone(),
+        audit: store,
         registry: Arc::new(registry),
         resolvers,
         staging: Arc::new(staging),
@@ -229,6 +231,9 @@ impl Bound {
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> Result<(), StartupError> {
         let restarts = self.use_cases.restarts().clone();
+        // Retention sweeps in the background for as long as the server
+        // serves; requests never wait for it.
+        let retention = tokio::spawn(self.use_cases.audit_retention().clone().run());
         let app = http::app(self.use_cases, &self.cors_origins, Metrics::new()?);
         let served = http::transport::serve(
             self.listener,
@@ -239,6 +244,7 @@ impl Bound {
         )
         .await
         .map_err(StartupError::Serve);
+        retention.abort();
         // A restart still pending is carried out before the process exits,
         // so a plugin installed just before shutdown is loaded.
         restarts.flush().await;

@@ -128,3 +128,23 @@ async fn read_capped(body: Body, limit: u64) -> Result<Vec<u8>, AppError> {
     }
     Ok(out)
 }
+
+/// A page size, 1–500 ([`DEFAULT_PAGE`] when absent): `?limit=` of every
+/// paginated list.
+pub fn page_limit(raw: Option<&str>) -> Result<u64, AppError> {
+    match raw {
+        None => Ok(DEFAULT_PAGE),
+        Some(raw) => raw
+            .parse::<u64>()
+            .ok()
+            .filter(|n| (1..=MAX_PAGE).contains(n))
+            .ok_or_else(|| {
+                AppError::InvalidQuery(format!("limit must be a whole number from 1 to {MAX_PAGE}"))
+            }),
+    }
+}
+
+/// Items per page when `limit` is absent.
+pub const DEFAULT_PAGE: u64 = 100;
+/// The largest `limit`.
+pub const MAX_PAGE: u64 = 500;

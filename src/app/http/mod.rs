@@ -3,6 +3,7 @@
 //! the answer: they hold only [`UseCases`], never a port.
 
 pub mod allowlist;
+pub mod audit;
 pub mod download;
 pub mod dto;
 pub mod extract;
@@ -37,6 +38,8 @@ pub enum ApiTags {
     WorkspacePlugins,
     /// Org plugin allowlists
     Allowlist,
+    /// The audit log of state-changing requests
+    Audit,
     /// Liveness and readiness
     Health,
 }
@@ -47,6 +50,7 @@ type Apis = (
     workspace_plugins::WorkspacePluginsApi,
     download::DownloadApi,
     allowlist::AllowlistApi,
+    audit::AuditApi,
     health::HealthApi,
 );
 
@@ -59,6 +63,7 @@ pub fn openapi_service() -> OpenApiService<Apis, ()> {
             workspace_plugins::WorkspacePluginsApi,
             download::DownloadApi,
             allowlist::AllowlistApi,
+            audit::AuditApi,
             health::HealthApi,
         ),
         "workspace-plugins",

@@ -11,7 +11,7 @@ use poem_openapi::{ApiResponse, Object, OpenApi};
 
 use crate::app::error::AppError;
 use crate::app::http::ApiTags;
-use crate::app::http::extract::{Caller, JsonBody};
+use crate::app::http::extract::{Caller, JsonBody, page_limit};
 use crate::app::http::problem::Problem;
 use crate::app::usecases::UseCases;
 use crate::app::usecases::workspaces::Upserted;
@@ -135,9 +135,6 @@ pub enum NoContent {
     NoContent,
 }
 
-const DEFAULT_PAGE: u64 = 100;
-const MAX_PAGE: u64 = 500;
-
 fn parse_id(raw: &str) -> Result<WorkspaceId, AppError> {
     WorkspaceId::parse(raw).map_err(|_| AppError::InvalidWorkspaceId)
 }
@@ -210,16 +207,7 @@ impl WorkspacesApi {
         cursor: Query<Option<String>>,
     ) -> Result<Json<WorkspacePage>, Problem> {
         app.access.authorize_admin(&caller.0).await?;
-        let limit = match limit.0.as_deref() {
-            None => DEFAULT_PAGE,
-            Some(raw) => raw
-                .parse::<u64>()
-                .ok()
-                .filter(|n| (1..=MAX_PAGE).contains(n))
-                .ok_or_else(|| {
-                    AppError::InvalidQuery("limit must be a whole number from 1 to 500".into())
-                })?,
-        };
+        let limit = page_limit(limit.0.as_deref())?;
         let after = cursor
             .0
             .as_deref()

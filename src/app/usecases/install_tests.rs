@@ -308,7 +308,7 @@ async fn a_matching_receipt_without_its_directory_is_delivered_again() {
         .expect_delete_receipt()
         .times(1)
         .in_sequence(&mut seq)
-        .returning(|_, _| Ok(true));
+        .returning(|_, _, _| Ok(true));
     configs
         .expect_deliver()
         .times(1)
@@ -316,10 +316,10 @@ async fn a_matching_receipt_without_its_directory_is_delivered_again() {
         .returning(|_, _, _| Ok(()));
     receipts
         .expect_put_receipt()
-        .withf(|r| r.digest == demo_digest())
+        .withf(|r, _| r.digest == demo_digest())
         .times(1)
         .in_sequence(&mut seq)
-        .returning(|_| Ok(()));
+        .returning(|_, _| Ok(()));
     let h = to_delivery(receipts, configs);
     let state = h.app();
     let result = install_demo(&state).await;
@@ -350,7 +350,7 @@ async fn a_new_install_delivers_the_staged_tree_records_a_receipt_and_requests_a
     let mut receipts = receipts_with(None);
     receipts
         .expect_put_receipt()
-        .withf(|r| {
+        .withf(|r, _| {
             r.workspace_id.as_str() == "ws1"
                 && r.plugin == demo()
                 && r.source == "fake://demo"
@@ -360,7 +360,7 @@ async fn a_new_install_delivers_the_staged_tree_records_a_receipt_and_requests_a
         })
         .times(1)
         .in_sequence(&mut seq)
-        .returning(|_| Ok(()));
+        .returning(|_, _| Ok(()));
     let h = to_delivery(receipts, configs);
     let state = h.app();
     let principal = Principal::Workspace(crate::domain::token::TokenId::from_random([7; 12]));
@@ -395,10 +395,10 @@ async fn a_changed_reinstall_drops_the_old_receipt_before_it_delivers() {
     configs.expect_is_installed().never();
     receipts
         .expect_delete_receipt()
-        .with(always(), eq(demo()))
+        .withf(|_, p, e| *p == demo() && e.is_none())
         .times(1)
         .in_sequence(&mut seq)
-        .returning(|_, _| Ok(true));
+        .returning(|_, _, _| Ok(true));
     configs
         .expect_deliver()
         .times(1)
@@ -406,10 +406,10 @@ async fn a_changed_reinstall_drops_the_old_receipt_before_it_delivers() {
         .returning(|_, _, _| Ok(()));
     receipts
         .expect_put_receipt()
-        .withf(|r| r.digest == demo_digest())
+        .withf(|r, _| r.digest == demo_digest())
         .times(1)
         .in_sequence(&mut seq)
-        .returning(|_| Ok(()));
+        .returning(|_, _| Ok(()));
     let h = to_delivery(receipts, configs);
     let state = h.app();
     assert!(install_demo(&state).await.is_ok());
@@ -425,7 +425,7 @@ async fn a_delivery_not_placed_restores_the_previous_receipt_and_is_500() {
         .expect_delete_receipt()
         .times(1)
         .in_sequence(&mut seq)
-        .returning(|_, _| Ok(true));
+        .returning(|_, _, _| Ok(true));
     configs
         .expect_deliver()
         .times(1)
@@ -437,10 +437,10 @@ async fn a_delivery_not_placed_restores_the_previous_receipt_and_is_500() {
         });
     receipts
         .expect_put_receipt()
-        .with(eq(receipt(other_digest())))
+        .withf(|r, e| *r == receipt(other_digest()) && e.is_none())
         .times(1)
         .in_sequence(&mut seq)
-        .returning(|_| Ok(()));
+        .returning(|_, _| Ok(()));
     let h = to_delivery(receipts, configs);
     let state = h.app();
     let result = install_demo(&state).await;
@@ -490,7 +490,7 @@ async fn a_delivery_of_unknown_outcome_leaves_no_receipt() {
             .expect_delete_receipt()
             .times(1)
             .in_sequence(&mut seq)
-            .returning(|_, _| Ok(true));
+            .returning(|_, _, _| Ok(true));
         configs
             .expect_deliver()
             .times(1)
@@ -511,7 +511,7 @@ async fn the_deadline_firing_during_the_delivery_is_504_with_no_receipt_and_no_r
     receipts
         .expect_delete_receipt()
         .times(1)
-        .returning(|_, _| Ok(true));
+        .returning(|_, _, _| Ok(true));
     receipts.expect_put_receipt().never();
     // Never released: the delivery outlives the deadline.
     let held = Held::new(MockWorkspaceConfigs::new());
@@ -535,10 +535,13 @@ async fn the_deadline_firing_during_the_delivery_is_504_with_no_receipt_and_no_r
 async fn a_client_gone_mid_delivery_still_gets_the_receipt_written_when_it_completes() {
     let (written, mut receipt_written) = tokio::sync::mpsc::unbounded_channel();
     let mut receipts = receipts_with(None);
-    receipts.expect_put_receipt().times(1).returning(move |r| {
-        let _ = written.send(r.clone());
-        Ok(())
-    });
+    receipts
+        .expect_put_receipt()
+        .times(1)
+        .returning(move |r, _| {
+            let _ = written.send(r.clone());
+            Ok(())
+        });
     let mut inner = MockWorkspaceConfigs::new();
     inner.expect_deliver().times(1).returning(|_, _, _| Ok(()));
     let held = Held::new(inner);

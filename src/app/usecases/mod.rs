@@ -9,6 +9,7 @@
 
 pub mod access;
 pub mod allowlist;
+pub mod audit;
 pub mod compatibility;
 mod container;
 pub mod download;
@@ -31,6 +32,7 @@ use crate::app::restart::{Restarter, WorkspaceLocks};
 use crate::domain::policy::AllowlistFailure;
 use crate::domain::token::TokenHash;
 use crate::ports::archives::ArchiveStore;
+use crate::ports::audit::AuditLog;
 use crate::ports::container::{ContainerEngine, WorkspaceConfigs};
 use crate::ports::receipts::ReceiptStore;
 use crate::ports::registry::PluginRegistry;
@@ -40,6 +42,7 @@ use crate::ports::store::{AllowlistStore, StoreHealth, TokenStore, WorkspaceStor
 
 use self::access::Access;
 use self::allowlist::{AllowlistGate, Allowlists};
+use self::audit::{AuditRetention, AuditTrail, RETENTION_BATCH};
 use self::compatibility::CompatibilityCheck;
 use self::download::Downloader;
 use self::install::Installer;
@@ -61,6 +64,7 @@ pub struct Ports {
     pub allowlists: Arc<dyn AllowlistStore>,
     pub store_health: Arc<dyn StoreHealth>,
     pub receipts: Arc<dyn ReceiptStore>,
+    pub audit: Arc<dyn AuditLog>,
     pub registry: Arc<dyn PluginRegistry>,
     pub resolvers: ResolverRegistry,
     pub staging: Arc<dyn StagingArea>,
@@ -90,6 +94,8 @@ pub struct Policy {
     pub disk_per_fetch: u64,
     /// How long a restart waits for more changes (`PLUGIN_RESTART_DELAY`).
     pub restart_delay: Duration,
+    /// How long audit events are kept (`PLUGIN_AUDIT_RETENTION`).
+    pub audit_retention: Duration,
 }
 
 /// Every use case, wired; what the HTTP layer holds.
@@ -105,7 +111,9 @@ pub struct UseCases {
     pub workspaces: Workspaces,
     pub tokens: Tokens,
     pub allowlists: Allowlists,
+    pub audit: AuditTrail,
     pub readiness: ReadinessCheck,
+    retention: AuditRetention,
     body_max_bytes: u64,
     stager: Stager,
     restarts: Restarter,
@@ -132,6 +140,7 @@ impl UseCases {
             },
         );
         let gate = AllowlistGate::new(ports.allowlists.clone(), policy.allowlist_failure);
+        let audit = AuditTrail::new(ports.audit.clone());
         let installed = InstalledPlugins {
             engine: ports.engine.clone(),
             configs: ports.configs.clone(),
@@ -151,6 +160,7 @@ impl UseCases {
                 engine: ports.engine.clone(),
                 configs: ports.configs.clone(),
                 receipts: ports.receipts.clone(),
+                audit: audit.clone(),
                 restarts: restarts.clone(),
                 locks: locks.clone(),
                 fetch_timeout: policy.fetch_timeout,
@@ -159,6 +169,7 @@ impl UseCases {
                 engine: ports.engine.clone(),
                 configs: ports.configs.clone(),
                 receipts: ports.receipts.clone(),
+                audit: audit.clone(),
                 restarts: restarts.clone(),
                 locks,
                 fetch_timeout: policy.fetch_timeout,
@@ -176,10 +187,12 @@ impl UseCases {
             },
             installed,
             registry: RegistryListing::new(ports.registry, ports.resolvers),
-            workspaces: Workspaces::new(ports.workspaces.clone()),
-            tokens: Tokens::new(ports.workspaces, ports.tokens),
-            allowlists: Allowlists::new(ports.allowlists),
+            workspaces: Workspaces::new(ports.workspaces.clone(), audit.clone()),
+            tokens: Tokens::new(ports.workspaces, ports.tokens, audit.clone()),
+            allowlists: Allowlists::new(ports.allowlists, audit.clone()),
+            audit,
             readiness: ReadinessCheck::new(ports.store_health, ports.engine),
+            retention: AuditRetention::new(ports.audit, policy.audit_retention, RETENTION_BATCH),
             body_max_bytes: policy.body_max_bytes,
             stager,
             restarts,
@@ -195,6 +208,12 @@ impl UseCases {
     /// flushes them at shutdown, tests observe them.
     pub fn restarts(&self) -> &Restarter {
         &self.restarts
+    }
+
+    /// Audit retention (`PLUGIN_AUDIT_RETENTION`): the server runs its
+    /// sweeps in the background.
+    pub fn audit_retention(&self) -> &AuditRetention {
+        &self.retention
     }
 
     /// The staging pipeline (SPEC §4) install and download run.
