@@ -13,6 +13,7 @@ use crate::app::testing::{answer, workspace};
 use crate::app::usecases::access::Principal;
 use crate::app::usecases::install::Installed;
 use crate::app::usecases::test_fixtures::*;
+use crate::domain::audit::{AuditAction, AuditOutcome};
 use crate::domain::name::PluginName;
 use crate::domain::policy::{AllowlistFailure, AllowlistRefusal};
 use crate::domain::staging::StagingError;
@@ -350,13 +351,24 @@ async fn a_new_install_delivers_the_staged_tree_records_a_receipt_and_requests_a
     let mut receipts = receipts_with(None);
     receipts
         .expect_put_receipt()
-        .withf(|r, _| {
+        .withf(|r, event| {
             r.workspace_id.as_str() == "ws1"
                 && r.plugin == demo()
                 && r.source == "fake://demo"
                 && r.digest == demo_digest()
                 && r.size_bytes == YAML.len() as u64
                 && r.installed_by == "tok_070707070707070707070707"
+                // Its audit event goes in the same write (SPEC §11).
+                && event.is_some_and(|e| {
+                    e.action == AuditAction::Install
+                        && e.outcome == AuditOutcome::Ok
+                        && e.status == 200
+                        && e.actor == r.installed_by
+                        && e.workspace_id.as_ref() == Some(&r.workspace_id)
+                        && e.plugin.as_ref() == Some(&r.plugin)
+                        && e.source() == Some("fake://demo")
+                        && e.digest.as_ref() == Some(&r.digest)
+                })
         })
         .times(1)
         .in_sequence(&mut seq)
@@ -588,4 +600,42 @@ async fn an_install_waiting_for_its_workspace_fetches_nothing_until_the_workspac
         fetched.load(Ordering::SeqCst),
         "fetched once the workspace was free"
     );
+}
+
+#[tokio::test]
+async fn an_update_reinstalls_through_the_install_path_recorded_as_update() {
+    let mut configs = MockWorkspaceConfigs::new();
+    configs.expect_is_installed().returning(|_, _| Ok(true));
+    let mut h = to_delivery(receipts_with(Some(demo_digest())), configs);
+    let audit = Arc::new(crate::app::testing::RecordedAudit::default());
+    h.ports.audit = audit.clone();
+    let state = h.app();
+    let principal = Principal::Workspace(crate::domain::token::TokenId::from_random([7; 12]));
+    let result = state
+        .install
+        .install_as(
+            AuditAction::Update,
+            &principal,
+            &workspace("ws1", "claude_code", "online"),
+            body("fake://demo"),
+        )
+        .await;
+    assert!(
+        matches!(result, Ok(Installed::Unchanged { .. })),
+        "{result:?}"
+    );
+    let events = audit.events();
+    assert_eq!(events.len(), 1, "{events:?}");
+    let e = &events[0];
+    assert_eq!(
+        (e.action, e.outcome, e.status, e.actor.as_str()),
+        (
+            AuditAction::Update,
+            AuditOutcome::Unchanged,
+            200,
+            "tok_070707070707070707070707"
+        )
+    );
+    assert_eq!(e.source(), Some("fake://demo"));
+    assert_eq!(e.digest, Some(demo_digest()));
 }
