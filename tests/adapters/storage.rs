@@ -1420,7 +1420,7 @@ async fn an_uninstall_event_is_written_with_its_receipt_deletion_or_not_at_all(d
             .await
             .unwrap()
     );
-    assert_eq!(all_events(&store).await, [removed.clone()]);
+    assert_eq!(all_events(&store).await, std::slice::from_ref(&removed));
     // Deleting what is gone still records its event (an uninstall whose
     // receipt went before the container was touched).
     assert!(
