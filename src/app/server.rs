@@ -143,6 +143,7 @@ pub fn policy(settings: &Settings) -> Result<Policy, StartupError> {
         disk_per_fetch: staging_disk_budget(settings.max_dir_bytes, settings.max_entries),
         restart_delay: settings.restart_delay,
         prepack: settings.registry_prepack,
+        audit_retention: settings.audit_retention,
     })
 }
 
@@ -197,7 +198,8 @@ pub async fn ports(settings: &Settings) -> Result<Ports, StartupError> {
         tokens: store.clone(),
         allowlists: store.clone(),
         store_health: store.clone(),
-        receipts: store,
+        receipts: store.clone(),
+        audit: store,
         registry: RegistryIndex::open(
             registry,
             IndexOptions {
@@ -242,6 +244,9 @@ impl Bound {
         // Packing ahead of time runs while the server serves.
         let prepack = self.use_cases.prepack.clone();
         let prepacking = tokio::spawn(async move { prepack.run().await });
+        // Retention sweeps in the background for as long as the server
+        // serves; requests never wait for it.
+        let retention = tokio::spawn(self.use_cases.audit_retention().clone().run());
         let app = http::app(self.use_cases, &self.cors_origins, Metrics::new()?);
         let served = http::transport::serve(
             self.listener,
@@ -253,6 +258,7 @@ impl Bound {
         .await
         .map_err(StartupError::Serve);
         prepacking.abort();
+        retention.abort();
         // A restart still pending is carried out before the process exits,
         // so a plugin installed just before shutdown is loaded.
         restarts.flush().await;

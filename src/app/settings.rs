@@ -254,6 +254,10 @@ pub struct Settings {
     #[arg(long = "plugin-http-max-connections", env = "PLUGIN_HTTP_MAX_CONNECTIONS", value_name = "PLUGIN_HTTP_MAX_CONNECTIONS", default_value = "512", value_parser = parse_connections)]
     pub http_max_connections: usize,
 
+    /// How long audit events are kept; older ones are deleted in the background.
+    #[arg(long = "plugin-audit-retention", env = "PLUGIN_AUDIT_RETENTION", value_name = "PLUGIN_AUDIT_RETENTION", default_value = "90d", value_parser = parse_positive_duration)]
+    pub audit_retention: Duration,
+
     /// The admin token; generated into <data-dir>/admin-token when unset.
     #[arg(long = "plugin-admin-token", env = "PLUGIN_ADMIN_TOKEN", value_name = "PLUGIN_ADMIN_TOKEN", hide_env_values = true, value_parser = parse_secret)]
     pub admin_token: Option<Secret>,
@@ -312,6 +316,7 @@ impl Settings {
             http_header_timeout = %humantime::format_duration(self.http_header_timeout),
             http_body_idle_timeout = %humantime::format_duration(self.http_body_idle_timeout),
             http_max_connections = self.http_max_connections,
+            audit_retention = %humantime::format_duration(self.audit_retention),
             admin_token = if self.admin_token.is_some() { "(set)" } else { "(generated file)" },
             "effective settings"
         );
@@ -351,6 +356,7 @@ mod tests {
         assert_eq!(s.fetch_timeout, Duration::from_secs(300));
         assert_eq!(s.max_dir_bytes, 104_857_600);
         assert_eq!(s.restart_delay, Duration::from_secs(2));
+        assert_eq!(s.audit_retention, Duration::from_secs(90 * 86400));
         assert_eq!(s.engine_timeout, Duration::from_secs(10));
         assert_eq!(s.cache_max_bytes, 1_073_741_824);
         assert_eq!(s.max_entries, 10_000);

@@ -2,22 +2,28 @@
 //! ports by the same builder as the server's, where each test sets only
 //! the expectations it is about.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
 
 use crate::app::error::AppError;
 use crate::app::http::problem::Problem;
 use crate::app::usecases::{Policy, Ports, UseCases};
+use crate::domain::audit::{AuditEvent, AuditFilter, AuditRecord};
 use crate::domain::name::WorkspaceId;
 use crate::domain::policy::AllowlistFailure;
 use crate::domain::token::TokenHash;
 use crate::domain::workspace::{Workspace, WorkspaceInput, WorkspaceSpec};
 use crate::ports::archives::MockArchiveStore;
+use crate::ports::audit::AuditLog;
 use crate::ports::container::{MockContainerEngine, MockWorkspaceConfigs};
 use crate::ports::receipts::MockReceiptStore;
 use crate::ports::registry::MockPluginRegistry;
 use crate::ports::resolver::ResolverRegistry;
 use crate::ports::staging::MockStagingArea;
+use crate::ports::store::StoreError;
 use crate::ports::store::{
     MockAllowlistStore, MockStoreHealth, MockTokenStore, MockWorkspaceStore,
 };
@@ -34,6 +40,7 @@ impl Default for Ports {
             allowlists: Arc::new(MockAllowlistStore::new()),
             store_health: Arc::new(MockStoreHealth::new()),
             receipts: Arc::new(MockReceiptStore::new()),
+            audit: Arc::new(RecordedAudit::default()),
             registry: Arc::new(MockPluginRegistry::new()),
             resolvers: ResolverRegistry::new(),
             staging: Arc::new(MockStagingArea::new()),
@@ -60,6 +67,75 @@ pub fn policy() -> Policy {
         disk_per_fetch: u64::MAX,
         restart_delay: Duration::from_secs(3600),
         prepack: false,
+        audit_retention: Duration::from_secs(86400),
+    }
+}
+
+/// An audit log in memory: what use-case tests read their events from
+/// (keep a clone of the `Arc` given to [`Ports::audit`]).
+#[derive(Default)]
+pub struct RecordedAudit(Mutex<Vec<AuditEvent>>);
+
+impl RecordedAudit {
+    /// Every event appended so far, oldest first.
+    pub fn events(&self) -> Vec<AuditEvent> {
+        self.0.lock().unwrap().clone()
+    }
+}
+
+#[async_trait]
+impl AuditLog for RecordedAudit {
+    async fn append(&self, event: &AuditEvent) -> Result<(), StoreError> {
+        self.0.lock().unwrap().push(event.clone());
+        Ok(())
+    }
+
+    async fn events(
+        &self,
+        filter: &AuditFilter,
+        limit: u64,
+    ) -> Result<Vec<AuditRecord>, StoreError> {
+        let events = self.0.lock().unwrap();
+        Ok(events
+            .iter()
+            .enumerate()
+            .map(|(i, e)| (i as i64 + 1, e))
+            .rev()
+            .filter(|(id, e)| {
+                filter.before.is_none_or(|c| *id < c.before_id())
+                    && filter.action.is_none_or(|a| a == e.action)
+                    && filter
+                        .workspace
+                        .as_ref()
+                        .is_none_or(|w| e.workspace_id.as_ref() == Some(w))
+                    && filter
+                        .plugin
+                        .as_ref()
+                        .is_none_or(|p| e.plugin.as_ref() == Some(p))
+                    && filter.since.is_none_or(|s| e.at >= s)
+            })
+            .take(limit as usize)
+            .map(|(id, e)| AuditRecord {
+                id,
+                event: e.clone(),
+            })
+            .collect())
+    }
+
+    async fn forget_before(&self, cutoff: DateTime<Utc>, batch: u64) -> Result<u64, StoreError> {
+        let mut events = self.0.lock().unwrap();
+        let old = events
+            .iter()
+            .filter(|e| e.at < cutoff)
+            .count()
+            .min(batch as usize);
+        let mut left = old;
+        events.retain(|e| {
+            let forget = left > 0 && e.at < cutoff;
+            left -= usize::from(forget);
+            !forget
+        });
+        Ok(old as u64)
     }
 }
 
@@ -103,4 +179,13 @@ pub fn answer<T: std::fmt::Debug>(result: Result<T, AppError>) -> (u16, String, 
         .get("retry-after")
         .and_then(|v| v.to_str().ok()?.parse().ok());
     (status, message, retry)
+}
+
+/// An audit trail over a fresh [`RecordedAudit`], and that log.
+pub fn recorded_trail() -> (crate::app::usecases::audit::AuditTrail, Arc<RecordedAudit>) {
+    let log = Arc::new(RecordedAudit::default());
+    (
+        crate::app::usecases::audit::AuditTrail::new(log.clone()),
+        log,
+    )
 }

@@ -4,6 +4,7 @@
 //! sea_orm, bollard, git2); the ports and the app depend on this, never the
 //! other way round.
 
+pub mod audit;
 pub mod compatibility;
 pub mod digest;
 pub mod drift;

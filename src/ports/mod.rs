@@ -6,6 +6,7 @@
 //! tests.
 
 pub mod archives;
+pub mod audit;
 pub mod container;
 pub mod receipts;
 pub mod registry;

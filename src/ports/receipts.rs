@@ -3,6 +3,7 @@
 use async_trait::async_trait;
 
 use crate::domain::digest::TreeDigest;
+use crate::domain::audit::AuditEvent;
 use crate::domain::name::{PluginName, WorkspaceId};
 use crate::domain::receipt::Receipt;
 use crate::ports::store::StoreError;
@@ -10,8 +11,13 @@ use crate::ports::store::StoreError;
 #[cfg_attr(test, mockall::automock)]
 #[async_trait]
 pub trait ReceiptStore: Send + Sync {
-    /// Records (or replaces) the receipt of an install.
-    async fn put_receipt(&self, receipt: &Receipt) -> Result<(), StoreError>;
+    /// Records (or replaces) the receipt of an install and appends `event`
+    /// (SPEC §11) in the same transaction: both are written or neither.
+    async fn put_receipt<'e>(
+        &self,
+        receipt: &Receipt,
+        event: Option<&'e AuditEvent>,
+    ) -> Result<(), StoreError>;
 
     /// The receipt of `plugin` in `workspace`, if any.
     async fn receipt(
@@ -34,10 +40,12 @@ pub trait ReceiptStore: Send + Sync {
         limit: u64,
     ) -> Result<Vec<Receipt>, StoreError>;
 
-    /// Deletes the receipt; false when there was none.
-    async fn delete_receipt(
+    /// Deletes the receipt (false when there was none) and appends `event`
+    /// in the same transaction: both are written or neither.
+    async fn delete_receipt<'e>(
         &self,
         workspace: &WorkspaceId,
         plugin: &PluginName,
+        event: Option<&'e AuditEvent>,
     ) -> Result<bool, StoreError>;
 }

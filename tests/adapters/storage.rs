@@ -16,14 +16,19 @@ use tempfile::TempDir;
 
 use support::db;
 use workspace_plugins::adapters::db::SeaOrmStore;
+use workspace_plugins::domain::audit::{
+    AuditAction, AuditCursor, AuditEvent, AuditFilter, AuditOutcome, AuditRecord,
+};
 use workspace_plugins::domain::digest::{FileDigest, sha256, tree_digest};
 use workspace_plugins::domain::name::{PluginName, WorkspaceId};
 use workspace_plugins::domain::receipt::{Provenance, Receipt};
 use workspace_plugins::domain::runtime::Runtime;
+use workspace_plugins::domain::source::Source;
 use workspace_plugins::domain::token::{TokenHash, TokenId, TokenRecord};
 use workspace_plugins::domain::workspace::{
     ContainerName, Workspace, WorkspaceSpec, WorkspaceStatus,
 };
+use workspace_plugins::ports::audit::AuditLog;
 use workspace_plugins::ports::receipts::ReceiptStore;
 use workspace_plugins::ports::store::{
     AllowlistEntry, AllowlistStore, StoreError, StoreHealth, TokenStore, Upserted, WorkspaceStore,
@@ -86,6 +91,46 @@ impl TestDb {
             ),
         };
         db::execute(&self.url, &sql).await;
+    }
+
+    /// Makes every `op` (`INSERT` or `DELETE`) on `table` fail until
+    /// [`TestDb::allow_writes`] drops the trigger `name`.
+    async fn fail_writes(&self, name: &str, op: &str, table: &str) {
+        let sql = match self.backend {
+            Backend::Sqlite => format!(
+                "CREATE TRIGGER {name} BEFORE {op} ON {table} \
+                 BEGIN SELECT RAISE(ABORT, 'injected failure'); END;"
+            ),
+            Backend::Postgres => format!(
+                "CREATE FUNCTION {name}() RETURNS trigger LANGUAGE plpgsql AS $$ \
+                 BEGIN RAISE EXCEPTION 'injected failure'; END; $$; \
+                 CREATE TRIGGER {name} BEFORE {op} ON {table} \
+                 FOR EACH ROW EXECUTE FUNCTION {name}();"
+            ),
+        };
+        db::execute(&self.url, &sql).await;
+    }
+
+    async fn allow_writes(&self, name: &str, table: &str) {
+        let sql = match self.backend {
+            Backend::Sqlite => format!("DROP TRIGGER {name};"),
+            Backend::Postgres => format!("DROP TRIGGER {name} ON {table};"),
+        };
+        db::execute(&self.url, &sql).await;
+    }
+
+    /// How many audit events the table holds, read with plain SQL.
+    async fn audit_rows(&self) -> i64 {
+        let conn = db::connection(&self.url).await;
+        let row = conn
+            .query_one_raw(Statement::from_string(
+                conn.get_database_backend(),
+                "SELECT COUNT(*) FROM audit_events",
+            ))
+            .await
+            .expect("count")
+            .expect("a row");
+        row.try_get_by_index(0).expect("count")
     }
 
     /// Another connection to this database, in a write transaction: what
@@ -199,6 +244,11 @@ all_backends!(
     receipts_keep_their_provenance_and_files,
     a_receipt_row_of_the_old_shape_still_reads_with_unknown_provenance,
     installations_list_a_plugins_workspaces_by_id_filtered_by_digest_in_pages,
+    an_install_event_is_written_with_its_receipt_or_not_at_all,
+    an_uninstall_event_is_written_with_its_receipt_deletion_or_not_at_all,
+    audit_events_read_newest_first_filtered_and_paged_by_cursor,
+    audit_retention_forgets_only_older_events_a_batch_at_a_time,
+    audit_ids_are_never_reused_after_retention,
 );
 
 // ---------------------------------------------------------------- helpers
@@ -1367,18 +1417,18 @@ async fn receipts_are_put_replaced_listed_and_deleted(db: TestDb) {
     let store = db.store().await;
     assert_eq!(store.receipt(&id("ws"), &plugin("a")).await.unwrap(), None);
     let first = receipt("ws", "b", "v1", t0());
-    store.put_receipt(&first).await.unwrap();
+    store.put_receipt(&first, None).await.unwrap();
     store
-        .put_receipt(&receipt("ws", "a", "x", t0()))
+        .put_receipt(&receipt("ws", "a", "x", t0()), None)
         .await
         .unwrap();
     store
-        .put_receipt(&receipt("other", "a", "y", t0()))
+        .put_receipt(&receipt("other", "a", "y", t0()), None)
         .await
         .unwrap();
     let mut second = receipt("ws", "b", "v2", t0() + Duration::seconds(5));
     second.installed_by = "tok_000000000000000000000001".into();
-    store.put_receipt(&second).await.unwrap();
+    store.put_receipt(&second, None).await.unwrap();
     assert_eq!(
         store.receipt(&id("ws"), &plugin("b")).await.unwrap(),
         Some(second.clone()),
@@ -1387,11 +1437,265 @@ async fn receipts_are_put_replaced_listed_and_deleted(db: TestDb) {
     let listed = store.receipts(&id("ws")).await.unwrap();
     let names: Vec<&str> = listed.iter().map(|r| r.plugin.as_str()).collect();
     assert_eq!(names, ["a", "b"]);
-    assert!(store.delete_receipt(&id("ws"), &plugin("b")).await.unwrap());
-    assert!(!store.delete_receipt(&id("ws"), &plugin("b")).await.unwrap());
+    assert!(
+        store
+            .delete_receipt(&id("ws"), &plugin("b"), None)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .delete_receipt(&id("ws"), &plugin("b"), None)
+            .await
+            .unwrap()
+    );
     assert_eq!(
         store.receipts(&id("other")).await.unwrap().len(),
         1,
         "other workspaces untouched"
+    );
+}
+
+// ------------------------------------------------------------------- audit
+
+fn event(
+    action: AuditAction,
+    workspace: &str,
+    name: Option<&str>,
+    at: DateTime<Utc>,
+) -> AuditEvent {
+    let mut e = AuditEvent::new(at, "admin".into(), action, AuditOutcome::Ok, 200);
+    e.workspace_id = Some(id(workspace));
+    e.plugin = name.map(plugin);
+    e
+}
+
+async fn all_events(store: &SeaOrmStore) -> Vec<AuditEvent> {
+    store
+        .events(&AuditFilter::default(), 500)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| r.event)
+        .collect()
+}
+
+async fn an_install_event_is_written_with_its_receipt_or_not_at_all(db: TestDb) {
+    let store = db.store().await;
+    let first = receipt("ws", "a", "v1", t0());
+    let mut installed = event(AuditAction::Install, "ws", Some("a"), t0());
+    installed = installed.with_source(&Source::parse("local://a").unwrap());
+    installed.digest = Some(first.digest.clone());
+    store.put_receipt(&first, Some(&installed)).await.unwrap();
+    assert_eq!(all_events(&store).await, [installed.clone()]);
+
+    // The receipt's write fails: no event either.
+    let second = receipt("ws", "a", "v2", t0() + Duration::seconds(1));
+    db.fail_writes("fail_receipts", "INSERT", "receipts").await;
+    let refused = store.put_receipt(&second, Some(&installed)).await;
+    assert!(refused.is_err(), "{refused:?}");
+    assert_eq!(db.audit_rows().await, 1, "no event without its receipt");
+    db.allow_writes("fail_receipts", "receipts").await;
+
+    // The event's write fails: the receipt is not replaced either.
+    db.fail_writes("fail_audit", "INSERT", "audit_events").await;
+    let refused = store.put_receipt(&second, Some(&installed)).await;
+    assert!(refused.is_err(), "{refused:?}");
+    assert_eq!(
+        store.receipt(&id("ws"), &plugin("a")).await.unwrap(),
+        Some(first),
+        "no receipt change without its event"
+    );
+    // A receipt change with no event to go with it does not need the log.
+    store.put_receipt(&second, None).await.unwrap();
+    assert_eq!(
+        store.receipt(&id("ws"), &plugin("a")).await.unwrap(),
+        Some(second)
+    );
+}
+
+async fn an_uninstall_event_is_written_with_its_receipt_deletion_or_not_at_all(db: TestDb) {
+    let store = db.store().await;
+    store
+        .put_receipt(&receipt("ws", "a", "v1", t0()), None)
+        .await
+        .unwrap();
+    let removed = event(AuditAction::Uninstall, "ws", Some("a"), t0());
+
+    db.fail_writes("fail_audit", "INSERT", "audit_events").await;
+    let refused = store
+        .delete_receipt(&id("ws"), &plugin("a"), Some(&removed))
+        .await;
+    assert!(refused.is_err(), "{refused:?}");
+    assert!(
+        store
+            .receipt(&id("ws"), &plugin("a"))
+            .await
+            .unwrap()
+            .is_some(),
+        "the receipt stays when its event cannot be written"
+    );
+    db.allow_writes("fail_audit", "audit_events").await;
+
+    db.fail_writes("fail_receipts", "DELETE", "receipts").await;
+    let refused = store
+        .delete_receipt(&id("ws"), &plugin("a"), Some(&removed))
+        .await;
+    assert!(refused.is_err(), "{refused:?}");
+    assert_eq!(db.audit_rows().await, 0, "no event without its deletion");
+    db.allow_writes("fail_receipts", "receipts").await;
+
+    assert!(
+        store
+            .delete_receipt(&id("ws"), &plugin("a"), Some(&removed))
+            .await
+            .unwrap()
+    );
+    assert_eq!(all_events(&store).await, std::slice::from_ref(&removed));
+    // Deleting what is gone still records its event (an uninstall whose
+    // receipt went before the container was touched).
+    assert!(
+        !store
+            .delete_receipt(&id("ws"), &plugin("a"), Some(&removed))
+            .await
+            .unwrap()
+    );
+    assert_eq!(db.audit_rows().await, 2);
+}
+
+async fn audit_events_read_newest_first_filtered_and_paged_by_cursor(db: TestDb) {
+    let store = db.store().await;
+    let at = |s| t0() + Duration::seconds(s);
+    let mut token_issue = event(AuditAction::TokenIssue, "ws-2", None, at(3));
+    token_issue.outcome = AuditOutcome::Ok;
+    token_issue.status = 201;
+    let mut refused = event(AuditAction::Install, "ws-1", Some("b"), at(2));
+    refused.outcome = AuditOutcome::Refused;
+    refused.status = 403;
+    refused.actor = "tok_000000000000000000000001".into();
+    let appended = [
+        event(AuditAction::Install, "ws-1", Some("a"), at(0)),
+        event(AuditAction::Uninstall, "ws-1", Some("a"), at(1)),
+        refused.clone(),
+        token_issue.clone(),
+        event(AuditAction::Install, "ws-2", Some("a"), at(4)),
+    ];
+    for e in &appended {
+        store.append(e).await.unwrap();
+    }
+    let read = |filter: AuditFilter, limit| {
+        let store = store.clone();
+        async move { store.events(&filter, limit).await.unwrap() }
+    };
+    let newest_first: Vec<_> = read(AuditFilter::default(), 10)
+        .await
+        .into_iter()
+        .map(|r| r.event)
+        .collect();
+    let mut expected = appended.to_vec();
+    expected.reverse();
+    assert_eq!(newest_first, expected, "every field round-trips");
+
+    let plugins = |records: Vec<AuditRecord>| -> Vec<(String, Option<String>)> {
+        records
+            .into_iter()
+            .map(|r| {
+                (
+                    r.event.action.to_string(),
+                    r.event.plugin.map(|p| p.to_string()),
+                )
+            })
+            .collect()
+    };
+    let by_workspace = read(
+        AuditFilter {
+            workspace: Some(id("ws-1")),
+            ..AuditFilter::default()
+        },
+        10,
+    )
+    .await;
+    assert_eq!(
+        plugins(by_workspace),
+        [
+            ("install".into(), Some("b".into())),
+            ("uninstall".into(), Some("a".into())),
+            ("install".into(), Some("a".into())),
+        ]
+    );
+    let combined = read(
+        AuditFilter {
+            plugin: Some(plugin("a")),
+            action: Some(AuditAction::Install),
+            since: Some(at(1)),
+            ..AuditFilter::default()
+        },
+        10,
+    )
+    .await;
+    assert_eq!(plugins(combined), [("install".into(), Some("a".into()))]);
+
+    // Two at a time, each page strictly older than the last.
+    let mut seen = Vec::new();
+    let mut before = None;
+    loop {
+        let page = read(
+            AuditFilter {
+                before,
+                ..AuditFilter::default()
+            },
+            2,
+        )
+        .await;
+        if page.is_empty() {
+            break;
+        }
+        before = page.last().map(AuditCursor::after);
+        seen.extend(page.into_iter().map(|r| r.event));
+    }
+    assert_eq!(seen, expected);
+}
+
+async fn audit_retention_forgets_only_older_events_a_batch_at_a_time(db: TestDb) {
+    let store = db.store().await;
+    for s in 0..7 {
+        store
+            .append(&event(
+                AuditAction::WorkspacePut,
+                "ws",
+                None,
+                t0() + Duration::seconds(s),
+            ))
+            .await
+            .unwrap();
+    }
+    let cutoff = t0() + Duration::seconds(5);
+    assert_eq!(store.forget_before(cutoff, 2).await.unwrap(), 2);
+    assert_eq!(store.forget_before(cutoff, 2).await.unwrap(), 2);
+    assert_eq!(store.forget_before(cutoff, 2).await.unwrap(), 1);
+    assert_eq!(store.forget_before(cutoff, 2).await.unwrap(), 0);
+    let kept: Vec<_> = all_events(&store).await.into_iter().map(|e| e.at).collect();
+    assert_eq!(
+        kept,
+        [t0() + Duration::seconds(6), t0() + Duration::seconds(5)],
+        "an event exactly at the cutoff stays"
+    );
+}
+
+async fn audit_ids_are_never_reused_after_retention(db: TestDb) {
+    let store = db.store().await;
+    let e = event(AuditAction::WorkspaceDelete, "ws", None, t0());
+    store.append(&e).await.unwrap();
+    store.append(&e).await.unwrap();
+    let last = store.events(&AuditFilter::default(), 1).await.unwrap()[0].id;
+    store
+        .forget_before(t0() + Duration::seconds(1), 10)
+        .await
+        .unwrap();
+    store.append(&e).await.unwrap();
+    let next = store.events(&AuditFilter::default(), 1).await.unwrap()[0].id;
+    assert!(
+        next > last,
+        "a cursor handed out before retention still means older: {last} then {next}"
     );
 }

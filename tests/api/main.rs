@@ -9,6 +9,7 @@ pub mod support;
 
 mod http {
     mod allowlist;
+    mod audit;
     mod auth;
     mod download;
     mod health;

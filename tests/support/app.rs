@@ -1,6 +1,7 @@
 //! `spawn_app()`: the real server on a random loopback port, with a real
 //! SQLite database in a temp dir, and a store that can be broken on demand
-//! to exercise the fail-closed paths.
+//! to exercise the fail-closed paths (or only its receipt writes, to see
+//! what an install or uninstall leaves in the audit log then).
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -15,31 +16,49 @@ use workspace_plugins::adapters::db::SeaOrmStore;
 use workspace_plugins::app::server;
 use workspace_plugins::app::settings::Settings;
 use workspace_plugins::app::usecases::UseCases;
+use workspace_plugins::domain::audit::{AuditEvent, AuditFilter, AuditRecord};
 use workspace_plugins::domain::digest::TreeDigest;
 use workspace_plugins::domain::name::{PluginName, WorkspaceId};
+use workspace_plugins::domain::receipt::Receipt;
 use workspace_plugins::domain::token::{TokenHash, TokenId, TokenRecord};
 use workspace_plugins::domain::workspace::{Workspace, WorkspaceSpec};
 use workspace_plugins::ports::archives::{
     ArchiveKind, ArchiveStore, PackError, PackJob, PackedArchive,
 };
+use workspace_plugins::ports::audit::AuditLog;
+use workspace_plugins::ports::receipts::ReceiptStore;
 use workspace_plugins::ports::store::{
     AllowlistEntry, AllowlistStore, StoreError, StoreHealth, TokenStore, Upserted, WorkspaceStore,
 };
 
 pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789";
 
-/// A real store that fails every call while `broken` is set.
+/// A real store that fails every call while `broken` is set, and every
+/// receipt write (with the audit event it carries) while
+/// `receipt_writes_broken` is set.
 pub struct BreakableStore {
     inner: SeaOrmStore,
     broken: AtomicBool,
+    receipt_writes_broken: AtomicBool,
+}
+
+fn injected() -> StoreError {
+    StoreError::Unavailable("injected failure at /secret/path".into())
 }
 
 impl BreakableStore {
     fn check(&self) -> Result<(), StoreError> {
         if self.broken.load(Ordering::SeqCst) {
-            Err(StoreError::Unavailable(
-                "injected failure at /secret/path".into(),
-            ))
+            Err(injected())
+        } else {
+            Ok(())
+        }
+    }
+
+    fn check_receipt_write(&self) -> Result<(), StoreError> {
+        self.check()?;
+        if self.receipt_writes_broken.load(Ordering::SeqCst) {
+            Err(injected())
         } else {
             Ok(())
         }
@@ -47,6 +66,70 @@ impl BreakableStore {
 
     pub fn set_broken(&self, broken: bool) {
         self.broken.store(broken, Ordering::SeqCst);
+    }
+
+    /// Fails every receipt write; as in the real store, the audit event a
+    /// write carries goes (or not) with it.
+    pub fn set_receipt_writes_broken(&self, broken: bool) {
+        self.receipt_writes_broken.store(broken, Ordering::SeqCst);
+    }
+
+    /// The real store underneath, never broken.
+    pub fn inner(&self) -> &SeaOrmStore {
+        &self.inner
+    }
+}
+
+#[async_trait]
+impl ReceiptStore for BreakableStore {
+    async fn put_receipt<'e>(
+        &self,
+        receipt: &Receipt,
+        event: Option<&'e AuditEvent>,
+    ) -> Result<(), StoreError> {
+        self.check_receipt_write()?;
+        self.inner.put_receipt(receipt, event).await
+    }
+    async fn receipt(
+        &self,
+        workspace: &WorkspaceId,
+        plugin: &PluginName,
+    ) -> Result<Option<Receipt>, StoreError> {
+        self.check()?;
+        self.inner.receipt(workspace, plugin).await
+    }
+    async fn receipts(&self, workspace: &WorkspaceId) -> Result<Vec<Receipt>, StoreError> {
+        self.check()?;
+        self.inner.receipts(workspace).await
+    }
+    async fn delete_receipt<'e>(
+        &self,
+        workspace: &WorkspaceId,
+        plugin: &PluginName,
+        event: Option<&'e AuditEvent>,
+    ) -> Result<bool, StoreError> {
+        self.check_receipt_write()?;
+        self.inner.delete_receipt(workspace, plugin, event).await
+    }
+}
+
+#[async_trait]
+impl AuditLog for BreakableStore {
+    async fn append(&self, event: &AuditEvent) -> Result<(), StoreError> {
+        self.check()?;
+        self.inner.append(event).await
+    }
+    async fn events(
+        &self,
+        filter: &AuditFilter,
+        limit: u64,
+    ) -> Result<Vec<AuditRecord>, StoreError> {
+        self.check()?;
+        self.inner.events(filter, limit).await
+    }
+    async fn forget_before(&self, cutoff: DateTime<Utc>, batch: u64) -> Result<u64, StoreError> {
+        self.check()?;
+        self.inner.forget_before(cutoff, batch).await
     }
 }
 
@@ -225,11 +308,14 @@ pub async fn spawn_app_with(options: Options) -> TestApp {
     let store = Arc::new(BreakableStore {
         inner: SeaOrmStore::connect(&db_url).await.expect("store"),
         broken: AtomicBool::new(false),
+        receipt_writes_broken: AtomicBool::new(false),
     });
     ports.workspaces = store.clone();
     ports.tokens = store.clone();
     ports.allowlists = store.clone();
     ports.store_health = store.clone();
+    ports.receipts = store.clone();
+    ports.audit = store.clone();
     if options.failing_archives {
         ports.archives = Arc::new(FailingArchives);
     }
@@ -337,5 +423,60 @@ impl TestApp {
             body["id"].as_str().unwrap().to_owned(),
             body["token"].as_str().unwrap().to_owned(),
         )
+    }
+}
+
+impl TestApp {
+    /// Every audit event as stored, newest first, read with SQL (not through
+    /// the API): what "grep the table" looks at.
+    pub async fn audit_rows(&self) -> Vec<Value> {
+        use sea_orm::{ConnectionTrait, Statement};
+        let url = format!(
+            "sqlite://{}?mode=ro",
+            self.data_dir.path().join("test.db").display()
+        );
+        let conn = sea_orm::Database::connect(url)
+            .await
+            .expect("read the test database");
+        let rows = conn
+            .query_all_raw(Statement::from_string(
+                conn.get_database_backend(),
+                "SELECT id, at, actor, action, workspace_id, plugin, source, digest, outcome, status \
+                 FROM audit_events ORDER BY id DESC",
+            ))
+            .await
+            .expect("audit rows");
+        rows.into_iter()
+            .map(|row| {
+                let text = |i: usize| row.try_get_by_index::<Option<String>>(i).expect("column");
+                serde_json::json!({
+                    "id": row.try_get_by_index::<i64>(0).expect("id"),
+                    "at": text(1),
+                    "actor": text(2),
+                    "action": text(3),
+                    "workspace_id": text(4),
+                    "plugin": text(5),
+                    "source": text(6),
+                    "digest": text(7),
+                    "outcome": text(8),
+                    "status": row.try_get_by_index::<i32>(9).expect("status"),
+                })
+            })
+            .collect()
+    }
+
+    /// `(action, outcome, status)` of every stored event, newest first.
+    pub async fn audit_summary(&self) -> Vec<(String, String, i64)> {
+        self.audit_rows()
+            .await
+            .into_iter()
+            .map(|e| {
+                (
+                    e["action"].as_str().unwrap_or_default().to_owned(),
+                    e["outcome"].as_str().unwrap_or_default().to_owned(),
+                    e["status"].as_i64().unwrap_or_default(),
+                )
+            })
+            .collect()
     }
 }

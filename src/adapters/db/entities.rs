@@ -100,3 +100,30 @@ pub mod receipt {
 
     impl ActiveModelBehavior for ActiveModel {}
 }
+
+pub mod audit_event {
+    use sea_orm::entity::prelude::*;
+
+    /// One audit event (SPEC §11); rows are only ever inserted, and
+    /// deleted by retention.
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "audit_events")]
+    pub struct Model {
+        #[sea_orm(primary_key)]
+        pub id: i64,
+        pub at: DateTimeUtc,
+        pub actor: String,
+        pub action: String,
+        pub workspace_id: Option<String>,
+        pub plugin: Option<String>,
+        pub source: Option<String>,
+        pub digest: Option<String>,
+        pub outcome: String,
+        pub status: i32,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}

@@ -13,7 +13,8 @@ impl MigratorTrait for Migrator {
             Box::new(m20261125_000001_initial::Migration),
             Box::new(m20261125_000002_receipts::Migration),
             Box::new(m20261201_000003_one_owner::Migration),
-            Box::new(m20261215_000004_receipt_provenance::Migration),
+            Box::new(m20261202_000004_audit_log::Migration),
+            Box::new(m20261215_000005_receipt_provenance::Migration),
         ]
     }
 }
@@ -418,19 +419,108 @@ mod m20261201_000003_one_owner {
     }
 }
 
-/// Receipts carry provenance (SPEC §11): `revision`, `version` and
-/// `files` (the dirhash lines of the files that made the digest), all
-/// nullable so receipts written before keep reading (as "unknown"); and
-/// an index for the fleet-wide question "which workspaces have plugin P".
-/// One column per `ALTER`: SQLite takes no more.
-mod m20261215_000004_receipt_provenance {
+#[derive(DeriveIden)]
+enum AuditEvents {
+    Table,
+    Id,
+    At,
+    Actor,
+    Action,
+    WorkspaceId,
+    Plugin,
+    Source,
+    Digest,
+    Outcome,
+    Status,
+}
+
+/// The append-only audit log (SPEC §11). Ids grow with every append (never
+/// reused: SQLite `AUTOINCREMENT`, a PostgreSQL sequence), so they order
+/// the events and make the read cursor; indexes serve the filters of
+/// `GET /audit` and retention's scan by time. Independent of every other
+/// table: events outlive the workspaces, tokens and receipts they name.
+mod m20261202_000004_audit_log {
     use super::*;
 
     pub struct Migration;
 
     impl MigrationName for Migration {
         fn name(&self) -> &str {
-            "m20261215_000004_receipt_provenance"
+            "m20261202_000004_audit_log"
+        }
+    }
+
+    #[async_trait::async_trait]
+    impl MigrationTrait for Migration {
+        async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+            let backend = manager.get_database_backend();
+            let mut workspace_id = key_string(AuditEvents::WorkspaceId, backend);
+            workspace_id.null();
+            let mut plugin = key_string(AuditEvents::Plugin, backend);
+            plugin.null();
+            manager
+                .create_table(
+                    Table::create()
+                        .table(AuditEvents::Table)
+                        .if_not_exists()
+                        .col(big_pk_auto(AuditEvents::Id))
+                        .col(timestamp_with_time_zone(AuditEvents::At))
+                        .col(string(AuditEvents::Actor))
+                        .col(string(AuditEvents::Action))
+                        .col(workspace_id)
+                        .col(plugin)
+                        .col(text_null(AuditEvents::Source))
+                        .col(string_null(AuditEvents::Digest))
+                        .col(string(AuditEvents::Outcome))
+                        .col(integer(AuditEvents::Status))
+                        .to_owned(),
+                )
+                .await?;
+            for (name, column) in [
+                ("idx_audit_events_at", AuditEvents::At),
+                ("idx_audit_events_workspace_id", AuditEvents::WorkspaceId),
+                ("idx_audit_events_plugin", AuditEvents::Plugin),
+            ] {
+                manager
+                    .create_index(
+                        Index::create()
+                            .name(name)
+                            .table(AuditEvents::Table)
+                            .col(column)
+                            .if_not_exists()
+                            .to_owned(),
+                    )
+                    .await?;
+            }
+            Ok(())
+        }
+
+        async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+            manager
+                .drop_table(
+                    Table::drop()
+                        .table(AuditEvents::Table)
+                        .if_exists()
+                        .to_owned(),
+                )
+                .await
+        }
+    }
+}
+
+/// Receipts carry provenance (SPEC §11): `revision`, `version` and
+/// `files` (the dirhash lines of the files that made the digest), all
+/// nullable so receipts written before keep reading (as "unknown"); and
+/// an index for the fleet-wide question "which workspaces have plugin P".
+/// One column per `ALTER`: SQLite takes no more.
+mod m20261215_000005_receipt_provenance {
+    use super::*;
+
+    pub struct Migration;
+
+    impl MigrationName for Migration {
+        fn name(&self) -> &str {
+            "m20261215_000005_receipt_provenance"
         }
     }
 

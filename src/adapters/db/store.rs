@@ -14,14 +14,16 @@ use sea_orm::{
 };
 use sea_orm_migration::MigratorTrait;
 
-use super::entities::{allowlist_entry, receipt, token, workspace};
+use super::entities::{allowlist_entry, audit_event, receipt, token, workspace};
 use super::migration::Migrator;
+use crate::domain::audit::{AuditEvent, AuditFilter, AuditRecord};
 use crate::domain::digest::{TreeDigest, file_list_text, parse_file_list};
 use crate::domain::name::{PluginName, WorkspaceId};
 use crate::domain::receipt::{Provenance, Receipt};
 use crate::domain::runtime::Runtime;
 use crate::domain::token::{TokenHash, TokenId, TokenRecord};
 use crate::domain::workspace::{ContainerName, Workspace, WorkspaceSpec};
+use crate::ports::audit::AuditLog;
 use crate::ports::receipts::ReceiptStore;
 use crate::ports::store::{
     AllowlistEntry, AllowlistStore, StoreError, StoreHealth, TokenStore, Upserted, WorkspaceStore,
@@ -479,7 +481,11 @@ impl TryFrom<receipt::Model> for Receipt {
 
 #[async_trait]
 impl ReceiptStore for SeaOrmStore {
-    async fn put_receipt(&self, r: &Receipt) -> Result<(), StoreError> {
+    async fn put_receipt<'e>(
+        &self,
+        r: &Receipt,
+        event: Option<&'e AuditEvent>,
+    ) -> Result<(), StoreError> {
         let row = receipt::ActiveModel {
             workspace_id: Set(r.workspace_id.as_str().to_owned()),
             plugin_name: Set(r.plugin.as_str().to_owned()),
@@ -492,6 +498,7 @@ impl ReceiptStore for SeaOrmStore {
             version: Set(r.version().map(str::to_owned)),
             files: Set(r.provenance.as_ref().map(|p| file_list_text(&p.files))),
         };
+        let txn = self.begin_write().await?;
         receipt::Entity::insert(row)
             .on_conflict(
                 sea_orm::sea_query::OnConflict::columns([
@@ -510,10 +517,11 @@ impl ReceiptStore for SeaOrmStore {
                 ])
                 .to_owned(),
             )
-            .exec(&self.db)
+            .exec(&txn)
             .await
             .map_err(map_err)?;
-        Ok(())
+        append_event(&txn, event).await?;
+        txn.commit().await.map_err(map_err)
     }
 
     async fn receipt(
@@ -567,18 +575,146 @@ impl ReceiptStore for SeaOrmStore {
             .collect()
     }
 
-    async fn delete_receipt(
+    async fn delete_receipt<'e>(
         &self,
         workspace: &WorkspaceId,
         plugin: &PluginName,
+        event: Option<&'e AuditEvent>,
     ) -> Result<bool, StoreError> {
+        let txn = self.begin_write().await?;
         let result = receipt::Entity::delete_by_id((
             workspace.as_str().to_owned(),
             plugin.as_str().to_owned(),
         ))
-        .exec(&self.db)
+        .exec(&txn)
         .await
         .map_err(map_err)?;
+        append_event(&txn, event).await?;
+        txn.commit().await.map_err(map_err)?;
         Ok(result.rows_affected > 0)
+    }
+}
+
+/// Appends `event`, if any, on `db` (the receipt change's transaction, or
+/// the connection).
+async fn append_event<C: ConnectionTrait>(
+    db: &C,
+    event: Option<&AuditEvent>,
+) -> Result<(), StoreError> {
+    let Some(e) = event else { return Ok(()) };
+    audit_event::ActiveModel {
+        id: sea_orm::ActiveValue::NotSet,
+        at: Set(e.at),
+        actor: Set(e.actor.clone()),
+        action: Set(e.action.as_str().to_owned()),
+        workspace_id: Set(e.workspace_id.as_ref().map(|w| w.as_str().to_owned())),
+        plugin: Set(e.plugin.as_ref().map(|p| p.as_str().to_owned())),
+        source: Set(e.source().map(str::to_owned)),
+        digest: Set(e.digest.as_ref().map(|d| d.as_str().to_owned())),
+        outcome: Set(e.outcome.as_str().to_owned()),
+        status: Set(i32::from(e.status)),
+    }
+    .insert(db)
+    .await
+    .map_err(map_err)?;
+    Ok(())
+}
+
+impl TryFrom<audit_event::Model> for AuditRecord {
+    type Error = StoreError;
+
+    fn try_from(row: audit_event::Model) -> Result<Self, StoreError> {
+        let id = row.id.to_string();
+        let bad = || corrupt("audit event", &id);
+        let mut event = AuditEvent::new(
+            row.at,
+            row.actor,
+            row.action.parse().map_err(|()| bad())?,
+            row.outcome.parse().map_err(|()| bad())?,
+            u16::try_from(row.status).map_err(|_| bad())?,
+        )
+        .stored(row.source);
+        event.workspace_id = row
+            .workspace_id
+            .as_deref()
+            .map(WorkspaceId::parse)
+            .transpose()
+            .map_err(|_| bad())?;
+        event.plugin = row
+            .plugin
+            .as_deref()
+            .map(PluginName::parse)
+            .transpose()
+            .map_err(|_| bad())?;
+        event.digest = row
+            .digest
+            .as_deref()
+            .map(|d| TreeDigest::parse(d).ok_or_else(bad))
+            .transpose()?;
+        Ok(AuditRecord { id: row.id, event })
+    }
+}
+
+#[async_trait]
+impl AuditLog for SeaOrmStore {
+    async fn append(&self, event: &AuditEvent) -> Result<(), StoreError> {
+        append_event(&self.db, Some(event)).await
+    }
+
+    async fn events(
+        &self,
+        filter: &AuditFilter,
+        limit: u64,
+    ) -> Result<Vec<AuditRecord>, StoreError> {
+        use audit_event::Column as C;
+        let mut query = audit_event::Entity::find().order_by_desc(C::Id);
+        if let Some(workspace) = &filter.workspace {
+            query = query.filter(C::WorkspaceId.eq(workspace.as_str()));
+        }
+        if let Some(plugin) = &filter.plugin {
+            query = query.filter(C::Plugin.eq(plugin.as_str()));
+        }
+        if let Some(action) = filter.action {
+            query = query.filter(C::Action.eq(action.as_str()));
+        }
+        if let Some(since) = filter.since {
+            query = query.filter(C::At.gte(since));
+        }
+        if let Some(before) = filter.before {
+            query = query.filter(C::Id.lt(before.before_id()));
+        }
+        query
+            .limit(limit)
+            .all(&self.db)
+            .await
+            .map_err(map_err)?
+            .into_iter()
+            .map(AuditRecord::try_from)
+            .collect()
+    }
+
+    async fn forget_before(&self, cutoff: DateTime<Utc>, batch: u64) -> Result<u64, StoreError> {
+        use audit_event::Column as C;
+        let txn = self.begin_write().await?;
+        let ids: Vec<i64> = audit_event::Entity::find()
+            .select_only()
+            .column(C::Id)
+            .filter(C::At.lt(cutoff))
+            .order_by_asc(C::Id)
+            .limit(batch)
+            .into_tuple()
+            .all(&txn)
+            .await
+            .map_err(map_err)?;
+        if ids.is_empty() {
+            return Ok(0);
+        }
+        let deleted = audit_event::Entity::delete_many()
+            .filter(C::Id.is_in(ids))
+            .exec(&txn)
+            .await
+            .map_err(map_err)?;
+        txn.commit().await.map_err(map_err)?;
+        Ok(deleted.rows_affected)
     }
 }

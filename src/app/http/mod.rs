@@ -3,6 +3,7 @@
 //! the answer: they hold only [`UseCases`], never a port.
 
 pub mod allowlist;
+pub mod audit;
 pub mod download;
 pub mod dto;
 pub mod extract;
@@ -39,6 +40,8 @@ pub enum ApiTags {
     WorkspacePlugins,
     /// Org plugin allowlists
     Allowlist,
+    /// The audit log of state-changing requests
+    Audit,
     /// Liveness and readiness
     Health,
 }
@@ -50,6 +53,7 @@ type Apis = (
     records::RecordsApi,
     download::DownloadApi,
     allowlist::AllowlistApi,
+    audit::AuditApi,
     health::HealthApi,
 );
 
@@ -63,6 +67,7 @@ pub fn openapi_service() -> OpenApiService<Apis, ()> {
             records::RecordsApi,
             download::DownloadApi,
             allowlist::AllowlistApi,
+            audit::AuditApi,
             health::HealthApi,
         ),
         "workspace-plugins",

@@ -240,92 +240,99 @@ fn staging(error: &StagingError) -> (StatusCode, ErrorBody) {
     (status, body)
 }
 
+/// The status `error` answers with: what the audit log records for a
+/// request that failed (SPEC §11), from the same table as the response.
+pub fn status_of(error: &AppError) -> u16 {
+    describe(error).0.as_u16()
+}
+
 impl<U: Unavailability> From<AppError> for Problem<U> {
     fn from(error: AppError) -> Self {
-        use AppError as E;
-        let message = error.to_string();
-        let (status, body) = match &error {
-            E::MissingToken | E::InvalidToken => {
-                (StatusCode::UNAUTHORIZED, ErrorBody::new(message))
-            }
-            E::AdminRequired => (StatusCode::FORBIDDEN, ErrorBody::new(message)),
-            E::WorkspaceNotFound | E::TokenNotFound => {
-                (StatusCode::NOT_FOUND, ErrorBody::new(message))
-            }
-            E::InvalidWorkspaceId
-            | E::InvalidPluginName
-            | E::PluginsRequired
-            | E::RuntimeRequired
-            | E::InvalidRuntime
-            | E::InvalidQuery(_)
-            | E::UnsupportedFormat
-            | E::InvalidBody => (StatusCode::BAD_REQUEST, ErrorBody::new(message)),
-            E::InvalidField(field) => (
-                StatusCode::BAD_REQUEST,
-                ErrorBody {
-                    field: Some(field.field.to_owned()),
-                    ..ErrorBody::new(message)
-                },
-            ),
-            E::InvalidAllowlistEntry(entry) => (
-                StatusCode::BAD_REQUEST,
-                ErrorBody {
-                    plugin_name: Some(entry.clone()),
-                    ..ErrorBody::new(message)
-                },
-            ),
-            E::BodyTooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, ErrorBody::new(message)),
-            E::BodyTimedOut => (StatusCode::REQUEST_TIMEOUT, ErrorBody::new(message)),
-            E::ContainerTaken { .. } => (StatusCode::CONFLICT, ErrorBody::new(message)),
-            E::Staging(e) => staging(e),
-            E::Guard(refusal) => (
-                StatusCode::UNPROCESSABLE_ENTITY,
-                ErrorBody {
-                    hint: Some(refusal.hint.to_owned()),
-                    ..ErrorBody::new(message)
-                },
-            ),
-            E::Allowlist(AllowlistRefusal::NotAllowed(_)) => {
-                (StatusCode::FORBIDDEN, ErrorBody::new(message))
-            }
-            E::Allowlist(AllowlistRefusal::Unavailable) => {
-                (StatusCode::SERVICE_UNAVAILABLE, ErrorBody::new(message))
-            }
-            E::NameMismatch(mismatch) => (
-                StatusCode::BAD_REQUEST,
-                ErrorBody {
-                    resolved_name: Some(mismatch.resolved.to_string()),
-                    requested_name: Some(mismatch.requested.to_string()),
-                    ..ErrorBody::new(message)
-                },
-            ),
-            E::EngineUnavailable(_) | E::ContainerNotRunning => {
-                (StatusCode::SERVICE_UNAVAILABLE, ErrorBody::new(message))
-            }
-            E::InstallTimedOut { source_text } => (
-                StatusCode::GATEWAY_TIMEOUT,
-                ErrorBody {
-                    source: Some(source_text.clone()),
-                    ..ErrorBody::new(message)
-                },
-            ),
-            E::UninstallTimedOut => (StatusCode::GATEWAY_TIMEOUT, ErrorBody::new(message)),
-            E::NotInstalled(_) => (StatusCode::NOT_FOUND, ErrorBody::new(message)),
-            E::TooManyFetches => (StatusCode::TOO_MANY_REQUESTS, ErrorBody::new(message)),
-            E::CopyFailed(_)
-            | E::PackFailed(_)
-            | E::RemoveFailed(_)
-            | E::ListFailed(_)
-            | E::VerifyFailed(_)
-            | E::AuthCheckFailed(_)
-            | E::WorkspaceLookupFailed(_)
-            | E::Registry(_)
-            | E::Store(_)
-            | E::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, ErrorBody::new(message)),
-        };
+        let (status, body) = describe(&error);
         if status.is_server_error() {
             tracing::error!(status = status.as_u16(), error = %error, cause = ?std::error::Error::source(&error), "request failed");
         }
         Self::new(status, body)
+    }
+}
+
+/// The one mapping of an error to its status and body.
+fn describe(error: &AppError) -> (StatusCode, ErrorBody) {
+    use AppError as E;
+    let message = error.to_string();
+    match error {
+        E::MissingToken | E::InvalidToken => (StatusCode::UNAUTHORIZED, ErrorBody::new(message)),
+        E::AdminRequired => (StatusCode::FORBIDDEN, ErrorBody::new(message)),
+        E::WorkspaceNotFound | E::TokenNotFound => (StatusCode::NOT_FOUND, ErrorBody::new(message)),
+        E::InvalidWorkspaceId
+        | E::InvalidPluginName
+        | E::PluginsRequired
+        | E::RuntimeRequired
+        | E::InvalidRuntime
+        | E::InvalidQuery(_)
+        | E::UnsupportedFormat
+        | E::InvalidBody => (StatusCode::BAD_REQUEST, ErrorBody::new(message)),
+        E::InvalidField(field) => (
+            StatusCode::BAD_REQUEST,
+            ErrorBody {
+                field: Some(field.field.to_owned()),
+                ..ErrorBody::new(message)
+            },
+        ),
+        E::InvalidAllowlistEntry(entry) => (
+            StatusCode::BAD_REQUEST,
+            ErrorBody {
+                plugin_name: Some(entry.clone()),
+                ..ErrorBody::new(message)
+            },
+        ),
+        E::BodyTooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, ErrorBody::new(message)),
+        E::BodyTimedOut => (StatusCode::REQUEST_TIMEOUT, ErrorBody::new(message)),
+        E::ContainerTaken { .. } => (StatusCode::CONFLICT, ErrorBody::new(message)),
+        E::Staging(e) => staging(e),
+        E::Guard(refusal) => (
+            StatusCode::UNPROCESSABLE_ENTITY,
+            ErrorBody {
+                hint: Some(refusal.hint.to_owned()),
+                ..ErrorBody::new(message)
+            },
+        ),
+        E::Allowlist(AllowlistRefusal::NotAllowed(_)) => {
+            (StatusCode::FORBIDDEN, ErrorBody::new(message))
+        }
+        E::Allowlist(AllowlistRefusal::Unavailable) => {
+            (StatusCode::SERVICE_UNAVAILABLE, ErrorBody::new(message))
+        }
+        E::NameMismatch(mismatch) => (
+            StatusCode::BAD_REQUEST,
+            ErrorBody {
+                resolved_name: Some(mismatch.resolved.to_string()),
+                requested_name: Some(mismatch.requested.to_string()),
+                ..ErrorBody::new(message)
+            },
+        ),
+        E::EngineUnavailable(_) | E::ContainerNotRunning => {
+            (StatusCode::SERVICE_UNAVAILABLE, ErrorBody::new(message))
+        }
+        E::InstallTimedOut { source_text } => (
+            StatusCode::GATEWAY_TIMEOUT,
+            ErrorBody {
+                source: Some(source_text.clone()),
+                ..ErrorBody::new(message)
+            },
+        ),
+        E::UninstallTimedOut => (StatusCode::GATEWAY_TIMEOUT, ErrorBody::new(message)),
+        E::NotInstalled(_) => (StatusCode::NOT_FOUND, ErrorBody::new(message)),
+        E::TooManyFetches => (StatusCode::TOO_MANY_REQUESTS, ErrorBody::new(message)),
+        E::CopyFailed(_)
+        | E::PackFailed(_)
+        | E::RemoveFailed(_)
+        | E::ListFailed(_)
+        | E::VerifyFailed(_)
+        | E::AuthCheckFailed(_)
+        | E::WorkspaceLookupFailed(_)
+        | E::Registry(_)
+        | E::Store(_)
+        | E::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, ErrorBody::new(message)),
     }
 }

@@ -279,8 +279,11 @@ impl WorkspacePluginsApi {
         id: Path<String>,
         name: Path<String>,
     ) -> Result<Json<UninstallResult>, Problem<Container>> {
-        let (_, workspace) = app.access.authorize_workspace(&caller.0, &id).await?;
-        let plugin = app.uninstall.uninstall(&workspace, &name).await?;
+        let (principal, workspace) = app.access.authorize_workspace(&caller.0, &id).await?;
+        let plugin = app
+            .uninstall
+            .uninstall(&principal, &workspace, &name)
+            .await?;
         Ok(Json(UninstallResult {
             status: "uninstalled".into(),
             plugin: plugin.to_string(),

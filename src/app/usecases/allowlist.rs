@@ -3,7 +3,10 @@
 
 use std::sync::Arc;
 
+use super::access::Principal;
+use super::audit::AuditTrail;
 use crate::app::error::AppError;
+use crate::domain::audit::{AuditAction, AuditOutcome};
 use crate::domain::name::{PluginName, WorkspaceId};
 use crate::domain::policy::{AllowlistFailure, check_allowlist, normalize_allowlist};
 use crate::domain::workspace::{FieldError, Workspace};
@@ -16,11 +19,12 @@ pub use crate::ports::store::AllowlistEntry;
 #[derive(Clone)]
 pub struct Allowlists {
     store: Arc<dyn AllowlistStore>,
+    audit: AuditTrail,
 }
 
 impl Allowlists {
-    pub fn new(store: Arc<dyn AllowlistStore>) -> Self {
-        Self { store }
+    pub fn new(store: Arc<dyn AllowlistStore>, audit: AuditTrail) -> Self {
+        Self { store, audit }
     }
 
     /// The org's entries, sorted by plugin name; none allows every plugin.
@@ -29,8 +33,23 @@ impl Allowlists {
     }
 
     /// Replaces the org's allowlist atomically: every entry must be a
-    /// valid plugin name, else nothing changes.
+    /// valid plugin name, else nothing changes. Audited (SPEC §11), the
+    /// org as the event's workspace.
     pub async fn replace(
+        &self,
+        org: &WorkspaceId,
+        plugins: Option<Vec<String>>,
+        enabled_by: Option<String>,
+    ) -> Result<Vec<AllowlistEntry>, AppError> {
+        let draft = AuditTrail::draft(AuditAction::AllowlistReplace, &Principal::Admin, Some(org));
+        let result = self.store_list(org, plugins, enabled_by).await;
+        self.audit
+            .conclude(draft, &result, |_| Some((AuditOutcome::Ok, 200)))
+            .await;
+        result
+    }
+
+    async fn store_list(
         &self,
         org: &WorkspaceId,
         plugins: Option<Vec<String>>,
@@ -165,7 +184,7 @@ mod tests {
     async fn a_replacement_is_validated_whole_before_the_store_sees_it() {
         let mut store = MockAllowlistStore::new();
         store.expect_replace_allowlist().never();
-        let lists = Allowlists::new(Arc::new(store));
+        let lists = Allowlists::new(Arc::new(store), crate::app::testing::recorded_trail().0);
         let org = WorkspaceId::parse("org-1").unwrap();
         let err = lists.replace(&org, None, None).await.unwrap_err();
         assert!(matches!(err, AppError::PluginsRequired), "{err:?}");
@@ -194,7 +213,7 @@ mod tests {
             .withf(|_, names, by, _| names == [name("a"), name("b")] && by == "admin")
             .times(1)
             .returning(|_, _, _, _| Ok(vec![entry("a"), entry("b")]));
-        let stored = Allowlists::new(Arc::new(store))
+        let stored = Allowlists::new(Arc::new(store), crate::app::testing::recorded_trail().0)
             .replace(
                 &WorkspaceId::parse("org-1").unwrap(),
                 Some(vec!["b".into(), "a".into(), "b".into()]),

@@ -52,7 +52,7 @@ async fn a_container_that_stops_under_any_configs_call_is_503_not_running() {
         .expect_read_plugin_memory()
         .returning(|_, _| Err(not_running()));
     configs.expect_remove().never();
-    let state = uninstall_state(configs, MockReceiptStore::new());
+    let state = uninstall_state(configs, receipts_without_any());
     assert_eq!(answer(uninstall_demo(&state).await), expected, "read");
 
     let mut configs = MockWorkspaceConfigs::new();
@@ -100,8 +100,16 @@ async fn other_configs_failures_are_the_operations_own_500() {
         configs
             .expect_read_plugin_memory()
             .returning(move |_, _| Err(failure()));
-        let state = uninstall_state(configs, MockReceiptStore::new());
+        let state = uninstall_state(configs, receipts_without_any());
         let got = answer(uninstall_demo(&state).await);
         assert_eq!(got, (500, "failed to remove plugin".into(), None));
     }
+}
+
+/// Receipts that hold none: an uninstall reads the plugin's (for its
+/// audit event) before it touches the container.
+fn receipts_without_any() -> MockReceiptStore {
+    let mut receipts = MockReceiptStore::new();
+    receipts.expect_receipt().returning(|_, _| Ok(None));
+    receipts
 }

@@ -10,15 +10,18 @@ use tokio::time::{Instant, timeout_at};
 
 use super::access::Principal;
 use super::allowlist::AllowlistGate;
+use super::audit::AuditTrail;
 use super::container::{Operation, container_failure, require_running};
 use super::staging::{Staged, Stager};
 use crate::app::error::AppError;
 use crate::app::restart::{Restarter, WorkspaceGuard, WorkspaceLocks};
+use crate::domain::audit::{AuditAction, AuditEvent, AuditOutcome};
 use crate::domain::digest::TreeDigest;
 use crate::domain::manifest::Manifest;
 use crate::domain::name::PluginName;
 use crate::domain::receipt::{Provenance, Receipt};
 use crate::domain::runtime::{PushOperation, runtime_guard};
+use crate::domain::source::Source;
 use crate::domain::workspace::Workspace;
 use crate::ports::container::{ContainerEngine, ContainerId, DeliveryError, WorkspaceConfigs};
 use crate::ports::receipts::ReceiptStore;
@@ -47,6 +50,7 @@ pub struct Installer {
     pub(super) engine: Arc<dyn ContainerEngine>,
     pub(super) configs: Arc<dyn WorkspaceConfigs>,
     pub(super) receipts: Arc<dyn ReceiptStore>,
+    pub(super) audit: AuditTrail,
     pub(super) restarts: Restarter,
     pub(super) locks: WorkspaceLocks,
     /// Bounds fetching and delivering one plugin.
@@ -55,7 +59,9 @@ pub struct Installer {
 
 impl Installer {
     /// Install (SPEC §5), after auth and the workspace record. `read_body`
-    /// is called only once the runtime guard has passed.
+    /// is called only once the runtime guard has passed. Its audit event
+    /// (SPEC §11) goes with the receipt when the plugin is placed, and on
+    /// its own otherwise.
     pub async fn install<F>(
         &self,
         principal: &Principal,
@@ -65,8 +71,50 @@ impl Installer {
     where
         F: std::future::Future<Output = Result<(Option<String>, Option<String>), AppError>>,
     {
+        self.install_as(AuditAction::Install, principal, workspace, read_body)
+            .await
+    }
+
+    /// [`Installer::install`], recorded as `action` (an update re-installs
+    /// through here, recorded as [`AuditAction::Update`]).
+    pub async fn install_as<F>(
+        &self,
+        action: AuditAction,
+        principal: &Principal,
+        workspace: &Workspace,
+        read_body: F,
+    ) -> Result<Installed, AppError>
+    where
+        F: std::future::Future<Output = Result<(Option<String>, Option<String>), AppError>>,
+    {
+        let mut draft = AuditTrail::draft(action, principal, Some(&workspace.id));
+        let result = self.run(workspace, read_body, &mut draft).await;
+        self.audit
+            .conclude(draft, &result, |installed| match installed {
+                // Recorded with its receipt (`deliver_in_place`).
+                Installed::Installed { .. } => None,
+                Installed::Unchanged { .. } => Some((AuditOutcome::Unchanged, 200)),
+            })
+            .await;
+        result
+    }
+
+    /// The install; `draft` learns the source, plugin and digest as they
+    /// become known.
+    async fn run<F>(
+        &self,
+        workspace: &Workspace,
+        read_body: F,
+        draft: &mut AuditEvent,
+    ) -> Result<Installed, AppError>
+    where
+        F: std::future::Future<Output = Result<(Option<String>, Option<String>), AppError>>,
+    {
         runtime_guard(&workspace.spec.runtime, PushOperation::Install).map_err(AppError::Guard)?;
         let (source, sha256) = read_body.await?;
+        if let Some(parsed) = source.as_deref().and_then(|s| Source::parse(s).ok()) {
+            *draft = draft.clone().with_source(&parsed);
+        }
         let deadline = Instant::now() + self.fetch_timeout;
         // One install per workspace at a time, from the fetch on: a burst at
         // one workspace waits here holding no fetch slot, so it cannot take
@@ -83,13 +131,15 @@ impl Installer {
             .stager
             .stage_in_place(source.as_deref(), sha256.as_deref(), deadline)
             .await?;
+        draft.plugin = Some(staged.name.clone());
+        draft.digest = Some(staged.digest.clone());
         self.allowlist.enforce(workspace, &staged.name).await?;
         let container = require_running(self.engine.as_ref(), workspace).await?;
         // The delivery runs to its end (or its deadline) even when the client
         // goes away, so the receipt it leaves always says what is in place.
         let delivery = tokio::spawn(self.clone().deliver(
             serialized,
-            principal.actor(),
+            draft.clone(),
             workspace.clone(),
             container,
             staged,
@@ -103,7 +153,7 @@ impl Installer {
     async fn deliver(
         self,
         serialized: WorkspaceGuard,
-        actor: String,
+        draft: AuditEvent,
         workspace: Workspace,
         container: ContainerId,
         staged: Staged,
@@ -113,7 +163,7 @@ impl Installer {
         let name = staged.name.clone();
         let result = match timeout_at(
             deadline,
-            self.deliver_in_place(actor, &workspace, &container, &staged),
+            self.deliver_in_place(&draft, &workspace, &container, &staged),
         )
         .await
         {
@@ -130,10 +180,11 @@ impl Installer {
     /// Delivery; the caller holds the workspace's lock. The receipt is taken away before
     /// the container is touched and written back only once the outcome is
     /// known: after a cut-off delivery there is no receipt, never a wrong one
-    /// (SPEC §6 "receipts never claim what the container does not hold").
+    /// (SPEC §6 "receipts never claim what the container does not hold"),
+    /// together with the request's audit event.
     async fn deliver_in_place(
         &self,
-        actor: String,
+        draft: &AuditEvent,
         workspace: &Workspace,
         container: &ContainerId,
         staged: &Staged,
@@ -162,7 +213,7 @@ impl Installer {
         }
         if previous.is_some() {
             self.receipts
-                .delete_receipt(&workspace.id, name)
+                .delete_receipt(&workspace.id, name, None)
                 .await
                 .map_err(AppError::Store)?;
         }
@@ -179,7 +230,7 @@ impl Installer {
             Err(DeliveryError::NotPlaced(e)) => {
                 // The previous version is still there: so is its receipt.
                 if let Some(previous) = &previous
-                    && let Err(store) = self.receipts.put_receipt(previous).await
+                    && let Err(store) = self.receipts.put_receipt(previous, None).await
                 {
                     tracing::error!(workspace = %workspace.id, plugin = %name, error = ?store, "could not restore the previous receipt");
                 }
@@ -198,13 +249,15 @@ impl Installer {
             digest: staged.digest.clone(),
             size_bytes: staged.tree.total_bytes,
             installed_at: crate::app::now(),
-            installed_by: actor,
+            installed_by: draft.actor.clone(),
             provenance: Some(provenance(staged)),
         };
+        let event = AuditTrail::succeeded(draft, AuditOutcome::Ok, 200);
         // The plugin is in place: a lost receipt only costs the next
         // "unchanged" shortcut and the listed digest, so it is not fatal.
-        if let Err(e) = self.receipts.put_receipt(&receipt).await {
-            tracing::error!(workspace = %workspace.id, plugin = %name, error = ?e, "could not record install receipt");
+        // Its event is lost with it (one transaction), and logged here.
+        if let Err(e) = self.receipts.put_receipt(&receipt, Some(&event)).await {
+            tracing::error!(workspace = %workspace.id, plugin = %name, actor = %event.actor, action = %event.action, error = ?e, "could not record install receipt and its audit event");
         }
         self.restarts.request(workspace);
         tracing::info!(workspace = %workspace.id, plugin = %name, %source, digest = %staged.digest, "plugin installed");

@@ -14,6 +14,7 @@ use crate::app::usecases::access::Principal;
 use crate::app::usecases::install::Installed;
 use crate::app::usecases::test_fixtures::*;
 use crate::domain::digest::{FileDigest, sha256};
+use crate::domain::audit::{AuditAction, AuditOutcome};
 use crate::domain::name::PluginName;
 use crate::domain::policy::{AllowlistFailure, AllowlistRefusal};
 use crate::domain::receipt::Provenance;
@@ -310,7 +311,7 @@ async fn a_matching_receipt_without_its_directory_is_delivered_again() {
         .expect_delete_receipt()
         .times(1)
         .in_sequence(&mut seq)
-        .returning(|_, _| Ok(true));
+        .returning(|_, _, _| Ok(true));
     configs
         .expect_deliver()
         .times(1)
@@ -318,10 +319,10 @@ async fn a_matching_receipt_without_its_directory_is_delivered_again() {
         .returning(|_, _, _| Ok(()));
     receipts
         .expect_put_receipt()
-        .withf(|r| r.digest == demo_digest())
+        .withf(|r, _| r.digest == demo_digest())
         .times(1)
         .in_sequence(&mut seq)
-        .returning(|_| Ok(()));
+        .returning(|_, _| Ok(()));
     let h = to_delivery(receipts, configs);
     let state = h.app();
     let result = install_demo(&state).await;
@@ -353,7 +354,7 @@ async fn a_new_install_delivers_the_staged_tree_records_a_receipt_with_its_prove
     let mut receipts = receipts_with(None);
     receipts
         .expect_put_receipt()
-        .withf(|r| {
+        .withf(|r, event| {
             r.workspace_id.as_str() == "ws1"
                 && r.plugin == demo()
                 && r.source == "fake://demo"
@@ -369,10 +370,21 @@ async fn a_new_install_delivers_the_staged_tree_records_a_receipt_with_its_prove
                             sha256: sha256(YAML.as_bytes()),
                         }],
                     })
+                // Its audit event goes in the same write (SPEC §11).
+                && event.is_some_and(|e| {
+                    e.action == AuditAction::Install
+                        && e.outcome == AuditOutcome::Ok
+                        && e.status == 200
+                        && e.actor == r.installed_by
+                        && e.workspace_id.as_ref() == Some(&r.workspace_id)
+                        && e.plugin.as_ref() == Some(&r.plugin)
+                        && e.source() == Some("fake://demo")
+                        && e.digest.as_ref() == Some(&r.digest)
+                })
         })
         .times(1)
         .in_sequence(&mut seq)
-        .returning(|_| Ok(()));
+        .returning(|_, _| Ok(()));
     let h = to_delivery(receipts, configs);
     let state = h.app();
     let principal = Principal::Workspace(crate::domain::token::TokenId::from_random([7; 12]));
@@ -407,10 +419,10 @@ async fn a_changed_reinstall_drops_the_old_receipt_before_it_delivers() {
     configs.expect_is_installed().never();
     receipts
         .expect_delete_receipt()
-        .with(always(), eq(demo()))
+        .withf(|_, p, e| *p == demo() && e.is_none())
         .times(1)
         .in_sequence(&mut seq)
-        .returning(|_, _| Ok(true));
+        .returning(|_, _, _| Ok(true));
     configs
         .expect_deliver()
         .times(1)
@@ -418,10 +430,10 @@ async fn a_changed_reinstall_drops_the_old_receipt_before_it_delivers() {
         .returning(|_, _, _| Ok(()));
     receipts
         .expect_put_receipt()
-        .withf(|r| r.digest == demo_digest())
+        .withf(|r, _| r.digest == demo_digest())
         .times(1)
         .in_sequence(&mut seq)
-        .returning(|_| Ok(()));
+        .returning(|_, _| Ok(()));
     let h = to_delivery(receipts, configs);
     let state = h.app();
     assert!(install_demo(&state).await.is_ok());
@@ -437,7 +449,7 @@ async fn a_delivery_not_placed_restores_the_previous_receipt_and_is_500() {
         .expect_delete_receipt()
         .times(1)
         .in_sequence(&mut seq)
-        .returning(|_, _| Ok(true));
+        .returning(|_, _, _| Ok(true));
     configs
         .expect_deliver()
         .times(1)
@@ -449,10 +461,10 @@ async fn a_delivery_not_placed_restores_the_previous_receipt_and_is_500() {
         });
     receipts
         .expect_put_receipt()
-        .with(eq(receipt(other_digest())))
+        .withf(|r, e| *r == receipt(other_digest()) && e.is_none())
         .times(1)
         .in_sequence(&mut seq)
-        .returning(|_| Ok(()));
+        .returning(|_, _| Ok(()));
     let h = to_delivery(receipts, configs);
     let state = h.app();
     let result = install_demo(&state).await;
@@ -502,7 +514,7 @@ async fn a_delivery_of_unknown_outcome_leaves_no_receipt() {
             .expect_delete_receipt()
             .times(1)
             .in_sequence(&mut seq)
-            .returning(|_, _| Ok(true));
+            .returning(|_, _, _| Ok(true));
         configs
             .expect_deliver()
             .times(1)
@@ -523,7 +535,7 @@ async fn the_deadline_firing_during_the_delivery_is_504_with_no_receipt_and_no_r
     receipts
         .expect_delete_receipt()
         .times(1)
-        .returning(|_, _| Ok(true));
+        .returning(|_, _, _| Ok(true));
     receipts.expect_put_receipt().never();
     // Never released: the delivery outlives the deadline.
     let held = Held::new(MockWorkspaceConfigs::new());
@@ -547,10 +559,13 @@ async fn the_deadline_firing_during_the_delivery_is_504_with_no_receipt_and_no_r
 async fn a_client_gone_mid_delivery_still_gets_the_receipt_written_when_it_completes() {
     let (written, mut receipt_written) = tokio::sync::mpsc::unbounded_channel();
     let mut receipts = receipts_with(None);
-    receipts.expect_put_receipt().times(1).returning(move |r| {
-        let _ = written.send(r.clone());
-        Ok(())
-    });
+    receipts
+        .expect_put_receipt()
+        .times(1)
+        .returning(move |r, _| {
+            let _ = written.send(r.clone());
+            Ok(())
+        });
     let mut inner = MockWorkspaceConfigs::new();
     inner.expect_deliver().times(1).returning(|_, _, _| Ok(()));
     let held = Held::new(inner);
@@ -597,4 +612,42 @@ async fn an_install_waiting_for_its_workspace_fetches_nothing_until_the_workspac
         fetched.load(Ordering::SeqCst),
         "fetched once the workspace was free"
     );
+}
+
+#[tokio::test]
+async fn an_update_reinstalls_through_the_install_path_recorded_as_update() {
+    let mut configs = MockWorkspaceConfigs::new();
+    configs.expect_is_installed().returning(|_, _| Ok(true));
+    let mut h = to_delivery(receipts_with(Some(demo_digest())), configs);
+    let audit = Arc::new(crate::app::testing::RecordedAudit::default());
+    h.ports.audit = audit.clone();
+    let state = h.app();
+    let principal = Principal::Workspace(crate::domain::token::TokenId::from_random([7; 12]));
+    let result = state
+        .install
+        .install_as(
+            AuditAction::Update,
+            &principal,
+            &workspace("ws1", "claude_code", "online"),
+            body("fake://demo"),
+        )
+        .await;
+    assert!(
+        matches!(result, Ok(Installed::Unchanged { .. })),
+        "{result:?}"
+    );
+    let events = audit.events();
+    assert_eq!(events.len(), 1, "{events:?}");
+    let e = &events[0];
+    assert_eq!(
+        (e.action, e.outcome, e.status, e.actor.as_str()),
+        (
+            AuditAction::Update,
+            AuditOutcome::Unchanged,
+            200,
+            "tok_070707070707070707070707"
+        )
+    );
+    assert_eq!(e.source(), Some("fake://demo"));
+    assert_eq!(e.digest, Some(demo_digest()));
 }

@@ -9,6 +9,7 @@
 
 pub mod access;
 pub mod allowlist;
+pub mod audit;
 pub mod compatibility;
 mod container;
 pub mod download;
@@ -34,6 +35,7 @@ use crate::app::restart::{Restarter, WorkspaceLocks};
 use crate::domain::policy::AllowlistFailure;
 use crate::domain::token::TokenHash;
 use crate::ports::archives::ArchiveStore;
+use crate::ports::audit::AuditLog;
 use crate::ports::container::{ContainerEngine, TreeReadLimits, WorkspaceConfigs};
 use crate::ports::receipts::ReceiptStore;
 use crate::ports::registry::PluginRegistry;
@@ -43,6 +45,7 @@ use crate::ports::store::{AllowlistStore, StoreHealth, TokenStore, WorkspaceStor
 
 use self::access::Access;
 use self::allowlist::{AllowlistGate, Allowlists};
+use self::audit::{AuditRetention, AuditTrail, RETENTION_BATCH};
 use self::compatibility::CompatibilityCheck;
 use self::download::Downloader;
 use self::install::Installer;
@@ -67,6 +70,7 @@ pub struct Ports {
     pub allowlists: Arc<dyn AllowlistStore>,
     pub store_health: Arc<dyn StoreHealth>,
     pub receipts: Arc<dyn ReceiptStore>,
+    pub audit: Arc<dyn AuditLog>,
     pub registry: Arc<dyn PluginRegistry>,
     pub resolvers: ResolverRegistry,
     pub staging: Arc<dyn StagingArea>,
@@ -98,6 +102,8 @@ pub struct Policy {
     pub restart_delay: Duration,
     /// Pack registry plugins ahead of time (`PLUGIN_REGISTRY_PREPACK`).
     pub prepack: bool,
+    /// How long audit events are kept (`PLUGIN_AUDIT_RETENTION`).
+    pub audit_retention: Duration,
 }
 
 /// Every use case, wired; what the HTTP layer holds.
@@ -116,7 +122,9 @@ pub struct UseCases {
     pub workspaces: Workspaces,
     pub tokens: Tokens,
     pub allowlists: Allowlists,
+    pub audit: AuditTrail,
     pub readiness: ReadinessCheck,
+    retention: AuditRetention,
     body_max_bytes: u64,
     stager: Stager,
     restarts: Restarter,
@@ -143,6 +151,7 @@ impl UseCases {
             },
         );
         let gate = AllowlistGate::new(ports.allowlists.clone(), policy.allowlist_failure);
+        let audit = AuditTrail::new(ports.audit.clone());
         let download = Downloader {
             stager: stager.clone(),
             allowlist: gate.clone(),
@@ -169,6 +178,7 @@ impl UseCases {
                 engine: ports.engine.clone(),
                 configs: ports.configs.clone(),
                 receipts: ports.receipts.clone(),
+                audit: audit.clone(),
                 restarts: restarts.clone(),
                 locks: locks.clone(),
                 fetch_timeout: policy.fetch_timeout,
@@ -177,6 +187,7 @@ impl UseCases {
                 engine: ports.engine.clone(),
                 configs: ports.configs.clone(),
                 receipts: ports.receipts.clone(),
+                audit: audit.clone(),
                 restarts: restarts.clone(),
                 locks: locks.clone(),
                 fetch_timeout: policy.fetch_timeout,
@@ -207,10 +218,12 @@ impl UseCases {
             },
             installed,
             registry: RegistryListing::new(ports.registry, ports.resolvers),
-            workspaces: Workspaces::new(ports.workspaces.clone()),
-            tokens: Tokens::new(ports.workspaces, ports.tokens),
-            allowlists: Allowlists::new(ports.allowlists),
+            workspaces: Workspaces::new(ports.workspaces.clone(), audit.clone()),
+            tokens: Tokens::new(ports.workspaces, ports.tokens, audit.clone()),
+            allowlists: Allowlists::new(ports.allowlists, audit.clone()),
+            audit,
             readiness: ReadinessCheck::new(ports.store_health, ports.engine),
+            retention: AuditRetention::new(ports.audit, policy.audit_retention, RETENTION_BATCH),
             body_max_bytes: policy.body_max_bytes,
             stager,
             restarts,
@@ -226,6 +239,12 @@ impl UseCases {
     /// flushes them at shutdown, tests observe them.
     pub fn restarts(&self) -> &Restarter {
         &self.restarts
+    }
+
+    /// Audit retention (`PLUGIN_AUDIT_RETENTION`): the server runs its
+    /// sweeps in the background.
+    pub fn audit_retention(&self) -> &AuditRetention {
+        &self.retention
     }
 
     /// The staging pipeline (SPEC §4) install and download run.

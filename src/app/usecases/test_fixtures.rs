@@ -169,7 +169,9 @@ pub(super) async fn uninstall(
     workspace: &Workspace,
     raw_name: &str,
 ) -> Result<PluginName, AppError> {
-    app.uninstall.uninstall(workspace, raw_name).await
+    app.uninstall
+        .uninstall(&Principal::Admin, workspace, raw_name)
+        .await
 }
 
 pub(super) async fn installed(
@@ -380,14 +382,22 @@ pub(super) async fn uninstall_demo(state: &UseCases) -> Result<PluginName, AppEr
     uninstall(state, &workspace("ws1", "x", "online"), "demo").await
 }
 
-/// Receipts that expect the demo plugin's to be dropped once.
+/// Receipts that expect the demo plugin's to be dropped once before the
+/// container is touched, and at most once more, with the audit event,
+/// when it is removed.
 pub(super) fn dropping_receipts() -> MockReceiptStore {
     let mut receipts = MockReceiptStore::new();
+    receipts.expect_receipt().returning(|_, _| Ok(None));
     receipts
         .expect_delete_receipt()
-        .with(always(), eq(demo()))
+        .withf(|_, p, e| *p == demo() && e.is_none())
         .times(1)
-        .returning(|_, _| Ok(true));
+        .returning(|_, _, _| Ok(true));
+    receipts
+        .expect_delete_receipt()
+        .withf(|_, p, e| *p == demo() && e.is_some())
+        .times(0..=1)
+        .returning(|_, _, _| Ok(false));
     receipts
 }
 

@@ -5,7 +5,10 @@ use std::sync::Arc;
 
 use rand::RngCore;
 
+use super::access::Principal;
+use super::audit::AuditTrail;
 use crate::app::error::AppError;
+use crate::domain::audit::{AuditAction, AuditOutcome};
 use crate::domain::name::WorkspaceId;
 use crate::domain::token::{
     SecretKind, TOKEN_BYTES, TokenHash, TokenId, TokenRecord, secret_from_random,
@@ -33,11 +36,20 @@ pub struct Issued {
 pub struct Tokens {
     workspaces: Arc<dyn WorkspaceStore>,
     tokens: Arc<dyn TokenStore>,
+    audit: AuditTrail,
 }
 
 impl Tokens {
-    pub fn new(workspaces: Arc<dyn WorkspaceStore>, tokens: Arc<dyn TokenStore>) -> Self {
-        Self { workspaces, tokens }
+    pub fn new(
+        workspaces: Arc<dyn WorkspaceStore>,
+        tokens: Arc<dyn TokenStore>,
+        audit: AuditTrail,
+    ) -> Self {
+        Self {
+            workspaces,
+            tokens,
+            audit,
+        }
     }
 
     async fn existing(&self, id: &WorkspaceId) -> Result<Workspace, AppError> {
@@ -48,8 +60,18 @@ impl Tokens {
             .ok_or(AppError::WorkspaceNotFound)
     }
 
-    /// Issues a token for an existing workspace.
+    /// Issues a token for an existing workspace. Audited (SPEC §11); the
+    /// event names the workspace, never the secret.
     pub async fn issue(&self, id: WorkspaceId) -> Result<Issued, AppError> {
+        let draft = AuditTrail::draft(AuditAction::TokenIssue, &Principal::Admin, Some(&id));
+        let result = self.insert(id).await;
+        self.audit
+            .conclude(draft, &result, |_| Some((AuditOutcome::Ok, 201)))
+            .await;
+        result
+    }
+
+    async fn insert(&self, id: WorkspaceId) -> Result<Issued, AppError> {
         self.existing(&id).await?;
         let secret = fresh_secret(SecretKind::Workspace);
         let mut id_bytes = [0u8; 12];
@@ -83,7 +105,17 @@ impl Tokens {
 
     /// Revokes one of the workspace's tokens; an id that is not one of
     /// them (or not a token id at all) is not found.
+    /// Audited (SPEC §11).
     pub async fn revoke(&self, id: &WorkspaceId, raw_token_id: &str) -> Result<(), AppError> {
+        let draft = AuditTrail::draft(AuditAction::TokenRevoke, &Principal::Admin, Some(id));
+        let result = self.mark_revoked(id, raw_token_id).await;
+        self.audit
+            .conclude(draft, &result, |()| Some((AuditOutcome::Ok, 204)))
+            .await;
+        result
+    }
+
+    async fn mark_revoked(&self, id: &WorkspaceId, raw_token_id: &str) -> Result<(), AppError> {
         self.existing(id).await?;
         let token_id = TokenId::parse(raw_token_id).ok_or(AppError::TokenNotFound)?;
         if self
@@ -127,10 +159,14 @@ mod tests {
             sent.send(r.clone()).unwrap();
             Ok(true)
         });
-        let issued = Tokens::new(Arc::new(known(&["ws-1"])), Arc::new(tokens))
-            .issue(id("ws-1"))
-            .await
-            .unwrap();
+        let issued = Tokens::new(
+            Arc::new(known(&["ws-1"])),
+            Arc::new(tokens),
+            crate::app::testing::recorded_trail().0,
+        )
+        .issue(id("ws-1"))
+        .await
+        .unwrap();
         let stored = stored.recv().unwrap();
         assert!(issued.secret.starts_with("wpt_"), "{}", issued.secret);
         assert!(stored.hash.matches(&TokenHash::of(&issued.secret)));
@@ -145,7 +181,11 @@ mod tests {
             .expect_insert_token()
             .times(1)
             .returning(|_| Ok(false));
-        let issuing = Tokens::new(Arc::new(known(&["ws-1"])), Arc::new(tokens));
+        let issuing = Tokens::new(
+            Arc::new(known(&["ws-1"])),
+            Arc::new(tokens),
+            crate::app::testing::recorded_trail().0,
+        );
         let err = issuing.issue(id("ws-2")).await.unwrap_err();
         assert!(matches!(err, AppError::WorkspaceNotFound), "{err:?}");
         // Deleted between the lookup and the insert: the store refused it.
@@ -161,10 +201,14 @@ mod tests {
             .returning(|_| Err(StoreError::Unavailable("down".into())));
         let mut tokens = MockTokenStore::new();
         tokens.expect_insert_token().never();
-        let err = Tokens::new(Arc::new(workspaces), Arc::new(tokens))
-            .issue(id("ws-1"))
-            .await
-            .unwrap_err();
+        let err = Tokens::new(
+            Arc::new(workspaces),
+            Arc::new(tokens),
+            crate::app::testing::recorded_trail().0,
+        )
+        .issue(id("ws-1"))
+        .await
+        .unwrap_err();
         assert!(matches!(err, AppError::WorkspaceLookupFailed(_)), "{err:?}");
     }
 
@@ -175,7 +219,11 @@ mod tests {
             .expect_revoke_token()
             .times(1)
             .returning(|_, _| Ok(false));
-        let revoking = Tokens::new(Arc::new(known(&["ws-1"])), Arc::new(tokens));
+        let revoking = Tokens::new(
+            Arc::new(known(&["ws-1"])),
+            Arc::new(tokens),
+            crate::app::testing::recorded_trail().0,
+        );
         let err = revoking
             .revoke(&id("ws-1"), "not-a-token")
             .await

@@ -102,6 +102,11 @@ async fn uninstall_reads_first_then_asks_for_the_stripped_claude_md_the_valid_sk
     let mut seq = Sequence::new();
     let mut configs = MockWorkspaceConfigs::new();
     let mut receipts = MockReceiptStore::new();
+    receipts
+        .expect_receipt()
+        .times(1)
+        .in_sequence(&mut seq)
+        .returning(|_, _| Ok(None));
     configs
         .expect_read_plugin_memory()
         .with(eq(cid()), eq(plugin.clone()))
@@ -124,12 +129,13 @@ async fn uninstall_reads_first_then_asks_for_the_stripped_claude_md_the_valid_sk
                 }),
             }))
         });
+    let expected_plugin = plugin.clone();
     receipts
         .expect_delete_receipt()
-        .with(always(), eq(plugin.clone()))
+        .withf(move |_, p, e| *p == expected_plugin && e.is_none())
         .times(1)
         .in_sequence(&mut seq)
-        .returning(|_, _| Ok(true));
+        .returning(|_, _, _| Ok(true));
     let expected = Removal {
         plugin: plugin.clone(),
         memory_file: Some(MemoryFile {
@@ -154,6 +160,13 @@ async fn uninstall_reads_first_then_asks_for_the_stripped_claude_md_the_valid_sk
         .times(1)
         .in_sequence(&mut seq)
         .returning(|_, _| Ok(()));
+    let removed = plugin.clone();
+    receipts
+        .expect_delete_receipt()
+        .withf(move |_, p, e| *p == removed && e.is_some())
+        .times(1)
+        .in_sequence(&mut seq)
+        .returning(|_, _, _| Ok(false));
     let state = uninstall_state(configs, receipts);
     let name = uninstall(&state, &workspace("ws1", "x", "online"), P)
         .await

@@ -3,7 +3,10 @@
 
 use std::sync::Arc;
 
+use super::access::Principal;
+use super::audit::AuditTrail;
 use crate::app::error::AppError;
+use crate::domain::audit::{AuditAction, AuditOutcome};
 use crate::domain::name::WorkspaceId;
 use crate::domain::workspace::{Workspace, WorkspaceInput, WorkspaceSpec};
 use crate::ports::store::{StoreError, WorkspaceStore};
@@ -23,16 +26,35 @@ pub struct Page {
 #[derive(Clone)]
 pub struct Workspaces {
     store: Arc<dyn WorkspaceStore>,
+    audit: AuditTrail,
 }
 
 impl Workspaces {
-    pub fn new(store: Arc<dyn WorkspaceStore>) -> Self {
-        Self { store }
+    pub fn new(store: Arc<dyn WorkspaceStore>, audit: AuditTrail) -> Self {
+        Self { store, audit }
     }
 
     /// Validates the fields, then creates or updates the record; a
-    /// container another record claims is refused.
+    /// container another record claims is refused. Audited (SPEC §11).
     pub async fn put(
+        &self,
+        id: &WorkspaceId,
+        input: WorkspaceInput<'_>,
+    ) -> Result<(Workspace, Upserted), AppError> {
+        let draft = AuditTrail::draft(AuditAction::WorkspacePut, &Principal::Admin, Some(id));
+        let result = self.upsert(id, input).await;
+        self.audit
+            .conclude(draft, &result, |(_, upserted)| {
+                Some(match upserted {
+                    Upserted::Created => (AuditOutcome::Ok, 201),
+                    Upserted::Updated => (AuditOutcome::Ok, 200),
+                })
+            })
+            .await;
+        result
+    }
+
+    async fn upsert(
         &self,
         id: &WorkspaceId,
         input: WorkspaceInput<'_>,
@@ -67,17 +89,18 @@ impl Workspaces {
     }
 
     /// Removes the record and its tokens; installed plugin files stay.
+    /// Audited (SPEC §11).
     pub async fn delete(&self, id: &WorkspaceId) -> Result<(), AppError> {
-        if self
-            .store
-            .delete_workspace(id)
-            .await
-            .map_err(AppError::Store)?
-        {
-            Ok(())
-        } else {
-            Err(AppError::WorkspaceNotFound)
-        }
+        let draft = AuditTrail::draft(AuditAction::WorkspaceDelete, &Principal::Admin, Some(id));
+        let result = match self.store.delete_workspace(id).await {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(AppError::WorkspaceNotFound),
+            Err(e) => Err(AppError::Store(e)),
+        };
+        self.audit
+            .conclude(draft, &result, |()| Some((AuditOutcome::Ok, 204)))
+            .await;
+        result
     }
 }
 
@@ -117,7 +140,7 @@ mod tests {
             .expect_list_workspaces()
             .with(eq(Some(id("b"))), eq(3))
             .returning(|_, _| Ok(vec![workspace("c", "x", "online")]));
-        let workspaces = Workspaces::new(Arc::new(store));
+        let workspaces = Workspaces::new(Arc::new(store), crate::app::testing::recorded_trail().0);
 
         let first = workspaces.list(None, 2).await.unwrap();
         let ids: Vec<_> = first.workspaces.iter().map(|w| w.id.to_string()).collect();
@@ -133,7 +156,7 @@ mod tests {
     async fn invalid_fields_are_refused_before_the_store() {
         let mut store = MockWorkspaceStore::new();
         store.expect_upsert_workspace().never();
-        let workspaces = Workspaces::new(Arc::new(store));
+        let workspaces = Workspaces::new(Arc::new(store), crate::app::testing::recorded_trail().0);
         let err = workspaces
             .put(
                 &id("ws-1"),
@@ -162,7 +185,7 @@ mod tests {
         store
             .expect_upsert_workspace()
             .returning(|_, _, _| Err(StoreError::Unavailable("down".into())));
-        let workspaces = Workspaces::new(Arc::new(store));
+        let workspaces = Workspaces::new(Arc::new(store), crate::app::testing::recorded_trail().0);
         let err = workspaces.put(&id("ws-1"), valid()).await.unwrap_err();
         assert!(
             matches!(err, AppError::ContainerTaken { ref owner, .. } if owner.as_str() == "ws-0"),
@@ -176,7 +199,7 @@ mod tests {
     async fn deleting_an_unknown_workspace_is_not_found() {
         let mut store = MockWorkspaceStore::new();
         store.expect_delete_workspace().returning(|_| Ok(false));
-        let err = Workspaces::new(Arc::new(store))
+        let err = Workspaces::new(Arc::new(store), crate::app::testing::recorded_trail().0)
             .delete(&id("ws-1"))
             .await
             .unwrap_err();

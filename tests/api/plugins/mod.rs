@@ -1,6 +1,7 @@
 //! Install, uninstall, installed list and compatibility over HTTP against
 //! a real Docker engine (a busybox test container per test).
 
+mod audit;
 mod faults;
 mod install;
 mod provenance;
