@@ -2,8 +2,8 @@
 
 use async_trait::async_trait;
 
-use crate::domain::digest::TreeDigest;
 use crate::domain::audit::AuditEvent;
+use crate::domain::digest::TreeDigest;
 use crate::domain::name::{PluginName, WorkspaceId};
 use crate::domain::receipt::Receipt;
 use crate::ports::store::StoreError;

@@ -783,10 +783,11 @@ async fn fetches_past_the_concurrency_limit_wait_briefly_then_get_429_with_retry
             && waited < Duration::from_secs(15),
         "waited briefly for a slot: {waited:?}"
     );
-    // A download stages too, so it waits for a slot the same way.
+    // A download that must stage (not packed ahead of time, as registry
+    // plugins are) waits for a slot the same way.
     let (status, retry_after, body) = answer(app.req(
         reqwest::Method::GET,
-        "/workspaces/busy2/plugins/careful-bash/download",
+        "/workspaces/busy2/plugins/demo/download?source=github://acme/demo%23v1.0.0",
         Some(ADMIN_TOKEN),
     ))
     .await;

@@ -1312,7 +1312,7 @@ async fn receipts_keep_their_provenance_and_files(db: TestDb) {
         version: "1.2.3".into(),
         files,
     });
-    store.put_receipt(&r).await.unwrap();
+    store.put_receipt(&r, None).await.unwrap();
     assert_eq!(
         store.receipt(&id("ws"), &plugin("p")).await.unwrap(),
         Some(r.clone())
@@ -1324,7 +1324,7 @@ async fn receipts_keep_their_provenance_and_files(db: TestDb) {
         version: String::new(),
         files: vec![],
     });
-    store.put_receipt(&local).await.unwrap();
+    store.put_receipt(&local, None).await.unwrap();
     assert_eq!(
         store.receipt(&id("ws"), &plugin("p")).await.unwrap(),
         Some(local)
@@ -1370,12 +1370,12 @@ async fn installations_list_a_plugins_workspaces_by_id_filtered_by_digest_in_pag
         ("ws-b", "v2"),
     ] {
         store
-            .put_receipt(&receipt(ws, "p", content, t0()))
+            .put_receipt(&receipt(ws, "p", content, t0()), None)
             .await
             .unwrap();
     }
     store
-        .put_receipt(&receipt("ws-a", "other", "v1", t0()))
+        .put_receipt(&receipt("ws-a", "other", "v1", t0()), None)
         .await
         .unwrap();
     let ids = |list: Vec<Receipt>| -> Vec<String> {

@@ -102,6 +102,16 @@ impl ReceiptStore for BreakableStore {
         self.check()?;
         self.inner.receipts(workspace).await
     }
+    async fn installations(
+        &self,
+        plugin: &PluginName,
+        digest: Option<TreeDigest>,
+        after: Option<WorkspaceId>,
+        limit: u64,
+    ) -> Result<Vec<Receipt>, StoreError> {
+        self.check()?;
+        self.inner.installations(plugin, digest, after, limit).await
+    }
     async fn delete_receipt<'e>(
         &self,
         workspace: &WorkspaceId,

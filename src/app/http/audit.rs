@@ -117,10 +117,7 @@ fn filter(
             })
             .transpose()?,
         before: cursor
-            .map(|c| {
-                AuditCursor::parse(c)
-                    .ok_or_else(|| bad(CURSOR_REFUSAL.into()))
-            })
+            .map(|c| AuditCursor::parse(c).ok_or_else(|| bad(CURSOR_REFUSAL.into())))
             .transpose()?,
     })
 }

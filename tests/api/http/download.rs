@@ -697,7 +697,10 @@ async fn a_download_right_after_a_change_never_serves_what_was_packed_ahead_of_t
     let resp = get(&app, PATH, Some(&token), &[]).await;
     assert_eq!(resp.status(), 200);
     assert_ne!(resp.headers()["etag"].to_str().unwrap(), old_etag);
-    assert_eq!(unpack(&resp.bytes().await.unwrap(), false), listing(&plugin));
+    assert_eq!(
+        unpack(&resp.bytes().await.unwrap(), false),
+        listing(&plugin)
+    );
 }
 
 #[tokio::test]
@@ -713,7 +716,11 @@ async fn a_hostile_registry_plugin_is_never_packed_ahead_of_time() {
             break;
         }
     }
-    assert!(cached_archives(&app).is_empty(), "{:?}", cached_archives(&app).len());
+    assert!(
+        cached_archives(&app).is_empty(),
+        "{:?}",
+        cached_archives(&app).len()
+    );
     let token = external(&app).await;
     let (status, body) = json(get(&app, PATH, Some(&token), &[]).await).await;
     assert_eq!(status, 400);

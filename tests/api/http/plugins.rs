@@ -151,7 +151,13 @@ async fn until_listed(app: &crate::support::app::TestApp, path: &str, expected: 
             .as_array()
             .unwrap()
             .iter()
-            .map(|p| format!("{}@{}", p["name"].as_str().unwrap(), p["version"].as_str().unwrap()))
+            .map(|p| {
+                format!(
+                    "{}@{}",
+                    p["name"].as_str().unwrap(),
+                    p["version"].as_str().unwrap()
+                )
+            })
             .collect();
         if listed == expected {
             return;
