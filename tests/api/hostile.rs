@@ -134,6 +134,11 @@ async fn every_hostile_input_is_refused_before_the_container_step_and_leaves_not
             ca.display().to_string(),
             "--plugin-install-max-dir-bytes".into(),
             CAP.to_string(),
+            // The data dir must change only by what each request does:
+            // packing the registry's plugins ahead of time would add
+            // cache entries of its own (it has its own tests).
+            "--plugin-registry-prepack".into(),
+            "false".into(),
         ],
         ..Options::default()
     })
