@@ -144,6 +144,7 @@ pub fn policy(settings: &Settings) -> Result<Policy, StartupError> {
         restart_delay: settings.restart_delay,
         prepack: settings.registry_prepack,
         audit_retention: settings.audit_retention,
+        error_status: http::problem::status_of,
     })
 }
 

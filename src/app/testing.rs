@@ -68,6 +68,7 @@ pub fn policy() -> Policy {
         restart_delay: Duration::from_secs(3600),
         prepack: false,
         audit_retention: Duration::from_secs(86400),
+        error_status: crate::app::http::problem::status_of,
     }
 }
 
@@ -185,7 +186,10 @@ pub fn answer<T: std::fmt::Debug>(result: Result<T, AppError>) -> (u16, String, 
 pub fn recorded_trail() -> (crate::app::usecases::audit::AuditTrail, Arc<RecordedAudit>) {
     let log = Arc::new(RecordedAudit::default());
     (
-        crate::app::usecases::audit::AuditTrail::new(log.clone()),
+        crate::app::usecases::audit::AuditTrail::new(
+            log.clone(),
+            crate::app::http::problem::status_of,
+        ),
         log,
     )
 }

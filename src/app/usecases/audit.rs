@@ -13,7 +13,6 @@ use std::time::Duration;
 
 use super::access::Principal;
 use crate::app::error::AppError;
-use crate::app::http::problem::status_of;
 use crate::domain::audit::{
     AuditAction, AuditCursor, AuditEvent, AuditFilter, AuditOutcome, AuditRecord,
 };
@@ -35,10 +34,16 @@ pub struct AuditPage {
     pub next_cursor: Option<AuditCursor>,
 }
 
+/// The HTTP status a failed request answers with: what its event records.
+/// The HTTP layer owns that table (`http::problem::status_of`); the
+/// composition hands it in, so the use cases name no HTTP type.
+pub type StatusOf = fn(&AppError) -> u16;
+
 /// Writes and reads the audit log.
 #[derive(Clone)]
 pub struct AuditTrail {
     log: Arc<dyn AuditLog>,
+    status_of: StatusOf,
 }
 
 /// Whether a policy refused the request (SPEC §11 "policy refusal": the
@@ -61,8 +66,8 @@ pub fn outcome_of(error: &AppError) -> AuditOutcome {
 }
 
 impl AuditTrail {
-    pub fn new(log: Arc<dyn AuditLog>) -> Self {
-        Self { log }
+    pub fn new(log: Arc<dyn AuditLog>, status_of: StatusOf) -> Self {
+        Self { log, status_of }
     }
 
     /// The event of a request by `principal` about `workspace`, before its
@@ -107,7 +112,7 @@ impl AuditTrail {
                 Some((outcome, status)) => Self::succeeded(&draft, outcome, status),
                 None => return,
             },
-            Err(error) => Self::succeeded(&draft, outcome_of(error), status_of(error)),
+            Err(error) => Self::succeeded(&draft, outcome_of(error), (self.status_of)(error)),
         };
         self.append(&event).await;
     }
@@ -259,7 +264,11 @@ mod tests {
             sink.lock().unwrap().push(e.clone());
             Ok(())
         });
-        let trail = AuditTrail::new(Arc::new(log));
+        // The status table is the HTTP layer's; this one knows one refusal.
+        let trail = AuditTrail::new(Arc::new(log), |e| match e {
+            AppError::Allowlist(_) => 403,
+            _ => 500,
+        });
         let draft = AuditTrail::draft(AuditAction::Install, &Principal::Admin, None);
         let refused: Result<(), AppError> = Err(AppError::Allowlist(AllowlistRefusal::NotAllowed(
             PluginName::parse("p").unwrap(),

@@ -104,6 +104,9 @@ pub struct Policy {
     pub prepack: bool,
     /// How long audit events are kept (`PLUGIN_AUDIT_RETENTION`).
     pub audit_retention: Duration,
+    /// The status a failed request answers with, as its audit event
+    /// records it (the HTTP layer's table).
+    pub error_status: self::audit::StatusOf,
 }
 
 /// Every use case, wired; what the HTTP layer holds.
@@ -151,7 +154,7 @@ impl UseCases {
             },
         );
         let gate = AllowlistGate::new(ports.allowlists.clone(), policy.allowlist_failure);
-        let audit = AuditTrail::new(ports.audit.clone());
+        let audit = AuditTrail::new(ports.audit.clone(), policy.error_status);
         let download = Downloader {
             stager: stager.clone(),
             allowlist: gate.clone(),
