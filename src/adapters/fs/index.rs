@@ -39,7 +39,8 @@ use tokio::sync::Notify;
 
 use super::memo::{RECENT, changed_at};
 use super::registry::{
-    LocalRegistry, Unchanged, read_manifest, read_registry_dir, survey_blocking,
+    FileStamp, LocalRegistry, Unchanged, file_stamp, read_manifest, read_registry_dir,
+    survey_blocking,
 };
 use crate::domain::digest::TreeDigest;
 use crate::domain::manifest::Manifest;
@@ -70,21 +71,6 @@ pub struct IndexOptions {
 
 /// What must not move for a plugin's indexed manifest to hold: its
 /// directory's and its `plugin.yaml`'s inode, mode, size and times.
-type FileStamp = (u64, u64, u32, u64, i64, i64, i64, i64);
-
-fn file_stamp(meta: &std::fs::Metadata) -> FileStamp {
-    (
-        meta.dev(),
-        meta.ino(),
-        meta.mode(),
-        meta.len(),
-        meta.mtime(),
-        meta.mtime_nsec(),
-        meta.ctime(),
-        meta.ctime_nsec(),
-    )
-}
-
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Stamp {
     dir: FileStamp,

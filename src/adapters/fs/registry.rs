@@ -115,6 +115,24 @@ pub(super) fn read_registry_dir(root: &Path) -> std::io::Result<Option<RegistryD
     Ok(Some(dir))
 }
 
+/// What identifies a file's content without reading it: its device,
+/// inode, mode, size, and modification and change times (nanoseconds).
+pub(super) type FileStamp = (u64, u64, u32, u64, i64, i64, i64, i64);
+
+pub(super) fn file_stamp(meta: &std::fs::Metadata) -> FileStamp {
+    use std::os::unix::fs::MetadataExt;
+    (
+        meta.dev(),
+        meta.ino(),
+        meta.mode(),
+        meta.len(),
+        meta.mtime(),
+        meta.mtime_nsec(),
+        meta.ctime(),
+        meta.ctime_nsec(),
+    )
+}
+
 /// A plugin directory as a walk of its metadata finds it.
 pub(super) struct Survey {
     /// Hashes every entry's relative path, kind, size, mtime and ctime
@@ -134,7 +152,6 @@ pub(super) fn fingerprint_blocking(dir: &Path) -> std::io::Result<Option<String>
 /// directory.
 pub(super) fn survey_blocking(dir: &Path) -> std::io::Result<Option<Survey>> {
     use sha2::{Digest as _, Sha256};
-    use std::os::unix::fs::MetadataExt;
     let root = match std::fs::symlink_metadata(dir) {
         Ok(meta) if meta.is_dir() => meta,
         Ok(_) => return Ok(None),
@@ -156,16 +173,7 @@ pub(super) fn survey_blocking(dir: &Path) -> std::io::Result<Option<Survey>> {
             // The inode change time is set by the kernel on every write,
             // rename or `utimes`: a rewrite that restores size and mtime
             // still changes the fingerprint.
-            hasher.update(format!(
-                "\0{:o}\0{}\0{}.{}\0{}.{}\0{}\n",
-                meta.mode(),
-                meta.len(),
-                meta.mtime(),
-                meta.mtime_nsec(),
-                meta.ctime(),
-                meta.ctime_nsec(),
-                meta.ino()
-            ));
+            hasher.update(format!("\0{:?}\n", file_stamp(&meta)));
             *last_change = (*last_change).max(changed_at(&meta));
             if meta.is_dir() {
                 walk(dir, &rel_path, hasher, last_change)?;
