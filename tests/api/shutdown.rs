@@ -1,6 +1,7 @@
 //! Shutdown of the real binary (SPEC §12): `SIGTERM` and Ctrl-C drain
 //! within `PLUGIN_SHUTDOWN_GRACE` and exit 0; `SIGKILL` mid-install leaves a
-//! whole version in the container and no receipt that lies.
+//! whole version in the container and no receipt that lies; and two
+//! replicas serve the same download byte for byte.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -406,5 +407,46 @@ async fn settle(container: &TestContainer) {
         // Polls the container: the engine ends the orphaned delivery on
         // its own once the killed client's stream is closed.
         tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Two replicas on one PostgreSQL database and one plugins directory, each
+/// with its own data directory (staging, cache): the same download has the
+/// same bytes and `ETag` from both, in both formats (SPEC §12).
+#[tokio::test]
+async fn two_replicas_serve_the_same_bytes_and_etag_for_the_same_download() {
+    let database = crate::support::db::postgres_url().await;
+    let registry = tempfile::tempdir().unwrap();
+    let plugin = version(registry.path(), "shared", 40);
+    std::fs::rename(&plugin, registry.path().join("bulky")).unwrap();
+    let first = Replica::start(&database, registry.path(), &[]).await;
+    let second = Replica::start(&database, registry.path(), &[]).await;
+    first
+        .put_workspace("twins", "wp-test-no-such-container")
+        .await;
+    for format in ["tar.gz", "tar.zst"] {
+        let mut answers = Vec::new();
+        for replica in [&first, &second] {
+            let resp = replica
+                .client
+                .get(format!(
+                    "{}/workspaces/twins/plugins/bulky/download?format={format}",
+                    replica.base
+                ))
+                .bearer_auth(ADMIN_TOKEN)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(resp.status(), 200, "{format}\n{}", replica.log());
+            let etag = resp.headers()["etag"].to_str().unwrap().to_owned();
+            answers.push((etag, resp.bytes().await.unwrap()));
+        }
+        assert!(
+            answers[0].0.ends_with(&format!(".{format}\"")),
+            "{}",
+            answers[0].0
+        );
+        assert_eq!(answers[0].0, answers[1].0, "{format}: ETags differ");
+        assert!(answers[0].1 == answers[1].1, "{format}: bytes differ");
     }
 }
