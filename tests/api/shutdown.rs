@@ -254,6 +254,7 @@ async fn sigkill_mid_install_leaves_a_whole_version_and_no_receipt_that_lies() {
         let mut server = Replica::start(&database, registry.path(), &settings).await;
         server.put_workspace("killed", &container.name).await;
         swap_into_registry(registry.path(), &old_dir);
+        listed_as(&server, &format!("old{round}")).await;
         let (status, body) = server
             .admin(
                 Method::POST,
@@ -264,6 +265,7 @@ async fn sigkill_mid_install_leaves_a_whole_version_and_no_receipt_that_lies() {
         assert_eq!(status, 200, "{body}\n{}", server.log());
 
         swap_into_registry(registry.path(), &new_dir);
+        listed_as(&server, &format!("new{round}")).await;
         let mut watcher = tokio::process::Command::new("docker")
             .args(["exec", &container.name, "sh", "-c"])
             .arg(format!(
@@ -280,7 +282,7 @@ async fn sigkill_mid_install_leaves_a_whole_version_and_no_receipt_that_lies() {
             lines.next_line().await.unwrap().as_deref(),
             Some("watching")
         );
-        let install = {
+        let mut install = {
             let client = server.client.clone();
             let url = format!("{}/workspaces/killed/plugins", server.base);
             tokio::spawn(async move {
@@ -292,9 +294,15 @@ async fn sigkill_mid_install_leaves_a_whole_version_and_no_receipt_that_lies() {
                     .await
             })
         };
-        let seen = tokio::time::timeout(Duration::from_secs(120), lines.next_line()).await;
+        let seen = tokio::time::timeout(Duration::from_secs(120), async {
+            tokio::select! {
+                line = lines.next_line() => Ok(line),
+                answer = &mut install => Err(answer),
+            }
+        })
+        .await;
         assert!(
-            matches!(&seen, Ok(Ok(Some(line))) if line == "seen"),
+            matches!(&seen, Ok(Ok(Ok(Some(line)))) if line == "seen"),
             "{}: {seen:?}\n{}",
             moment.what,
             server.log()
@@ -302,7 +310,7 @@ async fn sigkill_mid_install_leaves_a_whole_version_and_no_receipt_that_lies() {
         server.signal("KILL");
         let exit = server.exit_within(Duration::from_secs(10)).await;
         assert!(!exit.success());
-        let _ = install.await;
+        install.abort();
 
         settle(&container).await;
         let (tree, _) = container_tree(&container.name, "/configs/plugins/bulky")
@@ -350,7 +358,10 @@ async fn sigkill_mid_install_leaves_a_whole_version_and_no_receipt_that_lies() {
 fn version(versions: &Path, tag: &str, files: usize) -> PathBuf {
     let dir = versions.join(tag);
     let mut content: Vec<(String, String)> = vec![
-        ("plugin.yaml".into(), "name: bulky\n".into()),
+        (
+            "plugin.yaml".into(),
+            format!("name: bulky\nversion: {tag}\n"),
+        ),
         (format!("marker-{tag}"), format!("{tag}\n")),
     ];
     for i in 0..files {
@@ -365,6 +376,28 @@ fn version(versions: &Path, tag: &str, files: usize) -> PathBuf {
         std::fs::write(path, text).unwrap();
     }
     dir
+}
+
+/// Polls until the replica's registry index lists `bulky` at `version`.
+async fn listed_as(server: &Replica, version: &str) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (_, listed) = server.admin(Method::GET, "/plugins", None).await;
+        let current = listed.as_array().and_then(|all| {
+            all.iter()
+                .find(|p| p["name"] == "bulky")
+                .map(|p| p["version"].clone())
+        });
+        if current == Some(json!(version)) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "bulky not listed at {version}: {listed}"
+        );
+        // Polls the registry index following the directory's change.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 /// Replaces the registry's `bulky` with a copy of `version`, renamed into
