@@ -1,5 +1,5 @@
 //! The `workspace-plugins` binary: settings, logging, serve until Ctrl-C
-//! or SIGTERM.
+//! or SIGTERM, then shut down within `PLUGIN_SHUTDOWN_GRACE` and exit 0.
 
 use clap::Parser;
 use tracing_subscriber::EnvFilter;
@@ -31,8 +31,26 @@ async fn shutdown_signal() {
     tracing::info!("shutting down");
 }
 
-#[tokio::main]
-async fn main() -> std::process::ExitCode {
+fn main() -> std::process::ExitCode {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("workspace-plugins: cannot start the async runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    let code = runtime.block_on(run());
+    // The server has drained within the grace; blocking work cut with its
+    // request (a stalled fetch on the blocking pool) must not hold the exit.
+    // Its staging leftovers are removed at the next start.
+    runtime.shutdown_background();
+    code
+}
+
+async fn run() -> std::process::ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
             EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),

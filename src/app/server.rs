@@ -229,6 +229,7 @@ pub struct Bound {
     use_cases: Arc<UseCases>,
     cors_origins: Vec<String>,
     limits: http::transport::Limits,
+    shutdown_grace: Duration,
 }
 
 impl Bound {
@@ -236,12 +237,27 @@ impl Bound {
         self.listener.local_addr().ok()
     }
 
-    /// Serves until `shutdown` resolves, then drains in-flight requests.
+    /// Serves until `shutdown` resolves, then shuts down gracefully (SPEC
+    /// §12), all within `PLUGIN_SHUTDOWN_GRACE` of the signal: `/readyz`
+    /// answers 503 from the signal on, new connections are refused,
+    /// requests in flight may finish, then restarts still pending are
+    /// carried out; whatever is left at the end of the grace is cut (a
+    /// restart cut or not reached is left for later).
     pub async fn serve(
         self,
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> Result<(), StartupError> {
+        let grace = self.shutdown_grace;
         let restarts = self.use_cases.restarts().clone();
+        let readiness = self.use_cases.readiness.clone();
+        let (signalled, signal) = tokio::sync::oneshot::channel();
+        let shutdown = async move {
+            shutdown.await;
+            // Not ready before the listener closes: a probe never sees a
+            // draining server as ready.
+            readiness.shut_down();
+            let _ = signalled.send(tokio::time::Instant::now());
+        };
         // Packing ahead of time runs while the server serves.
         let prepack = self.use_cases.prepack.clone();
         let prepacking = tokio::spawn(async move { prepack.run().await });
@@ -249,20 +265,25 @@ impl Bound {
         // serves; requests never wait for it.
         let retention = tokio::spawn(self.use_cases.audit_retention().clone().run());
         let app = http::app(self.use_cases, &self.cors_origins, Metrics::new()?);
-        let served = http::transport::serve(
-            self.listener,
-            app,
-            self.limits,
-            shutdown,
-            Duration::from_secs(30),
-        )
-        .await
-        .map_err(StartupError::Serve);
+        let served = http::transport::serve(self.listener, app, self.limits, shutdown, grace)
+            .await
+            .map_err(StartupError::Serve);
         prepacking.abort();
         retention.abort();
         // A restart still pending is carried out before the process exits,
-        // so a plugin installed just before shutdown is loaded.
-        restarts.flush().await;
+        // so a plugin installed just before shutdown is loaded; but never
+        // past the grace.
+        let deadline = signal
+            .await
+            .map_or_else(|_| tokio::time::Instant::now(), |at| at + grace);
+        if tokio::time::timeout_at(deadline, restarts.flush())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                "shutdown grace period over: restarts not carried out are left for later"
+            );
+        }
         served
     }
 }
@@ -295,5 +316,6 @@ pub async fn bind_with(
             body_idle_timeout: settings.http_body_idle_timeout,
             max_connections: settings.http_max_connections,
         },
+        shutdown_grace: settings.shutdown_grace,
     })
 }

@@ -254,6 +254,11 @@ pub struct Settings {
     #[arg(long = "plugin-http-max-connections", env = "PLUGIN_HTTP_MAX_CONNECTIONS", value_name = "PLUGIN_HTTP_MAX_CONNECTIONS", default_value = "512", value_parser = parse_connections)]
     pub http_max_connections: usize,
 
+    /// After SIGTERM or Ctrl-C: how long requests in flight (and due
+    /// restarts) may take before they are cut and the process exits.
+    #[arg(long = "plugin-shutdown-grace", env = "PLUGIN_SHUTDOWN_GRACE", value_name = "PLUGIN_SHUTDOWN_GRACE", default_value = "30s", value_parser = parse_duration)]
+    pub shutdown_grace: Duration,
+
     /// How long audit events are kept; older ones are deleted in the background.
     #[arg(long = "plugin-audit-retention", env = "PLUGIN_AUDIT_RETENTION", value_name = "PLUGIN_AUDIT_RETENTION", default_value = "90d", value_parser = parse_positive_duration)]
     pub audit_retention: Duration,
@@ -316,6 +321,7 @@ impl Settings {
             http_header_timeout = %humantime::format_duration(self.http_header_timeout),
             http_body_idle_timeout = %humantime::format_duration(self.http_body_idle_timeout),
             http_max_connections = self.http_max_connections,
+            shutdown_grace = %humantime::format_duration(self.shutdown_grace),
             audit_retention = %humantime::format_duration(self.audit_retention),
             admin_token = if self.admin_token.is_some() { "(set)" } else { "(generated file)" },
             "effective settings"
@@ -358,6 +364,7 @@ mod tests {
         assert_eq!(s.restart_delay, Duration::from_secs(2));
         assert_eq!(s.audit_retention, Duration::from_secs(90 * 86400));
         assert_eq!(s.engine_timeout, Duration::from_secs(10));
+        assert_eq!(s.shutdown_grace, Duration::from_secs(30));
         assert_eq!(s.cache_max_bytes, 1_073_741_824);
         assert_eq!(s.max_entries, 10_000);
         assert_eq!(s.max_concurrent_fetches, 8);
@@ -455,6 +462,8 @@ mod tests {
                 "0",
                 "PLUGIN_HTTP_MAX_CONNECTIONS",
             ),
+            ("--plugin-shutdown-grace", "soon", "PLUGIN_SHUTDOWN_GRACE"),
+            ("--plugin-shutdown-grace", "-1s", "PLUGIN_SHUTDOWN_GRACE"),
         ];
         for (flag, value, setting) in cases {
             let arg = format!("{flag}={value}");

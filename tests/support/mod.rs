@@ -13,3 +13,4 @@ pub mod git;
 pub mod hostile;
 pub mod hostile_container;
 pub mod https;
+pub mod replica;

@@ -18,11 +18,13 @@ pub struct Health {
     pub status: String,
 }
 
-/// What the service depends on, each `ok` or `unavailable`.
+/// What the service depends on, each `ok` or `unavailable`, and whether it
+/// is shutting down (SIGTERM: never ready again).
 #[derive(Debug, Object)]
 pub struct Readiness {
     pub database: String,
     pub container_engine: String,
+    pub shutting_down: bool,
 }
 
 #[derive(ApiResponse)]
@@ -30,7 +32,7 @@ pub enum ReadyResponse {
     /// Every dependency answers.
     #[oai(status = 200)]
     Ready(Json<Readiness>),
-    /// A dependency does not answer.
+    /// A dependency does not answer, or the service is shutting down.
     #[oai(status = 503)]
     NotReady(Json<Readiness>, #[oai(header = "Retry-After")] u32),
 }
@@ -49,13 +51,14 @@ impl HealthApi {
         })
     }
 
-    /// Readiness: the database and the container engine answer
+    /// Readiness: the database and the container engine answer, no shutdown under way
     #[oai(path = "/readyz", method = "get", operation_id = "readyz")]
     async fn readyz(&self, app: Data<&Arc<UseCases>>) -> ReadyResponse {
         let ready = app.readiness.check().await;
         let body = Readiness {
             database: word(ready.database),
             container_engine: word(ready.container_engine),
+            shutting_down: ready.shutting_down,
         };
         if ready.ready() {
             ReadyResponse::Ready(Json(body))

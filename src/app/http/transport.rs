@@ -18,7 +18,9 @@
 //!   fails (408) or the write does, and the connection is closed;
 //! * a request hyper cannot parse (bad request line, a path that is not
 //!   valid, oversize headers) gets the same JSON error body as every
-//!   other error instead of hyper's empty one.
+//!   other error instead of hyper's empty one;
+//! * on shutdown the listener is closed at once and requests in flight get
+//!   up to the grace period to finish (see [`serve`]).
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -26,6 +28,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
@@ -34,13 +37,14 @@ use futures_util::Stream;
 use hyper::body::{Body as _, Incoming};
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use poem::http::StatusCode;
+use poem::http::header::CONNECTION;
 use poem::http::uri::Scheme;
+use poem::http::{HeaderValue, StatusCode};
 use poem::web::{LocalAddr, RemoteAddr};
 use poem::{Addr, Body, Endpoint};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tokio::task::JoinSet;
 use tokio::time::{Instant, Sleep};
 use tokio_util::sync::CancellationToken;
@@ -66,9 +70,16 @@ pub struct Limits {
     pub max_connections: usize,
 }
 
-/// Serves `app` on `listener` until `shutdown` resolves; then stops
-/// accepting, lets requests in flight finish for up to `grace`, and closes
-/// what is left.
+/// Serves `app` on `listener` until `shutdown` resolves, then drains
+/// (SPEC §12), all within `grace` of the signal:
+///
+/// 1. the listener is closed: new connections are refused;
+/// 2. requests in flight run on, and connections already open may still
+///    send one request each, answered with `connection: close`, until no
+///    request is running;
+/// 3. every connection is then closed once its response is written (idle
+///    ones at once);
+/// 4. what still runs when the grace is over is cut.
 pub async fn serve<E>(
     listener: TcpListener,
     app: E,
@@ -84,6 +95,7 @@ where
     let app = Arc::new(app);
     let slots = Arc::new(Semaphore::new(limits.max_connections));
     let stop = CancellationToken::new();
+    let requests = Arc::new(InFlight::default());
     let mut connections = JoinSet::new();
     tokio::pin!(shutdown);
     loop {
@@ -114,15 +126,37 @@ where
             stream,
             local,
             remote,
-            app.clone(),
+            Handler {
+                app: app.clone(),
+                requests: requests.clone(),
+            },
             limits,
             stop.clone(),
             permit,
         ));
     }
+    let deadline = Instant::now() + grace;
+    // Closing the socket refuses new connections (and resets those still
+    // in the kernel's backlog).
     drop(listener);
+    requests.draining.store(true, Ordering::SeqCst);
+    tracing::info!(
+        running = requests.running(),
+        open = connections.len(),
+        grace = %humantime::format_duration(grace),
+        "shutting down: no new connections; requests in flight may finish"
+    );
+    if tokio::time::timeout_at(deadline, requests.none_running())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            running = requests.running(),
+            "shutdown grace period over: cutting the requests still running"
+        );
+    }
     stop.cancel();
-    let drained = tokio::time::timeout(grace, async {
+    let drained = tokio::time::timeout_at(deadline, async {
         while let Some(done) = connections.join_next().await {
             log_panic(done);
         }
@@ -138,6 +172,47 @@ where
     Ok(())
 }
 
+/// The requests being handled, and whether the server drains.
+#[derive(Default)]
+struct InFlight {
+    running: watch::Sender<usize>,
+    draining: AtomicBool,
+}
+
+impl InFlight {
+    fn start(self: &Arc<Self>) -> Running {
+        self.running.send_modify(|n| *n += 1);
+        Running(self.clone())
+    }
+
+    fn running(&self) -> usize {
+        *self.running.borrow()
+    }
+
+    /// Returns once no request is running.
+    async fn none_running(&self) {
+        let mut running = self.running.subscribe();
+        // The sender lives in `self`, so the wait cannot fail.
+        let _ = running.wait_for(|n| *n == 0).await;
+    }
+}
+
+/// One request being handled (until its handler has answered; a response
+/// body still streaming is covered by the connection's own drain).
+struct Running(Arc<InFlight>);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.0.running.send_modify(|n| *n -= 1);
+    }
+}
+
+/// The application and the count of its requests, shared by connections.
+struct Handler<E> {
+    app: Arc<E>,
+    requests: Arc<InFlight>,
+}
+
 fn log_panic(done: Result<(), tokio::task::JoinError>) {
     if let Err(e) = done
         && e.is_panic()
@@ -150,7 +225,7 @@ async fn connection<E>(
     stream: TcpStream,
     local: SocketAddr,
     remote: SocketAddr,
-    app: Arc<E>,
+    handler: Handler<E>,
     limits: Limits,
     stop: CancellationToken,
     _slot: OwnedSemaphorePermit,
@@ -159,8 +234,10 @@ async fn connection<E>(
 {
     let idle = limits.body_idle_timeout;
     let service = hyper::service::service_fn(move |req: poem::http::Request<Incoming>| {
-        let app = app.clone();
+        let app = handler.app.clone();
+        let requests = handler.requests.clone();
         async move {
+            let _running = requests.start();
             let has_body = !req.body().is_end_stream();
             let mut req = poem::Request::from((
                 req,
@@ -172,8 +249,14 @@ async fn connection<E>(
                 let body = req.take_body().into_bytes_stream();
                 req.set_body(Body::from_bytes_stream(IdleBody::new(Box::pin(body), idle)));
             }
-            let response = app.get_response(req).await;
-            Ok::<_, Infallible>(hyper::Response::from(response))
+            let mut response = hyper::Response::from(app.get_response(req).await);
+            if requests.draining.load(Ordering::SeqCst) {
+                // Draining: this connection serves no further request.
+                response
+                    .headers_mut()
+                    .insert(CONNECTION, HeaderValue::from_static("close"));
+            }
+            Ok::<_, Infallible>(response)
         }
     });
     let io = TokioIo::new(ClientIo::new(stream, idle));
@@ -186,7 +269,7 @@ async fn connection<E>(
     let result = tokio::select! {
         result = conn.as_mut() => result,
         () = stop.cancelled() => {
-            // Finish the request in flight, then close.
+            // Finish the response being written, then close.
             conn.as_mut().graceful_shutdown();
             conn.await
         }

@@ -1,7 +1,10 @@
 //! Readiness: whether the database and the container engine answer, each
-//! within a bound, so an orchestrator's probe never hangs on a dead one.
+//! within a bound, so an orchestrator's probe never hangs on a dead one;
+//! and whether the service is shutting down (SPEC §12: from the signal on,
+//! never ready again).
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use crate::ports::container::ContainerEngine;
@@ -10,33 +13,48 @@ use crate::ports::store::StoreHealth;
 /// How long each dependency has to answer.
 pub const READY_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// Which dependencies answered.
+/// Which dependencies answered, and whether the service is shutting down.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Dependencies {
     pub database: bool,
     pub container_engine: bool,
+    pub shutting_down: bool,
 }
 
 impl Dependencies {
-    /// Every dependency answered.
+    /// Every dependency answered and the service is not shutting down.
     pub fn ready(&self) -> bool {
-        self.database && self.container_engine
+        self.database && self.container_engine && !self.shutting_down
     }
 }
 
-/// Asks the database and the container engine whether they answer.
+/// Asks the database and the container engine whether they answer. Clones
+/// share one shutdown flag.
 #[derive(Clone)]
 pub struct ReadinessCheck {
     store: Arc<dyn StoreHealth>,
     engine: Arc<dyn ContainerEngine>,
+    shutting_down: Arc<AtomicBool>,
 }
 
 impl ReadinessCheck {
     pub fn new(store: Arc<dyn StoreHealth>, engine: Arc<dyn ContainerEngine>) -> Self {
-        Self { store, engine }
+        Self {
+            store,
+            engine,
+            shutting_down: Arc::new(AtomicBool::new(false)),
+        }
+    }
+
+    /// From now on every check says "not ready" (graceful shutdown).
+    pub fn shut_down(&self) {
+        self.shutting_down.store(true, Ordering::SeqCst);
     }
 
     pub async fn check(&self) -> Dependencies {
+        // Read first: a check that overlaps the signal may report the
+        // shutdown; one that starts after it always does.
+        let shutting_down = self.shutting_down.load(Ordering::SeqCst);
         let database = match tokio::time::timeout(READY_TIMEOUT, self.store.ping()).await {
             Ok(Ok(())) => true,
             Ok(Err(e)) => {
@@ -62,6 +80,7 @@ impl ReadinessCheck {
         Dependencies {
             database,
             container_engine,
+            shutting_down,
         }
     }
 }
@@ -103,7 +122,8 @@ mod tests {
             db_down,
             Dependencies {
                 database: false,
-                container_engine: true
+                container_engine: true,
+                shutting_down: false,
             }
         );
         assert!(!db_down.ready());
@@ -118,10 +138,29 @@ mod tests {
             engine_down,
             Dependencies {
                 database: true,
-                container_engine: false
+                container_engine: false,
+                shutting_down: false,
             }
         );
         assert!(!engine_down.ready());
+    }
+
+    #[tokio::test]
+    async fn after_shut_down_no_check_is_ready_and_every_clone_knows() {
+        let readiness = check(store(|| Ok(())), engine(|| Ok(())));
+        let probe = readiness.clone();
+        assert!(probe.check().await.ready());
+        readiness.shut_down();
+        let got = probe.check().await;
+        assert_eq!(
+            got,
+            Dependencies {
+                database: true,
+                container_engine: true,
+                shutting_down: true,
+            }
+        );
+        assert!(!got.ready());
     }
 
     /// A store whose ping never answers.

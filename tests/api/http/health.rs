@@ -12,7 +12,10 @@ async fn healthz_and_readyz_answer_without_a_token() {
     );
     assert_eq!(
         app.call(Method::GET, "/readyz", None, None).await,
-        (200, json!({"database": "ok", "container_engine": "ok"}))
+        (
+            200,
+            json!({"database": "ok", "container_engine": "ok", "shutting_down": false})
+        )
     );
 }
 
@@ -26,7 +29,7 @@ async fn readyz_is_503_with_retry_after_when_the_database_does_not_answer() {
         json(resp).await,
         (
             503,
-            json!({"database": "unavailable", "container_engine": "ok"})
+            json!({"database": "unavailable", "container_engine": "ok", "shutting_down": false})
         )
     );
 }

@@ -105,7 +105,7 @@ async fn an_unreachable_engine_is_503_engine_unavailable_with_retry_after_and_no
         (status, body),
         (
             503,
-            json!({"database": "ok", "container_engine": "unavailable"})
+            json!({"database": "ok", "container_engine": "unavailable", "shutting_down": false})
         )
     );
 }
