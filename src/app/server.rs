@@ -367,3 +367,107 @@ pub async fn bind_with(
         },
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    fn settings(data_dir: &Path) -> Settings {
+        Settings::try_parse_from([
+            "workspace-plugins",
+            "--plugin-data-dir",
+            &data_dir.display().to_string(),
+        ])
+        .unwrap()
+        .normalized()
+    }
+
+    async fn database(dir: &Path) -> SeaOrmStore {
+        SeaOrmStore::connect(&format!("sqlite://{}/shared.db", dir.display()))
+            .await
+            .unwrap()
+    }
+
+    fn secret_in(data_dir: &Path) -> String {
+        std::fs::read_to_string(data_dir.join(ADMIN_TOKEN_FILE))
+            .unwrap()
+            .trim()
+            .to_owned()
+    }
+
+    #[tokio::test]
+    async fn the_first_start_generates_the_token_and_every_replica_accepts_it() {
+        let (db_dir, first, second) = (
+            tempfile::tempdir().unwrap(),
+            tempfile::tempdir().unwrap(),
+            tempfile::tempdir().unwrap(),
+        );
+        let db = database(db_dir.path()).await;
+        let generated = admin_token(&settings(first.path()), &db).await.unwrap();
+        let secret = secret_in(first.path());
+        assert!(generated.matches(&TokenHash::of(&secret)));
+        let mode = std::os::unix::fs::PermissionsExt::mode(
+            &std::fs::metadata(first.path().join(ADMIN_TOKEN_FILE))
+                .unwrap()
+                .permissions(),
+        );
+        assert_eq!(mode & 0o777, 0o600);
+
+        // Another replica, another data dir: the same token, no file.
+        let elsewhere = admin_token(&settings(second.path()), &db).await.unwrap();
+        assert!(elsewhere.matches(&generated));
+        assert!(!second.path().join(ADMIN_TOKEN_FILE).exists());
+        // A restart of the first: the file is read, not overwritten.
+        let again = admin_token(&settings(first.path()), &db).await.unwrap();
+        assert!(again.matches(&generated));
+        assert_eq!(secret_in(first.path()), secret);
+    }
+
+    #[tokio::test]
+    async fn a_file_that_disagrees_with_the_database_stops_start_up() {
+        let (db_dir, first, stale) = (
+            tempfile::tempdir().unwrap(),
+            tempfile::tempdir().unwrap(),
+            tempfile::tempdir().unwrap(),
+        );
+        let db = database(db_dir.path()).await;
+        admin_token(&settings(first.path()), &db).await.unwrap();
+        std::fs::write(stale.path().join(ADMIN_TOKEN_FILE), "wp_admin_other\n").unwrap();
+        let refused = admin_token(&settings(stale.path()), &db).await;
+        assert!(
+            matches!(refused, Err(StartupError::StaleAdminToken(_))),
+            "{refused:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_file_from_before_the_database_kept_the_token_is_adopted() {
+        let (db_dir, data) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        std::fs::write(data.path().join(ADMIN_TOKEN_FILE), "wp_admin_older\n").unwrap();
+        let db = database(db_dir.path()).await;
+        let adopted = admin_token(&settings(data.path()), &db).await.unwrap();
+        assert!(adopted.matches(&TokenHash::of("wp_admin_older")));
+        let other = tempfile::tempdir().unwrap();
+        assert!(
+            admin_token(&settings(other.path()), &db)
+                .await
+                .unwrap()
+                .matches(&adopted)
+        );
+    }
+
+    #[tokio::test]
+    async fn a_token_whose_file_cannot_be_written_is_not_kept() {
+        let db_dir = tempfile::tempdir().unwrap();
+        let db = database(db_dir.path()).await;
+        let missing = db_dir.path().join("no-such-dir");
+        let failed = admin_token(&settings(&missing), &db).await;
+        assert!(
+            matches!(failed, Err(StartupError::AdminToken { .. })),
+            "{failed:?}"
+        );
+        assert_eq!(db.admin_token().await.unwrap(), None, "taken back");
+    }
+}
