@@ -21,4 +21,5 @@ mod http {
 mod hostile;
 mod hostile_container;
 mod plugins;
+mod replicas;
 mod soak;
