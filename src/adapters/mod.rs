@@ -7,4 +7,5 @@ pub mod docker;
 pub mod fs;
 pub mod git;
 pub mod https;
+pub mod keyed;
 pub(crate) mod tartree;

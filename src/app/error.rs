@@ -102,4 +102,19 @@ impl AppError {
     pub fn internal(e: impl Into<crate::ports::BoxError>) -> Self {
         Self::Internal(e.into())
     }
+
+    /// A workspace that could not be held (SPEC §12): `timed_out` when the
+    /// request's deadline passed while another holder had it, else the
+    /// database that keeps the holds is unavailable.
+    pub fn not_held(
+        e: crate::ports::coordination::HoldError,
+        timed_out: impl FnOnce() -> AppError,
+    ) -> Self {
+        match e {
+            crate::ports::coordination::HoldError::TimedOut => timed_out(),
+            crate::ports::coordination::HoldError::Unavailable(cause) => {
+                Self::Store(StoreError::Unavailable(cause))
+            }
+        }
+    }
 }

@@ -1,38 +1,54 @@
-//! Workspace restarts after install and uninstall (SPEC §5 "Restarts"): a
-//! debounce per workspace, so N operations in a burst cost one restart
-//! `PLUGIN_RESTART_DELAY` after the last; restarts still pending at
-//! shutdown are carried out before the process exits.
+//! Workspace restarts after install and uninstall (SPEC §5 "Restarts",
+//! §12): a debounce per workspace, so N operations in a burst cost one
+//! restart `PLUGIN_RESTART_DELAY` after the last, wherever they ran.
 //!
-//! A due restart runs under the workspace's lock (never between the two
-//! renames of a delivery), re-reads the workspace record (a workspace
-//! paused or removed in the meantime is not restarted), and is retried
-//! with backoff when the engine fails it, so a workspace is not left down.
-//! While it runs, listings wait for it ([`Restarter::wait_for_restart`]),
-//! so a listing never mistakes the service's own restart for a stopped
+//! The pending restarts live in the database ([`RestartQueue`]), shared by
+//! every replica: a request sets its workspace's due time (the last one
+//! wins), and a restart is carried out by whichever replica first holds
+//! the workspace ([`WorkspaceLocks`]) once it is due: under the hold it
+//! re-reads the pending restart, carries it out, and forgets it; the next
+//! holder finds nothing left. The hold is the claim, so a replica that
+//! dies mid-way leaves the restart pending for the others, and
+//! [`Restarter::sweep`] (run every [`SWEEP_INTERVAL`] by the server) finds
+//! restarts other replicas asked for, or left behind. A failed attempt is
+//! pushed back in the queue with backoff, so its retries survive the
+//! replica too. Restarts still pending at shutdown are carried out before
+//! the process exits ([`Restarter::flush`]).
+//!
+//! A restart re-reads the workspace record (a workspace paused or
+//! removed in the meantime is not restarted). While it runs, this
+//! replica's listings wait for it ([`Restarter::wait_for_restart`]), so a
+//! listing never mistakes the service's own restart for a stopped
 //! container.
 //!
-//! Every restart that comes due is reported once, with how it ended, to
-//! subscribers ([`Restarter::subscribe`]), and
-//! [`Restarter::restart_pending`] tells whether one is still to come:
-//! observers (the integration tests) see a restart happen, or know none
-//! will, without watching the clock.
+//! Every restart this replica carries out is reported once, with how it
+//! ended, to subscribers ([`Restarter::subscribe`]), and
+//! [`Restarter::restart_pending`] tells whether one this replica asked for
+//! is still to come: observers (the integration tests) see a restart
+//! happen, or know none will, without watching the clock.
 
 use std::collections::HashMap;
-use std::hash::Hash;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use chrono::{DateTime, Utc};
 use tokio::sync::broadcast;
 
+use crate::adapters::keyed::KeyedLocks;
 use crate::domain::name::WorkspaceId;
 use crate::domain::workspace::{ContainerName, Workspace};
 use crate::ports::container::{ContainerEngine, ContainerId, ContainerState};
+use crate::ports::coordination::{PendingRestart, RestartQueue, WorkspaceLocks};
 use crate::ports::store::WorkspaceStore;
 
 /// Attempts of one due restart, and the wait before the first retry
 /// (doubled each time): about half a minute in all.
-const RESTART_ATTEMPTS: u32 = 5;
+const RESTART_ATTEMPTS: i32 = 5;
 const FIRST_RETRY: Duration = Duration::from_secs(1);
+
+/// How often a replica looks for due restarts it did not ask for itself:
+/// asked for by another replica, or left by one that died.
+pub const SWEEP_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Events a subscriber may fall behind by before it misses some.
 const EVENT_BUFFER: usize = 64;
@@ -45,28 +61,69 @@ pub struct Restarter {
 struct Inner {
     engine: Arc<dyn ContainerEngine>,
     workspaces: Arc<dyn WorkspaceStore>,
-    locks: WorkspaceLocks,
+    locks: Arc<dyn WorkspaceLocks>,
+    queue: Arc<dyn RestartQueue>,
     delay: Duration,
     first_retry: Duration,
-    schedule: Mutex<Schedule>,
+    clock: Clock,
+    local: Mutex<Local>,
     /// Held for writing while a restart runs; listings pass through it.
     running: KeyedLocks<WorkspaceId, tokio::sync::RwLock<()>>,
     events: broadcast::Sender<RestartEvent>,
 }
 
+/// Due times are wall-clock instants shared with other replicas; they are
+/// read through tokio's clock (wall time at start plus the time elapsed
+/// since), so tests with paused time see restarts come due as they advance
+/// it.
+struct Clock {
+    wall: DateTime<Utc>,
+    start: tokio::time::Instant,
+}
+
+impl Clock {
+    fn new() -> Self {
+        Self {
+            wall: Utc::now(),
+            start: tokio::time::Instant::now(),
+        }
+    }
+
+    fn now(&self) -> DateTime<Utc> {
+        let elapsed = chrono::Duration::from_std(self.start.elapsed()).unwrap_or_default();
+        self.wall + elapsed
+    }
+}
+
+/// What this replica knows of its own restarts.
 #[derive(Default)]
-struct Schedule {
-    /// Restarts waiting for their delay, one per workspace.
-    pending: HashMap<WorkspaceId, Pending>,
-    /// Restarts that came due and are not reported yet, per workspace
-    /// (two while a retrying one backs off and the next comes due).
+struct Local {
+    /// Workspaces this replica asked to restart, with the request's
+    /// number, until it sees the restart carried out (here or elsewhere).
+    requested: HashMap<WorkspaceId, u64>,
+    /// Numbers requests in order, so a sweep forgets only requests older
+    /// than what it read.
+    requests: u64,
+    /// Restarts this replica is carrying out (holding, or waiting for,
+    /// their workspace), per workspace.
     underway: HashMap<WorkspaceId, usize>,
 }
 
-#[derive(Clone)]
-struct Pending {
-    generation: u64,
-    container: ContainerName,
+/// How one try at a workspace's pending restart ended.
+enum Carried {
+    /// Not due yet (pushed back by a later request), or not reachable now:
+    /// left in the queue.
+    NotDue,
+    /// Nothing pending any more: carried out elsewhere.
+    Gone,
+    /// Failed and pushed back by this long.
+    Retrying(Duration),
+    /// Carried out here; `still_pending` when a later request keeps one
+    /// in the queue.
+    Ended {
+        outcome: RestartOutcome,
+        still_pending: bool,
+    },
 }
 
 /// How a restart (or one attempt of it) ended.
@@ -93,7 +150,8 @@ impl Restarter {
     pub fn new(
         engine: Arc<dyn ContainerEngine>,
         workspaces: Arc<dyn WorkspaceStore>,
-        locks: WorkspaceLocks,
+        locks: Arc<dyn WorkspaceLocks>,
+        queue: Arc<dyn RestartQueue>,
         delay: Duration,
     ) -> Self {
         Self {
@@ -101,122 +159,194 @@ impl Restarter {
                 engine,
                 workspaces,
                 locks,
+                queue,
                 delay,
                 first_retry: FIRST_RETRY,
-                schedule: Mutex::default(),
+                clock: Clock::new(),
+                local: Mutex::default(),
                 running: KeyedLocks::default(),
                 events: broadcast::channel(EVENT_BUFFER).0,
             }),
         }
     }
 
-    fn schedule(&self) -> std::sync::MutexGuard<'_, Schedule> {
+    fn local(&self) -> std::sync::MutexGuard<'_, Local> {
         // A poisoned map only means a panic mid-update of plain data.
-        self.inner
-            .schedule
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
+        self.inner.local.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Takes the workspace's pending restart if it is still `generation`,
-    /// and counts it as under way.
-    fn take_due(&self, id: &WorkspaceId, generation: u64) -> Option<Pending> {
-        let mut schedule = self.schedule();
-        if schedule.pending.get(id)?.generation != generation {
-            return None;
-        }
-        let due = schedule.pending.remove(id);
-        *schedule.underway.entry(id.clone()).or_default() += 1;
-        due
+    fn now(&self) -> DateTime<Utc> {
+        self.inner.clock.now()
     }
 
-    /// A restart taken by [`Self::take_due`] ended: no longer under way,
-    /// then announced, so a subscriber that hears of it and asks
-    /// [`Self::restart_pending`] sees only restarts still to come.
-    fn report(&self, id: &WorkspaceId, outcome: RestartOutcome) {
-        {
-            let mut schedule = self.schedule();
-            if let Some(count) = schedule.underway.get_mut(id) {
-                *count -= 1;
-                if *count == 0 {
-                    schedule.underway.remove(id);
-                }
-            }
-        }
-        // No subscriber is the normal case: the events are for observers.
-        let _ = self.inner.events.send(RestartEvent {
-            workspace: id.clone(),
-            outcome,
-        });
-    }
-
-    /// Asks for a restart of the workspace; a later request within the
-    /// delay replaces this one. Skipped for paused, hibernated and removed
-    /// workspaces.
-    pub fn request(&self, workspace: &Workspace) {
+    /// Asks for a restart of the workspace `PLUGIN_RESTART_DELAY` from now;
+    /// a later request within the delay, from any replica, replaces this
+    /// one. Skipped for paused, hibernated and removed workspaces. Returns
+    /// once the request is in the database, so a replica that dies right
+    /// after leaves it to the others.
+    pub async fn request(&self, workspace: &Workspace) {
         if !workspace.accepts_restarts() {
             tracing::info!(workspace = %workspace.id, status = %workspace.spec.status, "restart skipped for this status");
             return;
         }
-        let generation = {
-            let mut schedule = self.schedule();
-            let entry = schedule
-                .pending
-                .entry(workspace.id.clone())
-                .or_insert(Pending {
-                    generation: 0,
-                    container: workspace.container_name(),
-                });
-            entry.generation += 1;
-            entry.container = workspace.container_name();
-            entry.generation
-        };
-        let this = self.clone();
         let id = workspace.id.clone();
+        {
+            let mut local = self.local();
+            local.requests += 1;
+            let number = local.requests;
+            local.requested.insert(id.clone(), number);
+        }
+        let due = self.now() + chrono::Duration::from_std(self.inner.delay).unwrap_or_default();
+        if let Err(e) = self
+            .inner
+            .queue
+            .request_restart(&id, &workspace.container_name(), due)
+            .await
+        {
+            tracing::error!(workspace = %id, error = ?e, "could not record the restart; the workspace is not restarted");
+            self.local().requested.remove(&id);
+            let _ = self.inner.events.send(RestartEvent {
+                workspace: id,
+                outcome: RestartOutcome::Failed,
+            });
+            return;
+        }
+        self.carry_out_after(id, self.inner.delay);
+    }
+
+    /// Tries the workspace's restart once `after` has passed.
+    fn carry_out_after(&self, id: WorkspaceId, after: Duration) {
+        let this = self.clone();
         tokio::spawn(async move {
-            tokio::time::sleep(this.inner.delay).await;
-            this.restart_if_due(&id, generation).await;
+            tokio::time::sleep(after).await;
+            this.carry_out(&id, false).await;
         });
     }
 
-    /// Carries out the restart asked for as `generation`, unless a later
-    /// request replaced it. Decided under the workspace's lock: an
-    /// operation that ran meanwhile and asked again (its delivery took
-    /// longer than the delay) pushes the restart back instead of causing
-    /// a second one.
-    async fn restart_if_due(&self, id: &WorkspaceId, generation: u64) {
-        let guard = self.inner.locks.lock(id).await;
-        let Some(due) = self.take_due(id, generation) else {
-            return;
-        };
-        let mut wait = self.inner.first_retry;
-        let mut guard = Some(guard);
-        for attempt in 1..=RESTART_ATTEMPTS {
-            let serialized = match guard.take() {
-                Some(held) => held,
-                None => self.inner.locks.lock(id).await,
-            };
-            let outcome = self.attempt(id, &due.container, attempt > 1).await;
-            drop(serialized);
-            match outcome {
-                RestartOutcome::Done | RestartOutcome::Skipped => {
-                    return self.report(id, outcome);
-                }
-                RestartOutcome::Failed if attempt < RESTART_ATTEMPTS => {
-                    tokio::time::sleep(wait).await;
-                    wait *= 2;
-                }
-                RestartOutcome::Failed => {
-                    tracing::error!(workspace = %id, attempts = RESTART_ATTEMPTS, "workspace restart failed; giving up");
-                    self.report(id, outcome);
+    /// Carries out the workspace's pending restart if it is due (or now,
+    /// when `now`), holding the workspace; reports how it ended.
+    async fn carry_out(&self, id: &WorkspaceId, now: bool) {
+        *self.local().underway.entry(id.clone()).or_default() += 1;
+        let carried = self.carry_out_held(id, now).await;
+        let event = {
+            let mut local = self.local();
+            if let Some(count) = local.underway.get_mut(id) {
+                *count -= 1;
+                if *count == 0 {
+                    local.underway.remove(id);
                 }
             }
+            match carried {
+                Carried::NotDue => None,
+                Carried::Gone => {
+                    local.requested.remove(id);
+                    None
+                }
+                Carried::Retrying(wait) => {
+                    self.carry_out_after(id.clone(), wait);
+                    None
+                }
+                Carried::Ended {
+                    outcome,
+                    still_pending,
+                } => {
+                    if !still_pending {
+                        local.requested.remove(id);
+                    }
+                    Some(outcome)
+                }
+            }
+        };
+        // Announced after the bookkeeping, so a subscriber that hears of
+        // it and asks `restart_pending` sees only restarts still to come.
+        // No subscriber is the normal case: the events are for observers.
+        if let Some(outcome) = event {
+            let _ = self.inner.events.send(RestartEvent {
+                workspace: id.clone(),
+                outcome,
+            });
         }
     }
 
-    /// One restart; the caller holds the workspace's lock. A retry also
-    /// starts a container found stopped: the failed attempt may have
-    /// stopped it.
+    /// Under the workspace's hold: an operation that ran meanwhile and
+    /// asked again pushed the due time back, so this one is not due and
+    /// the later request's timer carries it out.
+    async fn carry_out_held(&self, id: &WorkspaceId, now: bool) -> Carried {
+        let _held = match self.inner.locks.hold(id, None).await {
+            Ok(held) => held,
+            Err(e) => {
+                tracing::warn!(workspace = %id, error = ?e, "could not hold the workspace for its restart; left for the next sweep");
+                return Carried::NotDue;
+            }
+        };
+        let pending = match self.inner.queue.pending_restart(id).await {
+            Ok(Some(pending)) => pending,
+            Ok(None) => return Carried::Gone,
+            Err(e) => {
+                tracing::warn!(workspace = %id, error = ?e, "could not read the pending restart; left for the next sweep");
+                return Carried::NotDue;
+            }
+        };
+        if !now && pending.due_at > self.now() {
+            return Carried::NotDue;
+        }
+        let outcome = self
+            .attempt(id, &pending.container, pending.attempts > 0)
+            .await;
+        if outcome == RestartOutcome::Failed {
+            if let Some(wait) = self.retry_wait(&pending, now) {
+                return self.push_back(&pending, wait).await;
+            }
+            tracing::error!(workspace = %id, attempts = pending.attempts + 1, "workspace restart failed; giving up");
+        }
+        let still_pending = match self
+            .inner
+            .queue
+            .finish_restart(id, pending.generation)
+            .await
+        {
+            Ok(still) => still,
+            Err(e) => {
+                // Left in the queue: carried out once more, not lost.
+                tracing::warn!(workspace = %id, error = ?e, "could not forget the restart carried out");
+                true
+            }
+        };
+        Carried::Ended {
+            outcome,
+            still_pending,
+        }
+    }
+
+    /// The wait before the next attempt of a failed restart; none when
+    /// attempts are used up. At shutdown (`now`) the restart is left in
+    /// the queue for another replica, or the next start, to try.
+    fn retry_wait(&self, pending: &PendingRestart, now: bool) -> Option<Duration> {
+        let next = pending.attempts + 1;
+        if now {
+            return Some(self.inner.first_retry);
+        }
+        (next < RESTART_ATTEMPTS).then(|| {
+            self.inner.first_retry
+                * 2u32.saturating_pow(u32::try_from(pending.attempts).unwrap_or(0))
+        })
+    }
+
+    async fn push_back(&self, pending: &PendingRestart, wait: Duration) -> Carried {
+        let due = self.now() + chrono::Duration::from_std(wait).unwrap_or_default();
+        if let Err(e) = self
+            .inner
+            .queue
+            .retry_restart(&pending.workspace, pending.generation, due)
+            .await
+        {
+            tracing::warn!(workspace = %pending.workspace, error = ?e, "could not push the failed restart back; the next sweep retries it");
+        }
+        Carried::Retrying(wait)
+    }
+
+    /// One restart; the caller holds the workspace. A retry also starts a
+    /// container found stopped: the failed attempt may have stopped it.
     async fn attempt(
         &self,
         id: &WorkspaceId,
@@ -268,152 +398,94 @@ impl Restarter {
         }
     }
 
-    /// Carries out every pending restart now, once each (graceful shutdown).
+    /// Carries out now, once each, every restart this replica asked for
+    /// that is still pending (graceful shutdown). One that fails stays in
+    /// the database for another replica, or the next start.
     pub async fn flush(&self) {
-        let due: Vec<(WorkspaceId, Pending)> = {
-            let mut schedule = self.schedule();
-            let due: Vec<_> = schedule.pending.drain().collect();
-            for (id, _) in &due {
-                *schedule.underway.entry(id.clone()).or_default() += 1;
-            }
-            due
-        };
-        let restarts = due.iter().map(|(id, p)| async move {
-            let serialized = self.inner.locks.lock(id).await;
-            let outcome = self.attempt(id, &p.container, false).await;
-            drop(serialized);
-            self.report(id, outcome);
-        });
+        let ids: Vec<WorkspaceId> = self.local().requested.keys().cloned().collect();
+        let restarts = ids.iter().map(|id| self.carry_out(id, true));
         futures_util::future::join_all(restarts).await;
     }
 
-    /// How many workspaces wait for a restart.
+    /// Carries out every due restart this replica is not already on:
+    /// asked for by other replicas, or left by one that died (or by this
+    /// replica's previous run). Forgets requests of this replica that
+    /// were carried out elsewhere.
+    pub async fn sweep(&self) {
+        let before = self.local().requests;
+        let pending = match self.inner.queue.pending_restarts().await {
+            Ok(pending) => pending,
+            Err(e) => {
+                tracing::warn!(error = ?e, "could not read the pending restarts");
+                return;
+            }
+        };
+        let now = self.now();
+        let due: Vec<WorkspaceId> = {
+            let mut local = self.local();
+            let Local {
+                requested,
+                underway,
+                ..
+            } = &mut *local;
+            requested.retain(|id, number| {
+                *number > before
+                    || underway.contains_key(id)
+                    || pending.iter().any(|p| &p.workspace == id)
+            });
+            pending
+                .into_iter()
+                .filter(|p| p.due_at <= now && !underway.contains_key(&p.workspace))
+                .map(|p| p.workspace)
+                .collect()
+        };
+        for id in due {
+            let this = self.clone();
+            tokio::spawn(async move { this.carry_out(&id, false).await });
+        }
+    }
+
+    /// Sweeps every [`SWEEP_INTERVAL`], for as long as the server serves.
+    pub async fn run(self) {
+        loop {
+            self.sweep().await;
+            tokio::time::sleep(SWEEP_INTERVAL).await;
+        }
+    }
+
+    /// How many workspaces this replica asked to restart and has not seen
+    /// restarted yet.
     pub fn pending_count(&self) -> usize {
-        self.schedule().pending.len()
+        self.local().requested.len()
     }
 
-    /// Whether a restart of the workspace is still to come: asked for and
-    /// waiting for its delay, or under way and not yet reported. Decided
-    /// before an install or uninstall answers, so "no restart" can be
-    /// checked right after the answer.
+    /// Whether a restart of the workspace this replica asked for is still
+    /// to come: waiting for its delay, retrying, or under way and not yet
+    /// reported. Decided before an install or uninstall answers, so "no
+    /// restart" can be checked right after the answer.
     pub fn restart_pending(&self, id: &WorkspaceId) -> bool {
-        let schedule = self.schedule();
-        schedule.pending.contains_key(id) || schedule.underway.contains_key(id)
+        let local = self.local();
+        local.requested.contains_key(id) || local.underway.contains_key(id)
     }
 
-    /// Every restart that comes due from now on, once it has ended.
+    /// Every restart this replica carries out from now on, once it has
+    /// ended.
     pub fn subscribe(&self) -> broadcast::Receiver<RestartEvent> {
         self.inner.events.subscribe()
     }
 
-    /// Returns once no restart of the workspace is running.
+    /// Returns once no restart of the workspace is running here.
     pub async fn wait_for_restart(&self, id: &WorkspaceId) {
         let gate = self.inner.running.get(id);
         drop(gate.read().await);
     }
 }
 
-/// One lock per key, created on first use and dropped with its last
-/// user, so the map holds only keys in use.
-struct KeyedLocks<K, L> {
-    map: Arc<Mutex<HashMap<K, Arc<L>>>>,
-}
-
-impl<K, L> Default for KeyedLocks<K, L> {
-    fn default() -> Self {
-        Self {
-            map: Arc::default(),
-        }
-    }
-}
-
-impl<K, L> Clone for KeyedLocks<K, L> {
-    fn clone(&self) -> Self {
-        Self {
-            map: Arc::clone(&self.map),
-        }
-    }
-}
-
-impl<K: Eq + Hash + Clone, L: Default> KeyedLocks<K, L> {
-    fn get(&self, key: &K) -> KeyedLock<K, L> {
-        let mut map = self.map.lock().unwrap_or_else(|e| e.into_inner());
-        let lock = Arc::clone(map.entry(key.clone()).or_default());
-        KeyedLock {
-            key: key.clone(),
-            lock,
-            map: Arc::clone(&self.map),
-        }
-    }
-
-    fn len(&self) -> usize {
-        self.map.lock().unwrap_or_else(|e| e.into_inner()).len()
-    }
-}
-
-/// A handle on one key's lock; the map entry goes when the last handle
-/// does.
-struct KeyedLock<K: Eq + Hash, L> {
-    key: K,
-    lock: Arc<L>,
-    map: Arc<Mutex<HashMap<K, Arc<L>>>>,
-}
-
-impl<K: Eq + Hash, L> std::ops::Deref for KeyedLock<K, L> {
-    type Target = Arc<L>;
-    fn deref(&self) -> &Arc<L> {
-        &self.lock
-    }
-}
-
-impl<K: Eq + Hash, L> Drop for KeyedLock<K, L> {
-    fn drop(&mut self) {
-        let mut map = self.map.lock().unwrap_or_else(|e| e.into_inner());
-        // Handles are only made under this mutex: two counts (the map's
-        // and ours) means nobody else holds or waits for the lock.
-        if map
-            .get(&self.key)
-            .is_some_and(|l| Arc::ptr_eq(l, &self.lock) && Arc::strong_count(l) == 2)
-        {
-            map.remove(&self.key);
-        }
-    }
-}
-
-/// Serializes operations on one workspace: two installs both land, and an
-/// install, an uninstall and a restart of the same workspace never
-/// interleave. Entries of idle workspaces are dropped.
-#[derive(Clone, Default)]
-pub struct WorkspaceLocks {
-    locks: KeyedLocks<WorkspaceId, tokio::sync::Mutex<()>>,
-}
-
-/// Held while one operation runs on a workspace.
-pub struct WorkspaceGuard {
-    // Field order: the guard is released before the handle is dropped.
-    _guard: tokio::sync::OwnedMutexGuard<()>,
-    _handle: KeyedLock<WorkspaceId, tokio::sync::Mutex<()>>,
-}
-
-impl WorkspaceLocks {
-    pub async fn lock(&self, id: &WorkspaceId) -> WorkspaceGuard {
-        let handle = self.locks.get(id);
-        let guard = Arc::clone(&handle.lock).lock_owned().await;
-        WorkspaceGuard {
-            _guard: guard,
-            _handle: handle,
-        }
-    }
-
-    /// Workspaces with a lock held or awaited.
-    pub fn in_use(&self) -> usize {
-        self.locks.len()
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::adapters::keyed::LocalWorkspaceLocks;
+    use crate::app::testing::MemoryRestartQueue;
     use crate::ports::container::{EngineError, MockContainerEngine};
     use crate::ports::store::{MockWorkspaceStore, StoreError};
 
@@ -452,7 +524,8 @@ mod tests {
         Restarter::new(
             Arc::new(engine),
             store,
-            WorkspaceLocks::default(),
+            Arc::new(LocalWorkspaceLocks::default()),
+            Arc::new(MemoryRestartQueue::default()),
             Duration::from_secs(delay),
         )
     }
@@ -462,7 +535,7 @@ mod tests {
         let restarter = restarter(engine_expecting(1), store("online"), 2);
         let ws = workspace("ws1", "online");
         for _ in 0..5 {
-            restarter.request(&ws);
+            restarter.request(&ws).await;
             tokio::time::sleep(Duration::from_millis(500)).await;
         }
         assert_eq!(restarter.pending_count(), 1);
@@ -474,7 +547,7 @@ mod tests {
     async fn paused_hibernated_and_removed_workspaces_are_not_restarted() {
         let restarter = restarter(engine_expecting(0), store("online"), 1);
         for status in ["paused", "hibernated", "removed"] {
-            restarter.request(&workspace("ws1", status));
+            restarter.request(&workspace("ws1", status)).await;
         }
         assert_eq!(restarter.pending_count(), 0);
         tokio::time::sleep(Duration::from_secs(2)).await;
@@ -483,7 +556,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_workspace_paused_before_its_restart_fires_is_not_restarted() {
         let restarter = restarter(engine_expecting(0), store("paused"), 1);
-        restarter.request(&workspace("ws1", "online"));
+        restarter.request(&workspace("ws1", "online")).await;
         tokio::time::sleep(Duration::from_secs(2)).await;
         assert_eq!(restarter.pending_count(), 0);
     }
@@ -491,8 +564,8 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn pending_restarts_are_carried_out_at_shutdown() {
         let restarter = restarter(engine_expecting(2), store("online"), 60);
-        restarter.request(&workspace("a", "online"));
-        restarter.request(&workspace("b", "online"));
+        restarter.request(&workspace("a", "online")).await;
+        restarter.request(&workspace("b", "online")).await;
         restarter.flush().await;
         assert_eq!(restarter.pending_count(), 0);
         tokio::time::sleep(Duration::from_secs(61)).await;
@@ -526,7 +599,7 @@ mod tests {
             }
         });
         let restarter = restarter(engine, store("online"), 1);
-        restarter.request(&workspace("ws1", "online"));
+        restarter.request(&workspace("ws1", "online")).await;
         tokio::time::sleep(Duration::from_secs(60)).await;
     }
 
@@ -537,22 +610,23 @@ mod tests {
             .expect_workspace()
             .returning(|_| Err(StoreError::Unavailable("down".into())));
         let restarter = restarter(engine_expecting(1), Arc::new(store), 1);
-        restarter.request(&workspace("ws1", "online"));
+        restarter.request(&workspace("ws1", "online")).await;
         tokio::time::sleep(Duration::from_secs(2)).await;
     }
 
     #[tokio::test(start_paused = true)]
     async fn a_restart_waits_for_the_operation_holding_the_workspace() {
-        let locks = WorkspaceLocks::default();
+        let locks = LocalWorkspaceLocks::default();
         let restarter = Restarter::new(
             Arc::new(engine_expecting(1)),
             store("online"),
-            locks.clone(),
+            Arc::new(locks.clone()),
+            Arc::new(MemoryRestartQueue::default()),
             Duration::from_secs(1),
         );
         let id = WorkspaceId::parse("ws1").unwrap();
-        let held = locks.lock(&id).await;
-        restarter.request(&workspace("ws1", "online"));
+        let held = locks.hold(&id, None).await.unwrap();
+        restarter.request(&workspace("ws1", "online")).await;
         tokio::time::sleep(Duration::from_secs(5)).await;
         // Still waiting: the mock would panic on a restart beyond 1, and
         // the lock map shows the restart queued behind the operation.
@@ -593,7 +667,7 @@ mod tests {
         let mut events = restarter.subscribe();
         let ws = workspace("ws1", "online");
         for _ in 0..3 {
-            restarter.request(&ws);
+            restarter.request(&ws).await;
             tokio::time::sleep(Duration::from_millis(500)).await;
         }
         assert!(restarter.restart_pending(&ws.id));
@@ -615,7 +689,7 @@ mod tests {
     async fn a_workspace_that_does_not_accept_restarts_has_none_pending() {
         let restarter = restarter(engine_expecting(0), store("online"), 1);
         let paused = workspace("ws1", "paused");
-        restarter.request(&paused);
+        restarter.request(&paused).await;
         assert!(!restarter.restart_pending(&paused.id));
     }
 
@@ -623,7 +697,7 @@ mod tests {
     async fn a_skipped_restart_is_reported_as_skipped() {
         let restarter = restarter(engine_expecting(0), store("paused"), 1);
         let mut events = restarter.subscribe();
-        restarter.request(&workspace("ws1", "online"));
+        restarter.request(&workspace("ws1", "online")).await;
         assert_eq!(
             reported(&mut events).await,
             event("ws1", RestartOutcome::Skipped)
@@ -637,10 +711,11 @@ mod tests {
         let restarter = restarter(engine, store("online"), 1);
         let mut events = restarter.subscribe();
         let ws = workspace("ws2", "online");
-        restarter.request(&ws);
-        // Between attempts the restart is off the schedule but not over.
+        restarter.request(&ws).await;
+        // Between attempts the restart is pushed back in the queue, where
+        // another replica could take it up.
         tokio::time::sleep(Duration::from_millis(1500)).await;
-        assert_eq!(restarter.pending_count(), 0);
+        assert_eq!(restarter.pending_count(), 1);
         assert!(
             restarter.restart_pending(&ws.id),
             "a retrying restart is still to come"
@@ -656,55 +731,12 @@ mod tests {
     async fn restarts_carried_out_at_shutdown_are_reported() {
         let restarter = restarter(engine_expecting(1), store("online"), 60);
         let mut events = restarter.subscribe();
-        restarter.request(&workspace("a", "online"));
+        restarter.request(&workspace("a", "online")).await;
         restarter.flush().await;
         assert_eq!(
             next_event(&mut events),
             Some(event("a", RestartOutcome::Done))
         );
         assert!(!restarter.restart_pending(&WorkspaceId::parse("a").unwrap()));
-    }
-
-    #[tokio::test]
-    async fn a_workspace_lock_serializes_and_other_workspaces_proceed() {
-        let locks = WorkspaceLocks::default();
-        let a = WorkspaceId::parse("a").unwrap();
-        let guard = locks.lock(&a).await;
-        let again = tokio::time::timeout(Duration::from_millis(50), locks.lock(&a)).await;
-        assert!(again.is_err(), "second lock of the same workspace waits");
-        let b = tokio::time::timeout(
-            Duration::from_millis(50),
-            locks.lock(&WorkspaceId::parse("b").unwrap()),
-        )
-        .await;
-        assert!(b.is_ok(), "another workspace is not blocked");
-        drop(guard);
-        assert!(
-            tokio::time::timeout(Duration::from_millis(50), locks.lock(&a))
-                .await
-                .is_ok()
-        );
-    }
-
-    #[tokio::test]
-    async fn the_lock_map_holds_only_workspaces_in_use() {
-        let locks = WorkspaceLocks::default();
-        for i in 0..100 {
-            let id = WorkspaceId::parse(&format!("ws{i}")).unwrap();
-            drop(locks.lock(&id).await);
-        }
-        assert_eq!(locks.in_use(), 0);
-        let id = WorkspaceId::parse("busy").unwrap();
-        let held = locks.lock(&id).await;
-        let waiter = {
-            let locks = locks.clone();
-            let id = id.clone();
-            tokio::spawn(async move { drop(locks.lock(&id).await) })
-        };
-        tokio::task::yield_now().await;
-        assert_eq!(locks.in_use(), 1);
-        drop(held);
-        waiter.await.unwrap();
-        assert_eq!(locks.in_use(), 0, "the last user removes the entry");
     }
 }

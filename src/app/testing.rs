@@ -8,6 +8,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
+use crate::adapters::keyed::LocalWorkspaceLocks;
 use crate::app::error::AppError;
 use crate::app::http::problem::Problem;
 use crate::app::usecases::{Policy, Ports, UseCases};
@@ -15,10 +16,12 @@ use crate::domain::audit::{AuditEvent, AuditFilter, AuditRecord};
 use crate::domain::name::WorkspaceId;
 use crate::domain::policy::AllowlistFailure;
 use crate::domain::token::TokenHash;
+use crate::domain::workspace::ContainerName;
 use crate::domain::workspace::{Workspace, WorkspaceInput, WorkspaceSpec};
 use crate::ports::archives::MockArchiveStore;
 use crate::ports::audit::AuditLog;
 use crate::ports::container::{MockContainerEngine, MockWorkspaceConfigs};
+use crate::ports::coordination::{PendingRestart, RestartQueue};
 use crate::ports::receipts::MockReceiptStore;
 use crate::ports::registry::MockPluginRegistry;
 use crate::ports::resolver::ResolverRegistry;
@@ -47,6 +50,8 @@ impl Default for Ports {
             engine: Arc::new(MockContainerEngine::new()),
             configs: Arc::new(MockWorkspaceConfigs::new()),
             archives: Arc::new(MockArchiveStore::new()),
+            locks: Arc::new(LocalWorkspaceLocks::default()),
+            restart_queue: Arc::new(MemoryRestartQueue::default()),
         }
     }
 }
@@ -192,4 +197,88 @@ pub fn recorded_trail() -> (crate::app::usecases::audit::AuditTrail, Arc<Recorde
         ),
         log,
     )
+}
+
+/// The restart queue in memory, with the database's semantics (one
+/// pending restart per workspace, generations), for use-case tests.
+#[derive(Default)]
+pub struct MemoryRestartQueue {
+    rows: Mutex<std::collections::BTreeMap<WorkspaceId, PendingRestart>>,
+}
+
+impl MemoryRestartQueue {
+    fn rows(
+        &self,
+    ) -> std::sync::MutexGuard<'_, std::collections::BTreeMap<WorkspaceId, PendingRestart>> {
+        self.rows.lock().unwrap()
+    }
+}
+
+#[async_trait]
+impl RestartQueue for MemoryRestartQueue {
+    async fn request_restart(
+        &self,
+        workspace: &WorkspaceId,
+        container: &ContainerName,
+        due: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        let mut rows = self.rows();
+        let generation = rows.get(workspace).map_or(1, |p| p.generation + 1);
+        rows.insert(
+            workspace.clone(),
+            PendingRestart {
+                workspace: workspace.clone(),
+                container: container.clone(),
+                due_at: due,
+                generation,
+                attempts: 0,
+            },
+        );
+        Ok(())
+    }
+
+    async fn pending_restarts(&self) -> Result<Vec<PendingRestart>, StoreError> {
+        let mut all: Vec<_> = self.rows().values().cloned().collect();
+        all.sort_by_key(|p| p.due_at);
+        Ok(all)
+    }
+
+    async fn pending_restart(
+        &self,
+        workspace: &WorkspaceId,
+    ) -> Result<Option<PendingRestart>, StoreError> {
+        Ok(self.rows().get(workspace).cloned())
+    }
+
+    async fn finish_restart(
+        &self,
+        workspace: &WorkspaceId,
+        generation: i64,
+    ) -> Result<bool, StoreError> {
+        let mut rows = self.rows();
+        if rows
+            .get(workspace)
+            .is_some_and(|p| p.generation == generation)
+        {
+            rows.remove(workspace);
+        }
+        Ok(rows.contains_key(workspace))
+    }
+
+    async fn retry_restart(
+        &self,
+        workspace: &WorkspaceId,
+        generation: i64,
+        due: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        if let Some(p) = self
+            .rows()
+            .get_mut(workspace)
+            .filter(|p| p.generation == generation)
+        {
+            p.due_at = due;
+            p.attempts += 1;
+        }
+        Ok(())
+    }
 }

@@ -8,6 +8,7 @@
 pub mod archives;
 pub mod audit;
 pub mod container;
+pub mod coordination;
 pub mod receipts;
 pub mod registry;
 pub mod resolver;

@@ -29,6 +29,9 @@ use workspace_plugins::domain::workspace::{
     ContainerName, Workspace, WorkspaceSpec, WorkspaceStatus,
 };
 use workspace_plugins::ports::audit::AuditLog;
+use workspace_plugins::ports::coordination::{
+    AdminTokenStore, HoldError, RestartQueue, WorkspaceLocks,
+};
 use workspace_plugins::ports::receipts::ReceiptStore;
 use workspace_plugins::ports::store::{
     AllowlistEntry, AllowlistStore, StoreError, StoreHealth, TokenStore, Upserted, WorkspaceStore,
@@ -197,7 +200,8 @@ macro_rules! backend_tests {
             $(
                 #[tokio::test]
                 async fn $case() {
-                    super::$case(super::TestDb::$backend().await).await;
+                    use crate::storage::*;
+                    $case(TestDb::$backend().await).await;
                 }
             )+
         }
@@ -249,7 +253,17 @@ all_backends!(
     audit_events_read_newest_first_filtered_and_paged_by_cursor,
     audit_retention_forgets_only_older_events_a_batch_at_a_time,
     audit_ids_are_never_reused_after_retention,
+    a_workspace_hold_excludes_every_other_holder_until_dropped,
+    a_due_restart_is_carried_out_exactly_once_by_concurrent_claimers,
+    a_request_after_a_restart_was_read_keeps_one_pending,
+    the_admin_token_is_kept_once_and_the_first_to_keep_it_wins,
 );
+
+/// PostgreSQL only: a SQLite database has one process, whose holds die
+/// with it.
+mod postgres_only {
+    backend_tests!(postgres: a_workspace_hold_dies_with_its_holders_session);
+}
 
 // ---------------------------------------------------------------- helpers
 
@@ -1698,4 +1712,178 @@ async fn audit_ids_are_never_reused_after_retention(db: TestDb) {
         next > last,
         "a cursor handed out before retention still means older: {last} then {next}"
     );
+}
+
+// ------------------------------------------------ replicas (SPEC §12)
+
+impl TestDb {
+    /// `n` replicas of the service on this database: separate stores
+    /// (separate sessions) on PostgreSQL; on SQLite, where one process owns
+    /// the database, clones of one store.
+    async fn replicas(&self, n: usize) -> Vec<SeaOrmStore> {
+        let first = self.store().await;
+        let mut all = vec![first.clone()];
+        for _ in 1..n {
+            all.push(match self.backend {
+                Backend::Postgres => self.store().await,
+                Backend::Sqlite => first.clone(),
+            });
+        }
+        all
+    }
+}
+
+fn within(ms: u64) -> Option<std::time::Instant> {
+    Some(std::time::Instant::now() + std::time::Duration::from_millis(ms))
+}
+
+async fn a_workspace_hold_excludes_every_other_holder_until_dropped(db: TestDb) {
+    let replicas = db.replicas(2).await;
+    let (a, b) = (&replicas[0], &replicas[1]);
+    let ws = id("ws-held");
+    let held = a.hold(&ws, None).await.expect("first hold");
+    for holder in [a, b] {
+        assert!(
+            matches!(
+                holder.hold(&ws, within(200)).await,
+                Err(HoldError::TimedOut)
+            ),
+            "a second hold waits until its deadline, then gives up"
+        );
+    }
+    let other = b.hold(&id("ws-other"), within(2_000)).await;
+    assert!(other.is_ok(), "another workspace is not blocked");
+    drop(other);
+    drop(held);
+    let again = b.hold(&ws, within(5_000)).await;
+    assert!(again.is_ok(), "released when its holder is dropped");
+    drop(again);
+    // A holder that gave up never took the workspace behind anyone's back.
+    assert!(a.hold(&ws, within(5_000)).await.is_ok());
+}
+
+async fn a_workspace_hold_dies_with_its_holders_session(db: TestDb) {
+    let replicas = db.replicas(2).await;
+    let ws = id("ws-dies");
+    // Held and never dropped, as by a replica killed with SIGKILL.
+    let _held_by_the_dead = replicas[0].hold(&ws, None).await.expect("hold");
+    assert!(replicas[1].hold(&ws, within(200)).await.is_err());
+    let key = workspace_plugins::adapters::db::workspace_lock_key(&ws);
+    db::execute(
+        &db.url,
+        &format!(
+            "SELECT pg_terminate_backend(pid) FROM pg_locks \
+             WHERE locktype = 'advisory' AND granted \
+             AND ((classid::bigint << 32) | objid::bigint) = {key}"
+        ),
+    )
+    .await;
+    assert!(
+        replicas[1].hold(&ws, within(5_000)).await.is_ok(),
+        "the lock went with its session"
+    );
+}
+
+async fn a_due_restart_is_carried_out_exactly_once_by_concurrent_claimers(db: TestDb) {
+    let replicas = db.replicas(4).await;
+    let ws = id("ws-restart");
+    let container = ContainerName::parse("agent-1").unwrap();
+    replicas[0]
+        .request_restart(&ws, &container, t0())
+        .await
+        .expect("request");
+    let carried = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let claimers = (0..16).map(|i| {
+        let store = replicas[i % replicas.len()].clone();
+        let (ws, carried) = (ws.clone(), carried.clone());
+        tokio::spawn(async move {
+            let _held = store.hold(&ws, None).await.expect("hold");
+            let Some(pending) = store.pending_restart(&ws).await.expect("read") else {
+                return;
+            };
+            assert!(pending.due_at <= Utc::now());
+            carried.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let still = store
+                .finish_restart(&ws, pending.generation)
+                .await
+                .expect("finish");
+            assert!(!still, "nothing asked for since");
+        })
+    });
+    for claimer in futures_util::future::join_all(claimers).await {
+        claimer.expect("claimer");
+    }
+    assert_eq!(carried.load(std::sync::atomic::Ordering::SeqCst), 1);
+    assert_eq!(replicas[0].pending_restarts().await.unwrap(), vec![]);
+}
+
+async fn a_request_after_a_restart_was_read_keeps_one_pending(db: TestDb) {
+    let store = db.store().await;
+    let ws = id("ws-debounce");
+    let container = ContainerName::parse("agent-1").unwrap();
+    let t1 = t0() + Duration::seconds(2);
+    store.request_restart(&ws, &container, t0()).await.unwrap();
+    store.request_restart(&ws, &container, t1).await.unwrap();
+    let read = store.pending_restart(&ws).await.unwrap().expect("pending");
+    assert_eq!(
+        (read.due_at, read.generation, read.attempts),
+        (t1, 2, 0),
+        "the last request's due time stands"
+    );
+    store
+        .retry_restart(&ws, read.generation, t1 + Duration::seconds(1))
+        .await
+        .unwrap();
+    let retried = store.pending_restart(&ws).await.unwrap().expect("pending");
+    assert_eq!(
+        (retried.attempts, retried.due_at),
+        (1, t1 + Duration::seconds(1))
+    );
+    // Asked for again after `read`: carrying out `read` keeps the new one.
+    let t2 = t1 + Duration::seconds(5);
+    store.request_restart(&ws, &container, t2).await.unwrap();
+    assert!(store.finish_restart(&ws, read.generation).await.unwrap());
+    let later = store
+        .pending_restart(&ws)
+        .await
+        .unwrap()
+        .expect("still pending");
+    assert_eq!((later.due_at, later.attempts), (t2, 0));
+    assert!(!store.finish_restart(&ws, later.generation).await.unwrap());
+    assert_eq!(store.pending_restart(&ws).await.unwrap(), None);
+}
+
+async fn the_admin_token_is_kept_once_and_the_first_to_keep_it_wins(db: TestDb) {
+    let replicas = db.replicas(3).await;
+    assert_eq!(replicas[0].admin_token().await.unwrap(), None);
+    let racing = replicas.iter().enumerate().map(|(i, store)| {
+        let store = store.clone();
+        async move {
+            store
+                .adopt_admin_token(&TokenHash::of(&format!("secret-{i}")))
+                .await
+                .expect("adopt")
+        }
+    });
+    let answers = futures_util::future::join_all(racing).await;
+    let kept = replicas[1].admin_token().await.unwrap().expect("kept");
+    assert!(
+        answers.iter().all(|a| a.matches(&kept)),
+        "every racer answers the one kept"
+    );
+    let other = TokenHash::of("not-the-kept-one");
+    assert!(
+        replicas[2]
+            .adopt_admin_token(&other)
+            .await
+            .unwrap()
+            .matches(&kept)
+    );
+    replicas[2].forget_admin_token(&other).await.unwrap();
+    assert!(
+        replicas[0].admin_token().await.unwrap().is_some(),
+        "only the kept hash is forgotten"
+    );
+    replicas[2].forget_admin_token(&kept).await.unwrap();
+    assert_eq!(replicas[0].admin_token().await.unwrap(), None);
 }

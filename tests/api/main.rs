@@ -21,5 +21,6 @@ mod http {
 mod hostile;
 mod hostile_container;
 mod plugins;
+mod replicas;
 mod shutdown;
 mod soak;

@@ -313,8 +313,11 @@ pub async fn spawn_app_with(options: Options) -> TestApp {
         .expect("test settings")
         .normalized();
 
-    let policy = server::policy(&settings).expect("policy");
-    let mut ports = server::ports(&settings).await.expect("ports");
+    let opened = server::open_store(&settings).await.expect("store");
+    let policy = server::policy(&settings, opened.as_ref())
+        .await
+        .expect("policy");
+    let mut ports = server::ports_over(&settings, opened).await.expect("ports");
     let store = Arc::new(BreakableStore {
         inner: SeaOrmStore::connect(&db_url).await.expect("store"),
         broken: AtomicBool::new(false),

@@ -15,6 +15,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261201_000003_one_owner::Migration),
             Box::new(m20261202_000004_audit_log::Migration),
             Box::new(m20261215_000005_receipt_provenance::Migration),
+            Box::new(m20261220_000006_replicas::Migration),
         ]
     }
 }
@@ -576,6 +577,78 @@ mod m20261215_000005_receipt_provenance {
                     .await?;
             }
             Ok(())
+        }
+    }
+}
+
+#[derive(DeriveIden)]
+enum PendingRestarts {
+    Table,
+    WorkspaceId,
+    Container,
+    DueAt,
+    Generation,
+    Attempts,
+}
+
+#[derive(DeriveIden)]
+enum ServiceSecrets {
+    Table,
+    Name,
+    Hash,
+    CreatedAt,
+}
+
+/// What replicas share besides the records (SPEC §12): the pending
+/// restarts, one per workspace, and the generated admin token's hash.
+mod m20261220_000006_replicas {
+    use super::*;
+
+    pub struct Migration;
+
+    impl MigrationName for Migration {
+        fn name(&self) -> &str {
+            "m20261220_000006_replicas"
+        }
+    }
+
+    #[async_trait::async_trait]
+    impl MigrationTrait for Migration {
+        async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+            let backend = manager.get_database_backend();
+            manager
+                .create_table(
+                    Table::create()
+                        .table(PendingRestarts::Table)
+                        .if_not_exists()
+                        .col(key_string(PendingRestarts::WorkspaceId, backend).primary_key())
+                        .col(string(PendingRestarts::Container))
+                        .col(timestamp_with_time_zone(PendingRestarts::DueAt))
+                        .col(big_integer(PendingRestarts::Generation))
+                        .col(integer(PendingRestarts::Attempts))
+                        .to_owned(),
+                )
+                .await?;
+            manager
+                .create_table(
+                    Table::create()
+                        .table(ServiceSecrets::Table)
+                        .if_not_exists()
+                        .col(key_string(ServiceSecrets::Name, backend).primary_key())
+                        .col(string(ServiceSecrets::Hash))
+                        .col(timestamp_with_time_zone(ServiceSecrets::CreatedAt))
+                        .to_owned(),
+                )
+                .await
+        }
+
+        async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+            manager
+                .drop_table(Table::drop().table(ServiceSecrets::Table).to_owned())
+                .await?;
+            manager
+                .drop_table(Table::drop().table(PendingRestarts::Table).to_owned())
+                .await
         }
     }
 }

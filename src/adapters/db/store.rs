@@ -16,6 +16,7 @@ use sea_orm_migration::MigratorTrait;
 
 use super::entities::{allowlist_entry, audit_event, receipt, token, workspace};
 use super::migration::Migrator;
+use crate::adapters::keyed::LocalWorkspaceLocks;
 use crate::domain::audit::{AuditEvent, AuditFilter, AuditRecord};
 use crate::domain::digest::{TreeDigest, file_list_text, parse_file_list};
 use crate::domain::name::{PluginName, WorkspaceId};
@@ -33,9 +34,19 @@ use crate::ports::store::{
 #[derive(Clone)]
 pub struct SeaOrmStore {
     db: DatabaseConnection,
+    /// PostgreSQL only: the connections workspace holds keep their
+    /// advisory-lock transactions on (`coordination.rs`).
+    lock_db: Option<DatabaseConnection>,
+    /// Holds of workspaces in this process, in front of the advisory lock.
+    local_locks: LocalWorkspaceLocks,
 }
 
-fn map_err(e: DbErr) -> StoreError {
+/// Connections of the lock pool: one per workspace held (or awaited) by
+/// this replica at a time, since a replica queues its own holders of one
+/// workspace in process.
+const LOCK_CONNECTIONS: u32 = 32;
+
+pub(super) fn map_err(e: DbErr) -> StoreError {
     if matches!(e.sql_err(), Some(SqlErr::UniqueConstraintViolation(_))) {
         return StoreError::Conflict(Box::new(e));
     }
@@ -56,7 +67,7 @@ const ALLOWLIST_LOCK_CLASS: i32 = 0x7770_616c;
 
 /// A row that does not convert back into a domain value: the database was
 /// written by something else, or by a buggy version of this service.
-fn corrupt(what: &str, id: &str) -> StoreError {
+pub(super) fn corrupt(what: &str, id: &str) -> StoreError {
     StoreError::Other(format!("stored {what} {id:?} is invalid").into())
 }
 
@@ -70,14 +81,36 @@ impl SeaOrmStore {
         } else {
             url.to_owned()
         };
-        let mut options = ConnectOptions::new(url);
+        let mut options = ConnectOptions::new(url.clone());
         options
             .connect_timeout(Duration::from_secs(5))
             .acquire_timeout(Duration::from_secs(5))
             .sqlx_logging(false);
-        let db = Database::connect(options).await.map_err(map_err)?;
+        let db = Database::connect(options.clone()).await.map_err(map_err)?;
         Migrator::up(&db, None).await.map_err(map_err)?;
-        Ok(Self { db })
+        let lock_db = if db.get_database_backend() == DbBackend::Postgres {
+            options.max_connections(LOCK_CONNECTIONS).min_connections(0);
+            Some(Database::connect(options).await.map_err(map_err)?)
+        } else {
+            None
+        };
+        Ok(Self {
+            db,
+            lock_db,
+            local_locks: LocalWorkspaceLocks::default(),
+        })
+    }
+
+    pub(super) fn db(&self) -> &DatabaseConnection {
+        &self.db
+    }
+
+    pub(super) fn lock_db(&self) -> Option<&DatabaseConnection> {
+        self.lock_db.as_ref()
+    }
+
+    pub(super) fn local_locks(&self) -> &LocalWorkspaceLocks {
+        &self.local_locks
     }
 }
 

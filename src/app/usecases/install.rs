@@ -14,7 +14,7 @@ use super::audit::AuditTrail;
 use super::container::{Operation, container_failure, require_running};
 use super::staging::{Staged, Stager};
 use crate::app::error::AppError;
-use crate::app::restart::{Restarter, WorkspaceGuard, WorkspaceLocks};
+use crate::app::restart::Restarter;
 use crate::domain::audit::{AuditAction, AuditEvent, AuditOutcome};
 use crate::domain::digest::TreeDigest;
 use crate::domain::manifest::Manifest;
@@ -24,6 +24,7 @@ use crate::domain::runtime::{PushOperation, runtime_guard};
 use crate::domain::source::Source;
 use crate::domain::workspace::Workspace;
 use crate::ports::container::{ContainerEngine, ContainerId, DeliveryError, WorkspaceConfigs};
+use crate::ports::coordination::{WorkspaceHold, WorkspaceLocks};
 use crate::ports::receipts::ReceiptStore;
 
 /// What an install did.
@@ -52,7 +53,7 @@ pub struct Installer {
     pub(super) receipts: Arc<dyn ReceiptStore>,
     pub(super) audit: AuditTrail,
     pub(super) restarts: Restarter,
-    pub(super) locks: WorkspaceLocks,
+    pub(super) locks: Arc<dyn WorkspaceLocks>,
     /// Bounds fetching and delivering one plugin.
     pub(super) fetch_timeout: Duration,
 }
@@ -119,14 +120,19 @@ impl Installer {
         // One install per workspace at a time, from the fetch on: a burst at
         // one workspace waits here holding no fetch slot, so it cannot take
         // every slot away from the other tenants (SPEC §4 step 8).
-        let Ok(serialized) = timeout_at(deadline, self.locks.lock(&workspace.id)).await else {
-            let source_text = source
-                .as_deref()
-                .and_then(|s| crate::domain::source::Source::parse(s).ok())
-                .map(|s| s.redacted())
-                .unwrap_or_default();
-            return Err(AppError::InstallTimedOut { source_text });
-        };
+        let serialized = self
+            .locks
+            .hold(&workspace.id, Some(deadline.into_std()))
+            .await
+            .map_err(|e| {
+                AppError::not_held(e, || AppError::InstallTimedOut {
+                    source_text: source
+                        .as_deref()
+                        .and_then(|s| Source::parse(s).ok())
+                        .map(|s| s.redacted())
+                        .unwrap_or_default(),
+                })
+            })?;
         let staged = self
             .stager
             .stage_in_place(source.as_deref(), sha256.as_deref(), deadline)
@@ -152,7 +158,7 @@ impl Installer {
 
     async fn deliver(
         self,
-        serialized: WorkspaceGuard,
+        serialized: WorkspaceHold,
         draft: AuditEvent,
         workspace: Workspace,
         container: ContainerId,
@@ -259,7 +265,7 @@ impl Installer {
         if let Err(e) = self.receipts.put_receipt(&receipt, Some(&event)).await {
             tracing::error!(workspace = %workspace.id, plugin = %name, actor = %event.actor, action = %event.action, error = ?e, "could not record install receipt and its audit event");
         }
-        self.restarts.request(workspace);
+        self.restarts.request(workspace).await;
         tracing::info!(workspace = %workspace.id, plugin = %name, %source, digest = %staged.digest, "plugin installed");
         Ok(Installed::Installed {
             plugin: name.clone(),

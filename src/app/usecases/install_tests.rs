@@ -594,7 +594,7 @@ async fn an_install_waiting_for_its_workspace_fetches_nothing_until_the_workspac
     let fetched = h.fetched.clone();
     let state = h.app();
     let ws = workspace("ws1", "claude_code", "online");
-    let held = state.locks().lock(&ws.id).await;
+    let held = state.locks().hold(&ws.id, None).await.unwrap();
     let waiting = install(&state, &Principal::Admin, &ws, body("fake://demo"));
     tokio::pin!(waiting);
     // Given ample time to stage (it takes milliseconds here), it stays

@@ -31,12 +31,13 @@ mod test_fixtures;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::app::restart::{Restarter, WorkspaceLocks};
+use crate::app::restart::Restarter;
 use crate::domain::policy::AllowlistFailure;
 use crate::domain::token::TokenHash;
 use crate::ports::archives::ArchiveStore;
 use crate::ports::audit::AuditLog;
 use crate::ports::container::{ContainerEngine, TreeReadLimits, WorkspaceConfigs};
+use crate::ports::coordination::{RestartQueue, WorkspaceLocks};
 use crate::ports::receipts::ReceiptStore;
 use crate::ports::registry::PluginRegistry;
 use crate::ports::resolver::ResolverRegistry;
@@ -77,6 +78,10 @@ pub struct Ports {
     pub engine: Arc<dyn ContainerEngine>,
     pub configs: Arc<dyn WorkspaceConfigs>,
     pub archives: Arc<dyn ArchiveStore>,
+    /// Exclusive holds on a workspace, across replicas (SPEC §12).
+    pub locks: Arc<dyn WorkspaceLocks>,
+    /// The pending restarts, shared by replicas (SPEC §12).
+    pub restart_queue: Arc<dyn RestartQueue>,
 }
 
 /// The settings the use cases act on.
@@ -136,11 +141,12 @@ pub struct UseCases {
 impl UseCases {
     /// The composition: which use case gets which ports and policy values.
     pub fn build(ports: Ports, policy: Policy) -> Self {
-        let locks = WorkspaceLocks::default();
+        let locks = ports.locks;
         let restarts = Restarter::new(
             ports.engine.clone(),
             ports.workspaces.clone(),
             locks.clone(),
+            ports.restart_queue,
             policy.restart_delay,
         );
         let stager = Stager::new(
@@ -255,9 +261,9 @@ impl UseCases {
         &self.stager
     }
 
-    /// The per-workspace locks installs and uninstalls take.
+    /// The per-workspace holds installs and uninstalls take.
     #[cfg(test)]
-    pub(crate) fn locks(&self) -> &WorkspaceLocks {
+    pub(crate) fn locks(&self) -> &Arc<dyn WorkspaceLocks> {
         &self.install.locks
     }
 }

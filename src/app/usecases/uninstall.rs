@@ -11,7 +11,7 @@ use super::access::Principal;
 use super::audit::AuditTrail;
 use super::container::{Operation, container_failure, require_running};
 use crate::app::error::AppError;
-use crate::app::restart::{Restarter, WorkspaceLocks};
+use crate::app::restart::Restarter;
 use crate::domain::audit::{AuditAction, AuditEvent, AuditOutcome};
 use crate::domain::manifest::Manifest;
 use crate::domain::memory::strip_memory_blocks;
@@ -21,6 +21,7 @@ use crate::domain::workspace::Workspace;
 use crate::ports::container::{
     ContainerEngine, ContainerId, MemoryFile, Removal, RemovalError, WorkspaceConfigs,
 };
+use crate::ports::coordination::WorkspaceLocks;
 use crate::ports::receipts::ReceiptStore;
 
 /// Removes plugins from workspace containers.
@@ -31,7 +32,7 @@ pub struct Uninstaller {
     pub(super) receipts: Arc<dyn ReceiptStore>,
     pub(super) audit: AuditTrail,
     pub(super) restarts: Restarter,
-    pub(super) locks: WorkspaceLocks,
+    pub(super) locks: Arc<dyn WorkspaceLocks>,
     /// The same deadline as an install's.
     pub(super) fetch_timeout: Duration,
 }
@@ -72,7 +73,11 @@ impl Uninstaller {
             let workspace = workspace.clone();
             let draft = draft.clone();
             async move {
-                match timeout_at(deadline, this.remove(&workspace, &container, &name, draft)).await
+                match timeout_at(
+                    deadline,
+                    this.remove(&workspace, &container, &name, draft, deadline),
+                )
+                .await
                 {
                     Ok(result) => result.map(|()| name),
                     Err(_) => {
@@ -96,8 +101,13 @@ impl Uninstaller {
         container: &ContainerId,
         name: &PluginName,
         draft: AuditEvent,
+        deadline: Instant,
     ) -> Result<(), AppError> {
-        let _serialized = self.locks.lock(&workspace.id).await;
+        let _serialized = self
+            .locks
+            .hold(&workspace.id, Some(deadline.into_std()))
+            .await
+            .map_err(|e| AppError::not_held(e, || AppError::UninstallTimedOut))?;
         let mut event = draft;
         match self.receipts.receipt(&workspace.id, name).await {
             Ok(Some(receipt)) => {
@@ -150,7 +160,7 @@ impl Uninstaller {
         {
             tracing::error!(workspace = %workspace.id, plugin = %name, actor = %event.actor, action = %event.action, error = ?e, "could not record the uninstall and its audit event");
         }
-        self.restarts.request(workspace);
+        self.restarts.request(workspace).await;
         tracing::info!(workspace = %workspace.id, plugin = %name, "plugin uninstalled");
         Ok(())
     }

@@ -6,11 +6,12 @@ use std::sync::Arc;
 
 use super::container::{Operation, container_failure, require_running};
 use crate::app::error::AppError;
-use crate::app::restart::{Restarter, WorkspaceLocks};
+use crate::app::restart::Restarter;
 use crate::domain::drift::{Drift, Expected, compare_installed};
 use crate::domain::name::PluginName;
 use crate::domain::workspace::Workspace;
 use crate::ports::container::{ContainerEngine, TreeReadLimits, WorkspaceConfigs};
+use crate::ports::coordination::WorkspaceLocks;
 use crate::ports::receipts::ReceiptStore;
 
 /// Compares installed plugins with their receipts.
@@ -20,7 +21,7 @@ pub struct Verifier {
     pub(super) configs: Arc<dyn WorkspaceConfigs>,
     pub(super) receipts: Arc<dyn ReceiptStore>,
     pub(super) restarts: Restarter,
-    pub(super) locks: WorkspaceLocks,
+    pub(super) locks: Arc<dyn WorkspaceLocks>,
     /// The staging caps: no staged plugin is larger.
     pub(super) limits: TreeReadLimits,
 }
@@ -33,7 +34,9 @@ impl Verifier {
         let name = PluginName::parse(raw_name).map_err(|_| AppError::InvalidPluginName)?;
         self.restarts.wait_for_restart(&workspace.id).await;
         let container = require_running(self.engine.as_ref(), workspace).await?;
-        let _serialized = self.locks.lock(&workspace.id).await;
+        let _serialized = self.locks.hold(&workspace.id, None).await.map_err(|e| {
+            AppError::not_held(e, || AppError::internal("verify waited for no deadline"))
+        })?;
         let receipt = self
             .receipts
             .receipt(&workspace.id, &name)
