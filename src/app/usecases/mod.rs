@@ -12,9 +12,11 @@ pub mod allowlist;
 pub mod audit;
 pub mod compatibility;
 mod container;
+mod content;
 pub mod download;
 pub mod install;
 pub mod installed;
+pub mod outdated;
 pub mod prepack;
 pub mod readiness;
 pub mod records;
@@ -47,9 +49,11 @@ use self::access::Access;
 use self::allowlist::{AllowlistGate, Allowlists};
 use self::audit::{AuditRetention, AuditTrail, RETENTION_BATCH};
 use self::compatibility::CompatibilityCheck;
+use self::content::ContentResolver;
 use self::download::Downloader;
 use self::install::Installer;
 use self::installed::InstalledPlugins;
+use self::outdated::OutdatedCheck;
 use self::prepack::Prepacker;
 use self::readiness::ReadinessCheck;
 use self::records::InstallRecords;
@@ -117,6 +121,7 @@ pub struct UseCases {
     pub installed: InstalledPlugins,
     pub verify: Verifier,
     pub records: InstallRecords,
+    pub outdated: OutdatedCheck,
     pub compatibility: CompatibilityCheck,
     pub registry: RegistryListing,
     pub workspaces: Workspaces,
@@ -152,7 +157,12 @@ impl UseCases {
         );
         let gate = AllowlistGate::new(ports.allowlists.clone(), policy.allowlist_failure);
         let audit = AuditTrail::new(ports.audit.clone());
+        let content = ContentResolver {
+            stager: stager.clone(),
+            registry: ports.registry.clone(),
+        };
         let download = Downloader {
+            content: content.clone(),
             stager: stager.clone(),
             allowlist: gate.clone(),
             registry: ports.registry.clone(),
@@ -204,6 +214,11 @@ impl UseCases {
                 },
             },
             records: InstallRecords::new(ports.receipts.clone()),
+            outdated: OutdatedCheck {
+                receipts: ports.receipts.clone(),
+                content,
+                fetch_timeout: policy.fetch_timeout,
+            },
             download: download.clone(),
             prepack: Prepacker {
                 download,
