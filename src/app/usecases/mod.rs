@@ -24,6 +24,7 @@ pub mod registry;
 pub mod staging;
 pub mod tokens;
 pub mod uninstall;
+pub mod update;
 pub mod verify;
 pub mod workspaces;
 
@@ -61,6 +62,7 @@ use self::registry::RegistryListing;
 use self::staging::{FetchSlots, Stager, StagingLimits};
 use self::tokens::Tokens;
 use self::uninstall::Uninstaller;
+use self::update::Updater;
 use self::verify::Verifier;
 use self::workspaces::Workspaces;
 
@@ -115,6 +117,7 @@ pub struct Policy {
 pub struct UseCases {
     pub access: Access,
     pub install: Installer,
+    pub update: Updater,
     pub uninstall: Uninstaller,
     pub download: Downloader,
     pub prepack: Prepacker,
@@ -175,6 +178,17 @@ impl UseCases {
             receipts: ports.receipts.clone(),
             restarts: restarts.clone(),
         };
+        let install = Installer {
+            stager: stager.clone(),
+            allowlist: gate.clone(),
+            engine: ports.engine.clone(),
+            configs: ports.configs.clone(),
+            receipts: ports.receipts.clone(),
+            audit: audit.clone(),
+            restarts: restarts.clone(),
+            locks: locks.clone(),
+            fetch_timeout: policy.fetch_timeout,
+        };
         Self {
             access: Access::new(
                 ports.workspaces.clone(),
@@ -182,16 +196,11 @@ impl UseCases {
                 policy.admin_token,
                 policy.allow_tokenless_workspaces,
             ),
-            install: Installer {
-                stager: stager.clone(),
-                allowlist: gate.clone(),
-                engine: ports.engine.clone(),
-                configs: ports.configs.clone(),
+            install: install.clone(),
+            update: Updater {
+                install,
                 receipts: ports.receipts.clone(),
                 audit: audit.clone(),
-                restarts: restarts.clone(),
-                locks: locks.clone(),
-                fetch_timeout: policy.fetch_timeout,
             },
             uninstall: Uninstaller {
                 engine: ports.engine.clone(),
