@@ -5,6 +5,7 @@ mod audit;
 mod faults;
 mod install;
 mod provenance;
+mod updates;
 mod uninstall;
 
 use std::path::{Path, PathBuf};
