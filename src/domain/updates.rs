@@ -46,7 +46,9 @@ impl Unavailable {
     /// The `reason` of an `unavailable` entry.
     pub fn reason(self) -> &'static str {
         match self {
-            Self::Gone => "the source no longer has this plugin (repository, ref or registry entry gone)",
+            Self::Gone => {
+                "the source no longer has this plugin (repository, ref or registry entry gone)"
+            }
             Self::Unreachable => "the source could not be reached; try again later",
             Self::TimedOut => "looking up the source timed out; try again later",
             Self::Busy => "too many plugin fetches in progress; try again later",
@@ -233,7 +235,10 @@ mod tests {
     fn pinned_and_unavailable_offer_nothing_and_only_unavailable_has_a_reason() {
         let r = receipt(Some(OLD), true);
         let pinned = check_update(&r, Upstream::Pinned);
-        assert_eq!((pinned.status, pinned.available), (UpdateStatus::Pinned, None));
+        assert_eq!(
+            (pinned.status, pinned.available),
+            (UpdateStatus::Pinned, None)
+        );
         assert_eq!(pinned.status.reason(), None);
         let gone = check_update(&r, Upstream::Unavailable(Unavailable::Gone));
         assert_eq!(gone.status.as_str(), "unavailable");

@@ -462,7 +462,10 @@ async fn uninstall_named(
     name: &str,
 ) -> Result<Json<UninstallResult>, Problem<Container>> {
     let (principal, workspace) = app.access.authorize_workspace(&caller.0, id).await?;
-    let plugin = app.uninstall.uninstall(&principal, &workspace, name).await?;
+    let plugin = app
+        .uninstall
+        .uninstall(&principal, &workspace, name)
+        .await?;
     Ok(Json(UninstallResult {
         status: "uninstalled".into(),
         plugin: plugin.to_string(),

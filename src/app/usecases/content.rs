@@ -98,5 +98,4 @@ impl ContentResolver {
             content: Content::Staged(Box::new(staged)),
         })
     }
-
 }

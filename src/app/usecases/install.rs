@@ -105,7 +105,11 @@ impl Installer {
     /// guard, the staging pipeline, the allowlist) for `source`, delivering
     /// nothing and writing no event: what an update's dry run shows. Waits
     /// for an install in progress at the workspace, like an install.
-    pub async fn stage_only(&self, workspace: &Workspace, source: &str) -> Result<Staged, AppError> {
+    pub async fn stage_only(
+        &self,
+        workspace: &Workspace,
+        source: &str,
+    ) -> Result<Staged, AppError> {
         // A draft nobody concludes: a dry run writes no event.
         let mut draft = AuditTrail::draft(AuditAction::Update, &Principal::Admin, None);
         let read_body = async { Ok((Some(source.to_owned()), None)) };

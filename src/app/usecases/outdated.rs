@@ -16,7 +16,7 @@ use crate::domain::manifest::Manifest;
 use crate::domain::receipt::Receipt;
 use crate::domain::source::Source;
 use crate::domain::staging::StagingError;
-use crate::domain::updates::{UpdateCheck, Unavailable, Upstream, check_update};
+use crate::domain::updates::{Unavailable, UpdateCheck, Upstream, check_update};
 use crate::domain::workspace::Workspace;
 use crate::ports::receipts::ReceiptStore;
 use crate::ports::resolver::RevisionNow;

@@ -219,7 +219,11 @@ impl Stager {
                     source_text: source.redacted(),
                 }));
             }
-            Ok(Err(_)) => return Err(AppError::internal("the lookup task ended without an answer")),
+            Ok(Err(_)) => {
+                return Err(AppError::internal(
+                    "the lookup task ended without an answer",
+                ));
+            }
             Ok(Ok(answer)) => answer,
         };
         cancel_on_drop.0 = None;

@@ -5,8 +5,8 @@ mod audit;
 mod faults;
 mod install;
 mod provenance;
-mod updates;
 mod uninstall;
+mod updates;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;

@@ -144,9 +144,17 @@ async fn a_moved_tag_is_outdated_a_dry_run_changes_nothing_and_an_update_install
     );
     w.no_restart();
     let (_, list) = w.app.admin_get("/workspaces/ws-1/plugins").await;
-    assert_eq!(revision_of(&list, "gitplug"), first.as_str(), "no receipt written");
+    assert_eq!(
+        revision_of(&list, "gitplug"),
+        first.as_str(),
+        "no receipt written"
+    );
     assert!(
-        !w.app.audit_summary().await.iter().any(|(a, _, _)| a == "update"),
+        !w.app
+            .audit_summary()
+            .await
+            .iter()
+            .any(|(a, _, _)| a == "update"),
         "a dry run writes no event"
     );
 
@@ -222,7 +230,11 @@ async fn a_registry_plugin_is_current_until_it_changes_and_updates_from_the_regi
 
     w.registry.plugin(
         "demo",
-        &[("plugin.yaml", "version: 1.1.0\n"), ("a.md", "a"), ("b.md", "b")],
+        &[
+            ("plugin.yaml", "version: 1.1.0\n"),
+            ("a.md", "a"),
+            ("b.md", "b"),
+        ],
     );
     let report = outdated(&w).await;
     let demo = entry(&report, "demo");
@@ -275,12 +287,7 @@ async fn an_update_without_an_install_record_is_404_and_bad_input_is_400() {
     );
     let (status, _) = w
         .app
-        .call(
-            Method::GET,
-            "/workspaces/ws-1/plugins/outdated",
-            None,
-            None,
-        )
+        .call(Method::GET, "/workspaces/ws-1/plugins/outdated", None, None)
         .await;
     assert_eq!(status, 401);
 }
@@ -316,12 +323,7 @@ async fn a_plugin_named_like_a_fixed_route_uninstalls_with_delete() {
     }
     let (status, _) = w
         .app
-        .call(
-            Method::DELETE,
-            "/workspaces/ws-1/plugins/lock",
-            None,
-            None,
-        )
+        .call(Method::DELETE, "/workspaces/ws-1/plugins/lock", None, None)
         .await;
     assert_eq!(status, 401, "auth first, as on every workspace route");
 }
