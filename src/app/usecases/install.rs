@@ -139,7 +139,6 @@ impl Installer {
             workspace.clone(),
             container,
             staged,
-            provenance.clone(),
             deadline,
         ));
         let installed = delivery
@@ -194,14 +193,13 @@ impl Installer {
         workspace: Workspace,
         container: ContainerId,
         staged: Staged,
-        provenance: Provenance,
         deadline: Instant,
     ) -> Result<Installed, AppError> {
         let source_text = staged.source.redacted();
         let name = staged.name.clone();
         let result = match timeout_at(
             deadline,
-            self.deliver_in_place(&draft, &workspace, &container, &staged, provenance),
+            self.deliver_in_place(&draft, &workspace, &container, &staged),
         )
         .await
         {
@@ -226,7 +224,6 @@ impl Installer {
         workspace: &Workspace,
         container: &ContainerId,
         staged: &Staged,
-        provenance: Provenance,
     ) -> Result<Installed, AppError> {
         let name = &staged.name;
         let source = staged.source.redacted();
@@ -289,7 +286,7 @@ impl Installer {
             size_bytes: staged.tree.total_bytes,
             installed_at: crate::app::now(),
             installed_by: draft.actor.clone(),
-            provenance: Some(provenance),
+            provenance: Some(provenance(staged)),
         };
         let event = AuditTrail::succeeded(draft, AuditOutcome::Ok, 200);
         // The plugin is in place: a lost receipt only costs the next
