@@ -81,6 +81,8 @@ pub enum AppError {
     VerifyFailed(#[source] crate::ports::BoxError),
     #[error("plugin \"{0}\" is not installed")]
     NotInstalled(crate::domain::name::PluginName),
+    #[error("plugin \"{0}\" has no install record")]
+    NoInstallRecord(crate::domain::name::PluginName),
 
     #[error("too many plugin fetches in progress")]
     TooManyFetches,

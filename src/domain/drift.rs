@@ -1,5 +1,7 @@
 //! Drift (SPEC §11 `verify`): the installed tree as re-read from the
-//! container, compared with what its receipt says was installed.
+//! container, compared with what its receipt says was installed; and the
+//! same file-level comparison between a receipt and a staged tree (§11
+//! `update`).
 
 use std::collections::BTreeMap;
 
@@ -121,36 +123,76 @@ pub fn compare_installed(
 }
 
 fn diff_paths(expected: &[FileDigest], actual: &InstalledTree, drift: &mut Drift) {
+    let diff = diff_trees(expected, &actual.files, &actual.others, actual.complete);
+    drift.added = diff.added;
+    drift.removed = diff.removed;
+    drift.changed = diff.changed;
+    drift.truncated = diff.truncated;
+}
+
+/// The paths two trees differ by: sorted (bytewise), at most
+/// [`MAX_DRIFT_PATHS`] each.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PathDiff {
+    /// Paths only the second tree holds.
+    pub added: Vec<String>,
+    /// Paths only the first tree holds.
+    pub removed: Vec<String>,
+    /// Paths in both whose content differs (or that are no longer
+    /// regular files).
+    pub changed: Vec<String>,
+    /// A list was cut at [`MAX_DRIFT_PATHS`], or the second tree was not
+    /// read whole (then `removed` is unknown and left empty).
+    pub truncated: bool,
+}
+
+/// The file-level diff from `before` to `after` (an update's: the
+/// receipt's files against the staged tree's).
+pub fn diff_files(before: &[FileDigest], after: &[FileDigest]) -> PathDiff {
+    diff_trees(before, after, &[], true)
+}
+
+/// The one comparison rule: `expected` files against the files read
+/// (`others`: entries that are not regular files; `complete`: whether the
+/// read got everything).
+fn diff_trees(
+    expected: &[FileDigest],
+    files: &[FileDigest],
+    others: &[String],
+    complete: bool,
+) -> PathDiff {
     let mut wanted: BTreeMap<&str, &[u8; 32]> = expected
         .iter()
         .map(|f| (f.path.as_str(), &f.sha256))
         .collect();
     let mut added = Vec::new();
     let mut changed = Vec::new();
-    for file in &actual.files {
+    for file in files {
         match wanted.remove(file.path.as_str()) {
             None => added.push(file.path.clone()),
             Some(sha) if *sha != file.sha256 => changed.push(file.path.clone()),
             Some(_) => {}
         }
     }
-    for other in &actual.others {
+    for other in others {
         match wanted.remove(other.as_str()) {
             None => added.push(other.clone()),
             Some(_) => changed.push(other.clone()),
         }
     }
     // What was not read is unknown, not removed.
-    let removed: Vec<String> = if actual.complete {
+    let removed: Vec<String> = if complete {
         wanted.into_keys().map(str::to_owned).collect()
     } else {
         Vec::new()
     };
-    let mut truncated = !actual.complete;
-    drift.added = capped(added, &mut truncated);
-    drift.removed = capped(removed, &mut truncated);
-    drift.changed = capped(changed, &mut truncated);
-    drift.truncated = truncated;
+    let mut truncated = !complete;
+    PathDiff {
+        added: capped(added, &mut truncated),
+        removed: capped(removed, &mut truncated),
+        changed: capped(changed, &mut truncated),
+        truncated,
+    }
 }
 
 fn capped(mut paths: Vec<String>, truncated: &mut bool) -> Vec<String> {
@@ -311,6 +353,22 @@ mod tests {
         assert_eq!(untracked.actual_digest, Some(digest));
         assert_eq!(untracked.expected_digest, None);
         assert_eq!(compare_installed(None, None), None);
+    }
+
+    #[test]
+    fn an_update_diff_names_added_removed_and_changed_files_between_two_trees() {
+        let before = installed();
+        let after = vec![
+            file("plugin.yaml", "v2"),
+            file("rules/a.md", "a"),
+            file("rules/b.md", "b"),
+        ];
+        let diff = diff_files(&before, &after);
+        assert_eq!(diff.added, ["rules/b.md"]);
+        assert_eq!(diff.removed, ["z"]);
+        assert_eq!(diff.changed, ["plugin.yaml"]);
+        assert!(!diff.truncated);
+        assert_eq!(diff_files(&after, &after), PathDiff::default());
     }
 
     #[test]

@@ -18,4 +18,5 @@ pub mod runtime;
 pub mod source;
 pub mod staging;
 pub mod token;
+pub mod updates;
 pub mod workspace;

@@ -178,6 +178,21 @@ pub enum FetchError {
     Other(#[source] BoxError),
 }
 
+/// What a spec points at now (SPEC §11 `outdated`), as its resolver
+/// tells without fetching any content.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RevisionNow {
+    /// The spec names one immutable revision (a full commit sha, an archive
+    /// pinned by its sha256): it never moves.
+    Pinned,
+    /// The spec follows a ref (a tag, a branch, the default branch), which
+    /// points at this revision now (a full commit id).
+    At(String),
+    /// The source has no revision of its own (a local directory): only
+    /// its content, staged and hashed, tells whether it changed.
+    ContentOnly,
+}
+
 #[cfg_attr(test, mockall::automock)]
 #[async_trait]
 pub trait SourceResolver: Send + Sync {
@@ -196,6 +211,19 @@ pub trait SourceResolver: Send + Sync {
         dest: &Path,
         limits: &FetchLimits,
     ) -> Result<Fetched, FetchError>;
+
+    /// The revision `spec` points at now, reading as little as its scheme
+    /// allows (for a git ref: the server's ref list, no object), honouring
+    /// `cancel`.
+    ///
+    /// Errors: [`FetchError::NotFound`] when the repository or ref is gone;
+    /// [`FetchError::Cancelled`]; [`FetchError::Other`] for anything else
+    /// (its text is logged, never shown).
+    async fn revision_now(
+        &self,
+        spec: &str,
+        cancel: &Cancellation,
+    ) -> Result<RevisionNow, FetchError>;
 }
 
 /// The registered resolvers, by scheme.

@@ -14,7 +14,9 @@ use crate::domain::manifest::{MANIFEST_MAX_BYTES, Manifest};
 use crate::domain::name::PluginName;
 use crate::domain::source::{SpecError, parse_local_spec};
 use crate::ports::BoxError;
-use crate::ports::resolver::{FetchError, FetchLimits, Fetched, SourceResolver, SpecCheck};
+use crate::ports::resolver::{
+    Cancellation, FetchError, FetchLimits, Fetched, RevisionNow, SourceResolver, SpecCheck,
+};
 use crate::ports::staging::{InPlace, TreeCheck, WrittenFile};
 
 /// The local registry: one directory per plugin under `root`.
@@ -271,6 +273,16 @@ impl LocalResolver {
 impl SourceResolver for LocalResolver {
     fn scheme(&self) -> &'static str {
         "local"
+    }
+
+    /// A registry directory has no revision: its content tells.
+    async fn revision_now(
+        &self,
+        spec: &str,
+        _cancel: &Cancellation,
+    ) -> Result<RevisionNow, FetchError> {
+        parse_local_spec(spec).map_err(|e| FetchError::Other(Box::new(e)))?;
+        Ok(RevisionNow::ContentOnly)
     }
 
     fn check_spec(&self, spec: &str) -> Result<SpecCheck, SpecError> {

@@ -36,7 +36,8 @@ use git2::{
 
 use crate::domain::source::{GithubSpec, SpecError};
 use crate::ports::resolver::{
-    Cancellation, DiskAllowance, FetchError, FetchLimits, Fetched, SourceResolver, SpecCheck,
+    Cancellation, DiskAllowance, FetchError, FetchLimits, Fetched, RevisionNow, SourceResolver,
+    SpecCheck,
 };
 
 /// How long libgit2 may wait for a TCP connection to the git server.
@@ -201,6 +202,31 @@ impl SourceResolver for GitResolver {
             .await
             .map_err(|e| FetchError::Other(Box::new(e)))?
     }
+
+    /// A full commit sha is pinned (no network); a tag, a branch or the
+    /// default branch is looked up in the server's ref list alone, under
+    /// the same credentials and network timeouts as a fetch.
+    ///
+    /// Errors: as [`Self::fetch`]'s `NotFound`, `Cancelled` and `Other`.
+    async fn revision_now(
+        &self,
+        spec: &str,
+        cancel: &Cancellation,
+    ) -> Result<RevisionNow, FetchError> {
+        let spec = GithubSpec::parse(spec).map_err(|e| FetchError::Other(Box::new(e)))?;
+        if spec.is_commit_sha() {
+            return Ok(RevisionNow::Pinned);
+        }
+        let job = ListJob {
+            url: self.repository_url(&spec),
+            token: self.token.clone(),
+            spec,
+            cancel: cancel.clone(),
+        };
+        tokio::task::spawn_blocking(move || job.run())
+            .await
+            .map_err(|e| FetchError::Other(Box::new(e)))?
+    }
 }
 
 /// What the spec's ref names, once the server's advertisement is known.
@@ -247,29 +273,8 @@ impl FetchJob {
         let mut remote = repo.remote_anonymous(&self.url).map_err(other)?;
         // The advertisement answers "does the repository exist, may we read
         // it, is the ref a tag or a branch" before anything is downloaded.
-        let advertised: Vec<(String, Oid)> = {
-            let connection = remote
-                .connect_auth(Direction::Fetch, Some(session.callbacks()), None)
-                .map_err(|e| session.classify(e))?;
-            let heads = connection.list().map_err(|e| session.classify(e))?;
-            heads
-                .iter()
-                .map(|h| (h.name().to_owned(), h.oid()))
-                .collect()
-        };
-        let has = |name: &str| advertised.iter().any(|(a, _)| a == name);
-        let target = match self.spec.reference.as_deref() {
-            None if has("HEAD") => Target::Ref("HEAD".into()),
-            None => return Err(FetchError::NotFound),
-            Some(sha) if self.spec.is_commit_sha() => {
-                Target::Commit(Oid::from_str(sha).map_err(other)?)
-            }
-            // Tags first, as git resolves an ambiguous name.
-            Some(r) if has(&format!("refs/tags/{r}")) => Target::Ref(format!("refs/tags/{r}")),
-            Some(r) if has(&format!("refs/heads/{r}")) => Target::Ref(format!("refs/heads/{r}")),
-            Some(_) => return Err(FetchError::NotFound),
-        };
-        match target {
+        let advertised = advertised_refs(&mut remote, session)?;
+        match target(&self.spec, &advertised)? {
             Target::Ref(name) => {
                 fetch_ref(&mut remote, session, &name)?;
                 repo.find_reference(FETCHED_REF)
@@ -335,6 +340,77 @@ impl FetchJob {
     }
 }
 
+/// The server's ref list: names and the ids they point at (an annotated
+/// tag also as its peeled `<name>^{}` line).
+fn advertised_refs(
+    remote: &mut git2::Remote<'_>,
+    session: &Session<'_>,
+) -> Result<Vec<(String, Oid)>, FetchError> {
+    let connection = remote
+        .connect_auth(Direction::Fetch, Some(session.callbacks()), None)
+        .map_err(|e| session.classify(e))?;
+    let heads = connection.list().map_err(|e| session.classify(e))?;
+    Ok(heads
+        .iter()
+        .map(|h| (h.name().to_owned(), h.oid()))
+        .collect())
+}
+
+/// What `spec`'s ref names among the `advertised` refs: no ref is the
+/// default branch (`HEAD`); a name is a tag first, then a branch, as git
+/// resolves an ambiguous name.
+fn target(spec: &GithubSpec, advertised: &[(String, Oid)]) -> Result<Target, FetchError> {
+    let has = |name: &str| advertised.iter().any(|(a, _)| a == name);
+    Ok(match spec.reference.as_deref() {
+        None if has("HEAD") => Target::Ref("HEAD".into()),
+        None => return Err(FetchError::NotFound),
+        Some(sha) if spec.is_commit_sha() => Target::Commit(Oid::from_str(sha).map_err(other)?),
+        Some(r) if has(&format!("refs/tags/{r}")) => Target::Ref(format!("refs/tags/{r}")),
+        Some(r) if has(&format!("refs/heads/{r}")) => Target::Ref(format!("refs/heads/{r}")),
+        Some(_) => return Err(FetchError::NotFound),
+    })
+}
+
+/// The commit the advertised ref `name` points at: an annotated tag's
+/// peeled line when the server lists one (what an install records), else
+/// the id itself.
+fn advertised_commit(advertised: &[(String, Oid)], name: &str) -> Option<Oid> {
+    let peeled = format!("{name}^{{}}");
+    let find = |wanted: &str| {
+        advertised
+            .iter()
+            .find(|(a, _)| a == wanted)
+            .map(|(_, oid)| *oid)
+    };
+    find(&peeled).or_else(|| find(name))
+}
+
+/// Reads the server's ref list only (what `git ls-remote` does): no
+/// repository, no object fetched.
+struct ListJob {
+    url: String,
+    token: Option<Token>,
+    spec: GithubSpec,
+    cancel: Cancellation,
+}
+
+impl ListJob {
+    fn run(self) -> Result<RevisionNow, FetchError> {
+        if self.cancel.is_cancelled() {
+            return Err(FetchError::Cancelled);
+        }
+        let mut remote = git2::Remote::create_detached(self.url.as_str()).map_err(other)?;
+        let session = Session::listing(self.token.as_ref(), &self.cancel);
+        let advertised = advertised_refs(&mut remote, &session)?;
+        match target(&self.spec, &advertised)? {
+            Target::Commit(_) => Ok(RevisionNow::Pinned),
+            Target::Ref(name) => advertised_commit(&advertised, &name)
+                .map(|oid| RevisionNow::At(oid.to_string()))
+                .ok_or(FetchError::NotFound),
+        }
+    }
+}
+
 /// Fetches the advertised ref `name` at depth 1 into [`FETCHED_REF`].
 fn fetch_ref(
     remote: &mut git2::Remote<'_>,
@@ -377,8 +453,9 @@ struct Session<'a> {
     /// by-sha fallback, holds history, so it may exceed the tree; bounded
     /// so a huge repository cannot fill the disk before the tree cap runs.
     max_download: u64,
-    /// Where the received bytes are charged while the pack is on disk.
-    work: &'a WorkDir,
+    /// Where the received bytes are charged while the pack is on disk;
+    /// `None` when only the ref list is read (nothing is received).
+    work: Option<&'a WorkDir>,
     credentials_asked: Cell<u32>,
     over_download: Cell<bool>,
 }
@@ -392,7 +469,19 @@ impl<'a> Session<'a> {
                 .max_bytes
                 .saturating_mul(4)
                 .saturating_add(1024 * 1024),
-            work,
+            work: Some(work),
+            credentials_asked: Cell::new(0),
+            over_download: Cell::new(false),
+        }
+    }
+
+    /// A session that only reads the server's ref list.
+    fn listing(token: Option<&'a Token>, cancel: &'a Cancellation) -> Self {
+        Self {
+            token,
+            cancel,
+            max_download: 0,
+            work: None,
             credentials_asked: Cell::new(0),
             over_download: Cell::new(false),
         }
@@ -423,12 +512,10 @@ impl<'a> Session<'a> {
         let mut charged_here = 0u64;
         callbacks.transfer_progress(move |progress| {
             let received = progress.received_bytes() as u64;
-            if received > self.max_download
-                || self
-                    .work
-                    .charge(received.saturating_sub(charged_here))
-                    .is_err()
-            {
+            let charged = self
+                .work
+                .is_some_and(|work| work.charge(received.saturating_sub(charged_here)).is_ok());
+            if received > self.max_download || !charged {
                 self.over_download.set(true);
             }
             charged_here = charged_here.max(received);

@@ -36,7 +36,8 @@ use tokio::io::AsyncWriteExt;
 use crate::adapters::fs::{METADATA_ALLOWANCE, unpack_archive};
 use crate::domain::source::{HttpsSpec, SpecError, host_is_allowed};
 use crate::ports::resolver::{
-    DiskAllowance, FetchError, FetchLimits, Fetched, SourceResolver, SpecCheck,
+    Cancellation, DiskAllowance, FetchError, FetchLimits, Fetched, RevisionNow, SourceResolver,
+    SpecCheck,
 };
 
 /// The 422 text when the downloaded bytes do not hash to the pinned digest.
@@ -229,6 +230,16 @@ fn request_error(e: reqwest::Error) -> FetchError {
 impl SourceResolver for HttpsResolver {
     fn scheme(&self) -> &'static str {
         "https"
+    }
+
+    /// An archive pinned by its sha256 never moves; no network.
+    async fn revision_now(
+        &self,
+        spec: &str,
+        _cancel: &Cancellation,
+    ) -> Result<RevisionNow, FetchError> {
+        HttpsSpec::parse(spec, &self.allowed_hosts).map_err(|e| FetchError::Other(Box::new(e)))?;
+        Ok(RevisionNow::Pinned)
     }
 
     /// The grammar, the pin and the host allow-list; no network.

@@ -322,7 +322,9 @@ fn describe(error: &AppError) -> (StatusCode, ErrorBody) {
             },
         ),
         E::UninstallTimedOut => (StatusCode::GATEWAY_TIMEOUT, ErrorBody::new(message)),
-        E::NotInstalled(_) => (StatusCode::NOT_FOUND, ErrorBody::new(message)),
+        E::NotInstalled(_) | E::NoInstallRecord(_) => {
+            (StatusCode::NOT_FOUND, ErrorBody::new(message))
+        }
         E::TooManyFetches => (StatusCode::TOO_MANY_REQUESTS, ErrorBody::new(message)),
         E::CopyFailed(_)
         | E::PackFailed(_)

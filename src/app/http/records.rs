@@ -1,6 +1,6 @@
 //! Provenance and drift (SPEC §11): a plugin's installations across the
-//! fleet (admin), a workspace's lock, and the verify of one installed
-//! plugin (the workspace's token or the admin token).
+//! fleet (admin), a workspace's lock and outdated plugins, and the verify
+//! of one installed plugin (the workspace's token or the admin token).
 
 use std::sync::Arc;
 
@@ -18,6 +18,7 @@ use crate::app::http::dto::{CURSOR_REFUSAL, page_limit};
 use crate::app::http::extract::Caller;
 use crate::app::http::problem::{Container, Problem};
 use crate::app::usecases::UseCases;
+use crate::app::usecases::outdated::OutdatedEntry;
 use crate::domain::digest::TreeDigest;
 use crate::domain::drift::Drift;
 use crate::domain::name::{PluginName, WorkspaceId};
@@ -71,6 +72,85 @@ pub struct Lock {
     pub workspace_id: String,
     /// Sorted by name.
     pub plugins: Vec<LockedPlugin>,
+}
+
+/// What an install record says is installed.
+#[derive(Debug, Object)]
+pub struct InstalledRevision {
+    /// The commit a `github` ref resolved to, the archive sha256 of an
+    /// `https` source; null for `local` or a receipt from before
+    /// revisions were recorded.
+    #[oai(nullable)]
+    pub revision: Option<String>,
+    /// The `h1:` content digest.
+    pub digest: String,
+    /// `version` of its `plugin.yaml` (`""` when none); null on a receipt
+    /// from before versions were recorded.
+    #[oai(nullable)]
+    pub version: Option<String>,
+}
+
+/// What the source offers now, as far as it is known without staging it:
+/// a ref's new commit has no digest or version yet.
+#[derive(Debug, Object)]
+pub struct AvailableRevision {
+    /// The commit the ref points at now; null for `local`.
+    #[oai(nullable)]
+    pub revision: Option<String>,
+    /// The `h1:` digest of the content now; null for a ref that moved.
+    #[oai(nullable)]
+    pub digest: Option<String>,
+    /// `version` of the `plugin.yaml` now; null for a ref that moved.
+    #[oai(nullable)]
+    pub version: Option<String>,
+}
+
+/// One install record against its source.
+#[derive(Debug, Object)]
+pub struct OutdatedPlugin {
+    pub plugin: String,
+    /// The normalized source it was installed from.
+    pub source: String,
+    pub installed: InstalledRevision,
+    /// Null when `pinned` or `unavailable`.
+    #[oai(nullable)]
+    pub available: Option<AvailableRevision>,
+    /// `current`, `outdated`, `pinned` (a full commit sha or an `https`
+    /// source never moves) or `unavailable` (see `reason`).
+    pub status: String,
+    /// Why the source could not be told (only with `unavailable`).
+    #[oai(nullable)]
+    pub reason: Option<String>,
+}
+
+/// Each install record of the workspace against what its source offers now.
+#[derive(Debug, Object)]
+pub struct OutdatedReport {
+    pub workspace_id: String,
+    /// Sorted by plugin name.
+    pub plugins: Vec<OutdatedPlugin>,
+}
+
+impl OutdatedPlugin {
+    fn new(entry: OutdatedEntry) -> Self {
+        let OutdatedEntry { receipt, check } = entry;
+        Self {
+            plugin: receipt.plugin.to_string(),
+            installed: InstalledRevision {
+                revision: receipt.revision().map(str::to_owned),
+                digest: receipt.digest.to_string(),
+                version: receipt.version().map(str::to_owned),
+            },
+            source: receipt.source,
+            available: check.available.map(|a| AvailableRevision {
+                revision: a.revision,
+                digest: a.digest.map(|d| d.to_string()),
+                version: a.version,
+            }),
+            status: check.status.as_str().to_owned(),
+            reason: check.status.reason().map(str::to_owned),
+        }
+    }
 }
 
 /// An installed plugin compared with its receipt.
@@ -215,6 +295,32 @@ impl RecordsApi {
                     digest: r.digest.to_string(),
                 })
                 .collect(),
+        }))
+    }
+
+    /// Which installed plugins their sources offer something newer for
+    ///
+    /// For each install record: a `github` tag or branch compares the
+    /// commit it points at now (reading the git server's ref list only), a
+    /// `local` plugin the registry's digest now; full commit shas and
+    /// `https` sources are `pinned`. A source that cannot be looked up is
+    /// `unavailable` with a `reason`. No container is asked.
+    #[oai(
+        path = "/workspaces/:id/plugins/outdated",
+        method = "get",
+        operation_id = "outdatedPlugins"
+    )]
+    async fn outdated(
+        &self,
+        app: Data<&Arc<UseCases>>,
+        caller: Caller,
+        id: Path<String>,
+    ) -> Result<Json<OutdatedReport>, Problem> {
+        let (_, workspace) = app.access.authorize_workspace(&caller.0, &id).await?;
+        let entries = app.outdated.check(&workspace).await?;
+        Ok(Json(OutdatedReport {
+            workspace_id: workspace.id.to_string(),
+            plugins: entries.into_iter().map(OutdatedPlugin::new).collect(),
         }))
     }
 

@@ -1,5 +1,5 @@
 //! `/workspaces/:id/plugins…`: install, uninstall, installed list,
-//! available and compatibility (SPEC §5). The workspace's token or the
+//! available and compatibility (SPEC §5), and update (§11). The workspace's token or the
 //! admin token.
 
 use std::sync::Arc;
@@ -18,6 +18,7 @@ use crate::app::http::problem::{Container, ContainerAndAllowlist, Problem};
 use crate::app::http::rendered::{RenderCache, RenderedJson};
 use crate::app::usecases::UseCases;
 use crate::app::usecases::install::Installed;
+use crate::app::usecases::update::{Revisioned, Updated};
 use crate::domain::runtime::Runtime;
 
 /// The per-workspace plugin routes; `available` is rendered once per
@@ -57,6 +58,82 @@ pub struct InstallResult {
     pub source: String,
     /// The plugin's `h1:` content digest.
     pub digest: String,
+}
+
+/// A revision and the content digest it had.
+#[derive(Debug, Object)]
+pub struct RevisionDigest {
+    /// The commit a `github` ref resolved to, the archive sha256 of an
+    /// `https` source; null for `local` (or a receipt from before
+    /// revisions were recorded).
+    #[oai(nullable)]
+    pub revision: Option<String>,
+    /// The `h1:` content digest.
+    pub digest: String,
+}
+
+impl RevisionDigest {
+    fn new(r: Revisioned) -> Self {
+        Self {
+            revision: r.revision,
+            digest: r.digest.to_string(),
+        }
+    }
+}
+
+/// The outcome of an update: the install answer, what it was and is now,
+/// and the file-level diff.
+#[derive(Debug, Object)]
+pub struct UpdateResult {
+    /// `installed`, `unchanged` (the same content was already there:
+    /// nothing copied, no restart) or `dry_run` (staged and diffed only).
+    pub status: String,
+    pub plugin: String,
+    /// The normalized source, from the install record.
+    pub source: String,
+    /// The staged plugin's `h1:` digest (`to.digest`).
+    pub digest: String,
+    /// What the install record said.
+    pub from: RevisionDigest,
+    /// What the source gave now.
+    pub to: RevisionDigest,
+    /// Paths the new tree has and the recorded one had not (sorted, at most 100).
+    pub added: Vec<String>,
+    /// Paths the recorded tree had and the new one has not (sorted, at most 100).
+    pub removed: Vec<String>,
+    /// Paths in both whose content differs (sorted, at most 100).
+    pub changed: Vec<String>,
+    /// A path list was cut at 100.
+    pub truncated: bool,
+    /// False when the install record is from before per-file digests were
+    /// recorded: the path lists are then empty, and only `from.digest`
+    /// against `to.digest` tells whether the content changed.
+    pub files_recorded: bool,
+}
+
+impl UpdateResult {
+    fn new(updated: Updated) -> Self {
+        let status = match &updated.installed {
+            Some(Installed::Installed { .. }) => "installed",
+            Some(Installed::Unchanged { .. }) => "unchanged",
+            None => "dry_run",
+        };
+        let files_recorded = updated.diff.is_some();
+        let diff = updated.diff.unwrap_or_default();
+        Self {
+            status: status.into(),
+            plugin: updated.plugin.to_string(),
+            source: updated.source,
+            digest: updated.to.digest.to_string(),
+            from: RevisionDigest::new(updated.from),
+            to: RevisionDigest::new(updated.to),
+            added: diff.added,
+            removed: diff.removed,
+            changed: diff.changed,
+            truncated: diff.truncated,
+            files_recorded,
+        }
+    }
 }
 
 /// The outcome of an uninstall.
@@ -279,14 +356,118 @@ impl WorkspacePluginsApi {
         id: Path<String>,
         name: Path<String>,
     ) -> Result<Json<UninstallResult>, Problem<Container>> {
-        let (principal, workspace) = app.access.authorize_workspace(&caller.0, &id).await?;
-        let plugin = app
-            .uninstall
-            .uninstall(&principal, &workspace, &name)
-            .await?;
-        Ok(Json(UninstallResult {
-            status: "uninstalled".into(),
-            plugin: plugin.to_string(),
-        }))
+        uninstall_named(&app, &caller, &id, &name).await
     }
+
+    // The router matches a literal segment before `:name`, so a plugin named
+    // like one of the workspace's fixed routes (`GET …/plugins/lock`) would
+    // answer 405 to its uninstall. These route that DELETE to the uninstall
+    // above; hidden, so the document keeps one `uninstallPlugin` operation.
+
+    #[oai(
+        path = "/workspaces/:id/plugins/available",
+        method = "delete",
+        operation_id = "uninstallPlugin",
+        hidden
+    )]
+    async fn uninstall_available(
+        &self,
+        app: Data<&Arc<UseCases>>,
+        caller: Caller,
+        id: Path<String>,
+    ) -> Result<Json<UninstallResult>, Problem<Container>> {
+        uninstall_named(&app, &caller, &id, "available").await
+    }
+
+    #[oai(
+        path = "/workspaces/:id/plugins/compatibility",
+        method = "delete",
+        operation_id = "uninstallPlugin",
+        hidden
+    )]
+    async fn uninstall_compatibility(
+        &self,
+        app: Data<&Arc<UseCases>>,
+        caller: Caller,
+        id: Path<String>,
+    ) -> Result<Json<UninstallResult>, Problem<Container>> {
+        uninstall_named(&app, &caller, &id, "compatibility").await
+    }
+
+    #[oai(
+        path = "/workspaces/:id/plugins/lock",
+        method = "delete",
+        operation_id = "uninstallPlugin",
+        hidden
+    )]
+    async fn uninstall_lock(
+        &self,
+        app: Data<&Arc<UseCases>>,
+        caller: Caller,
+        id: Path<String>,
+    ) -> Result<Json<UninstallResult>, Problem<Container>> {
+        uninstall_named(&app, &caller, &id, "lock").await
+    }
+
+    #[oai(
+        path = "/workspaces/:id/plugins/outdated",
+        method = "delete",
+        operation_id = "uninstallPlugin",
+        hidden
+    )]
+    async fn uninstall_outdated(
+        &self,
+        app: Data<&Arc<UseCases>>,
+        caller: Caller,
+        id: Path<String>,
+    ) -> Result<Json<UninstallResult>, Problem<Container>> {
+        uninstall_named(&app, &caller, &id, "outdated").await
+    }
+
+    /// Update a plugin from its install record's source
+    ///
+    /// Re-installs from the receipt's source through the whole install path
+    /// (runtime guard, staging, allowlist, atomic delivery, restart) and
+    /// names what changed. `dry_run=true` stages and diffs only: nothing is
+    /// delivered, restarted or recorded. No receipt → 404.
+    #[oai(
+        path = "/workspaces/:id/plugins/:name/update",
+        method = "post",
+        operation_id = "updatePlugin"
+    )]
+    async fn update(
+        &self,
+        app: Data<&Arc<UseCases>>,
+        caller: Caller,
+        id: Path<String>,
+        name: Path<String>,
+        /// Stage and diff only (`true` or `false`, default `false`).
+        dry_run: Query<Option<bool>>,
+    ) -> Result<Json<UpdateResult>, Problem<ContainerAndAllowlist>> {
+        let (principal, workspace) = app.access.authorize_workspace(&caller.0, &id).await?;
+        let dry_run = dry_run.0.unwrap_or(false);
+        let updated = app
+            .update
+            .update(&principal, &workspace, &name, dry_run)
+            .await?;
+        Ok(Json(UpdateResult::new(updated)))
+    }
+}
+
+/// `DELETE /workspaces/:id/plugins/<name>`, whichever route matched it.
+async fn uninstall_named(
+    app: &Arc<UseCases>,
+    caller: &Caller,
+    id: &str,
+    name: &str,
+) -> Result<Json<UninstallResult>, Problem<Container>> {
+    let (principal, workspace) = app.access.authorize_workspace(&caller.0, id).await?;
+    let plugin = app
+        .uninstall
+        .uninstall(&principal, &workspace, name)
+        .await?;
+    Ok(Json(UninstallResult {
+        status: "uninstalled".into(),
+        plugin: plugin.to_string(),
+    }))
 }

@@ -17,12 +17,13 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use super::allowlist::AllowlistGate;
-use super::staging::{FetchSlot, Staged, Stager};
+use super::content::{Content, ContentResolver, Resolved};
+use super::staging::{FetchSlot, Stager};
 use crate::app::error::AppError;
 use crate::domain::digest::TreeDigest;
 use crate::domain::name::PluginName;
 use crate::domain::policy::check_name_matches;
-use crate::domain::source::{Source, parse_local_spec};
+use crate::domain::source::Source;
 use crate::domain::staging::require_source;
 use crate::domain::workspace::Workspace;
 use crate::ports::archives::{ArchiveLease, ArchiveStore, PackError, PackJob, PackedArchive};
@@ -140,6 +141,7 @@ pub struct DownloadRequest<'a> {
 /// Serves plugins as tarballs.
 #[derive(Clone)]
 pub struct Downloader {
+    pub(super) content: ContentResolver,
     pub(super) stager: Stager,
     pub(super) allowlist: AllowlistGate,
     pub(super) registry: Arc<dyn PluginRegistry>,
@@ -159,82 +161,7 @@ pub enum Prepared {
     CacheFull,
 }
 
-/// Content to pack: a staged tree (a copy, or a registry plugin staged in
-/// place), or a registry plugin whose directory still has the fingerprint
-/// its digest was remembered by.
-enum Content {
-    Staged(Box<Staged>),
-    Remembered {
-        name: PluginName,
-        fingerprint: String,
-    },
-}
-
-/// A source resolved to content and its digest.
-struct Resolved {
-    name: PluginName,
-    digest: TreeDigest,
-    content: Content,
-}
-
 impl Downloader {
-    /// Resolves content: the remembered digest of an unchanged registry
-    /// plugin, or (first time, after a change, or with `fresh`) the staging
-    /// pipeline, in place for a registry plugin.
-    async fn resolve(
-        &self,
-        source: &Source,
-        deadline: Instant,
-        fresh: bool,
-    ) -> Result<Resolved, AppError> {
-        let local = (source.scheme() == "local")
-            .then(|| parse_local_spec(source.spec()).ok())
-            .flatten();
-        let fingerprint = match &local {
-            Some(name) => self
-                .registry
-                .fingerprint(name)
-                .await
-                .map_err(AppError::Registry)?,
-            None => None,
-        };
-        if let (Some(name), Some(fp), false) = (&local, &fingerprint, fresh)
-            && let Some(digest) = self.registry.known_digest(name, fp)
-        {
-            return Ok(Resolved {
-                name: name.clone(),
-                digest,
-                content: Content::Remembered {
-                    name: name.clone(),
-                    fingerprint: fp.clone(),
-                },
-            });
-        }
-        // The source goes to the pipeline as given, user info included, so its
-        // grammar check refuses a credential exactly as install does (the
-        // redacted form would silently drop it and fetch anyway).
-        let given = format!("{}://{}", source.scheme(), source.spec());
-        let staged = self
-            .stager
-            .stage_in_place(Some(&given), None, deadline)
-            .await?;
-        // Remembered only when the metadata vouches for every byte hashed
-        // (a file changed just before may have had a write in flight).
-        let settled = staged
-            .tree
-            .in_place
-            .as_ref()
-            .is_some_and(|place| place.check.settled());
-        if let (Some(name), Some(fp), true) = (local, fingerprint, settled) {
-            self.registry.record_digest(&name, &fp, &staged.digest);
-        }
-        Ok(Resolved {
-            name: staged.name.clone(),
-            digest: staged.digest.clone(),
-            content: Content::Staged(Box::new(staged)),
-        })
-    }
-
     /// Packs resolved content in `kind`: the archive, and the fetch slot
     /// whose disk holds it when the cache could not take it; `None` when a
     /// tree read in place changed meanwhile (nothing was cached).
@@ -308,7 +235,7 @@ impl Downloader {
         for round in 0..PACK_ROUNDS {
             // A plugin that changed under the packer is staged afresh, so
             // every check runs on what is served.
-            let resolved = self.resolve(&source, deadline, round > 0).await?;
+            let resolved = self.content.resolve(&source, deadline, round > 0).await?;
             check_name_matches(&resolved.name, &requested).map_err(AppError::NameMismatch)?;
             self.allowlist.enforce(workspace, &resolved.name).await?;
             let tag = etag(&resolved.digest, kind);
@@ -349,7 +276,7 @@ impl Downloader {
         let source = Source::local(name);
         let deadline = Instant::now() + self.fetch_timeout;
         for round in 0..PACK_ROUNDS {
-            let resolved = self.resolve(&source, deadline, round > 0).await?;
+            let resolved = self.content.resolve(&source, deadline, round > 0).await?;
             if self
                 .archives
                 .cached(&resolved.digest, DEFAULT_FORMAT)

@@ -74,30 +74,48 @@ impl Installer {
     {
         self.install_as(AuditAction::Install, principal, workspace, read_body)
             .await
+            .map(|(installed, _)| installed)
     }
 
     /// [`Installer::install`], recorded as `action` (an update re-installs
-    /// through here, recorded as [`AuditAction::Update`]).
+    /// through here, recorded as [`AuditAction::Update`]), with the
+    /// provenance of what was staged (what an update diffs).
     pub async fn install_as<F>(
         &self,
         action: AuditAction,
         principal: &Principal,
         workspace: &Workspace,
         read_body: F,
-    ) -> Result<Installed, AppError>
+    ) -> Result<(Installed, Provenance), AppError>
     where
         F: std::future::Future<Output = Result<(Option<String>, Option<String>), AppError>>,
     {
         let mut draft = AuditTrail::draft(action, principal, Some(&workspace.id));
         let result = self.run(workspace, read_body, &mut draft).await;
         self.audit
-            .conclude(draft, &result, |installed| match installed {
+            .conclude(draft, &result, |(installed, _)| match installed {
                 // Recorded with its receipt (`deliver_in_place`).
                 Installed::Installed { .. } => None,
                 Installed::Unchanged { .. } => Some((AuditOutcome::Unchanged, 200)),
             })
             .await;
         result
+    }
+
+    /// Every step of the install path short of the container (the runtime
+    /// guard, the staging pipeline, the allowlist) for `source`, delivering
+    /// nothing and writing no event: what an update's dry run shows. Waits
+    /// for an install in progress at the workspace, like an install.
+    pub async fn stage_only(
+        &self,
+        workspace: &Workspace,
+        source: &str,
+    ) -> Result<Staged, AppError> {
+        // A draft nobody concludes: a dry run writes no event.
+        let mut draft = AuditTrail::draft(AuditAction::Update, &Principal::Admin, None);
+        let read_body = async { Ok((Some(source.to_owned()), None)) };
+        let (_serialized, staged, _) = self.prepare(workspace, read_body, &mut draft).await?;
+        Ok(staged)
     }
 
     /// The install; `draft` learns the source, plugin and digest as they
@@ -107,7 +125,38 @@ impl Installer {
         workspace: &Workspace,
         read_body: F,
         draft: &mut AuditEvent,
-    ) -> Result<Installed, AppError>
+    ) -> Result<(Installed, Provenance), AppError>
+    where
+        F: std::future::Future<Output = Result<(Option<String>, Option<String>), AppError>>,
+    {
+        let (serialized, staged, deadline) = self.prepare(workspace, read_body, draft).await?;
+        let container = require_running(self.engine.as_ref(), workspace).await?;
+        let provenance = provenance(&staged);
+        // The delivery runs to its end (or its deadline) even when the client
+        // goes away, so the receipt it leaves always says what is in place.
+        let delivery = tokio::spawn(self.clone().deliver(
+            serialized,
+            draft.clone(),
+            workspace.clone(),
+            container,
+            staged,
+            deadline,
+        ));
+        let installed = delivery
+            .await
+            .map_err(|e| AppError::internal(format!("delivery task failed: {e}")))??;
+        Ok((installed, provenance))
+    }
+
+    /// The guard, the body, the workspace's lock, the staging pipeline and
+    /// the allowlist, in the spec's order: the staged plugin, with the lock
+    /// it holds and its deadline.
+    async fn prepare<F>(
+        &self,
+        workspace: &Workspace,
+        read_body: F,
+        draft: &mut AuditEvent,
+    ) -> Result<(WorkspaceHold, Staged, Instant), AppError>
     where
         F: std::future::Future<Output = Result<(Option<String>, Option<String>), AppError>>,
     {
@@ -140,20 +189,7 @@ impl Installer {
         draft.plugin = Some(staged.name.clone());
         draft.digest = Some(staged.digest.clone());
         self.allowlist.enforce(workspace, &staged.name).await?;
-        let container = require_running(self.engine.as_ref(), workspace).await?;
-        // The delivery runs to its end (or its deadline) even when the client
-        // goes away, so the receipt it leaves always says what is in place.
-        let delivery = tokio::spawn(self.clone().deliver(
-            serialized,
-            draft.clone(),
-            workspace.clone(),
-            container,
-            staged,
-            deadline,
-        ));
-        delivery
-            .await
-            .map_err(|e| AppError::internal(format!("delivery task failed: {e}")))?
+        Ok((serialized, staged, deadline))
     }
 
     async fn deliver(

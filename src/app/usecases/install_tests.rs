@@ -633,7 +633,7 @@ async fn an_update_reinstalls_through_the_install_path_recorded_as_update() {
         )
         .await;
     assert!(
-        matches!(result, Ok(Installed::Unchanged { .. })),
+        matches!(result, Ok((Installed::Unchanged { .. }, _))),
         "{result:?}"
     );
     let events = audit.events();

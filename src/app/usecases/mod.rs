@@ -12,9 +12,11 @@ pub mod allowlist;
 pub mod audit;
 pub mod compatibility;
 mod container;
+mod content;
 pub mod download;
 pub mod install;
 pub mod installed;
+pub mod outdated;
 pub mod prepack;
 pub mod readiness;
 pub mod records;
@@ -22,6 +24,7 @@ pub mod registry;
 pub mod staging;
 pub mod tokens;
 pub mod uninstall;
+pub mod update;
 pub mod verify;
 pub mod workspaces;
 
@@ -48,9 +51,11 @@ use self::access::Access;
 use self::allowlist::{AllowlistGate, Allowlists};
 use self::audit::{AuditRetention, AuditTrail, RETENTION_BATCH};
 use self::compatibility::CompatibilityCheck;
+use self::content::ContentResolver;
 use self::download::Downloader;
 use self::install::Installer;
 use self::installed::InstalledPlugins;
+use self::outdated::OutdatedCheck;
 use self::prepack::Prepacker;
 use self::readiness::ReadinessCheck;
 use self::records::InstallRecords;
@@ -58,6 +63,7 @@ use self::registry::RegistryListing;
 use self::staging::{FetchSlots, Stager, StagingLimits};
 use self::tokens::Tokens;
 use self::uninstall::Uninstaller;
+use self::update::Updater;
 use self::verify::Verifier;
 use self::workspaces::Workspaces;
 
@@ -119,12 +125,14 @@ pub struct Policy {
 pub struct UseCases {
     pub access: Access,
     pub install: Installer,
+    pub update: Updater,
     pub uninstall: Uninstaller,
     pub download: Downloader,
     pub prepack: Prepacker,
     pub installed: InstalledPlugins,
     pub verify: Verifier,
     pub records: InstallRecords,
+    pub outdated: OutdatedCheck,
     pub compatibility: CompatibilityCheck,
     pub registry: RegistryListing,
     pub workspaces: Workspaces,
@@ -161,7 +169,12 @@ impl UseCases {
         );
         let gate = AllowlistGate::new(ports.allowlists.clone(), policy.allowlist_failure);
         let audit = AuditTrail::new(ports.audit.clone(), policy.error_status);
+        let content = ContentResolver {
+            stager: stager.clone(),
+            registry: ports.registry.clone(),
+        };
         let download = Downloader {
+            content: content.clone(),
             stager: stager.clone(),
             allowlist: gate.clone(),
             registry: ports.registry.clone(),
@@ -174,6 +187,17 @@ impl UseCases {
             receipts: ports.receipts.clone(),
             restarts: restarts.clone(),
         };
+        let install = Installer {
+            stager: stager.clone(),
+            allowlist: gate.clone(),
+            engine: ports.engine.clone(),
+            configs: ports.configs.clone(),
+            receipts: ports.receipts.clone(),
+            audit: audit.clone(),
+            restarts: restarts.clone(),
+            locks: locks.clone(),
+            fetch_timeout: policy.fetch_timeout,
+        };
         Self {
             access: Access::new(
                 ports.workspaces.clone(),
@@ -181,16 +205,11 @@ impl UseCases {
                 policy.admin_token,
                 policy.allow_tokenless_workspaces,
             ),
-            install: Installer {
-                stager: stager.clone(),
-                allowlist: gate.clone(),
-                engine: ports.engine.clone(),
-                configs: ports.configs.clone(),
+            install: install.clone(),
+            update: Updater {
+                install,
                 receipts: ports.receipts.clone(),
                 audit: audit.clone(),
-                restarts: restarts.clone(),
-                locks: locks.clone(),
-                fetch_timeout: policy.fetch_timeout,
             },
             uninstall: Uninstaller {
                 engine: ports.engine.clone(),
@@ -213,6 +232,11 @@ impl UseCases {
                 },
             },
             records: InstallRecords::new(ports.receipts.clone()),
+            outdated: OutdatedCheck {
+                receipts: ports.receipts.clone(),
+                content,
+                fetch_timeout: policy.fetch_timeout,
+            },
             download: download.clone(),
             prepack: Prepacker {
                 download,

@@ -24,7 +24,8 @@ use crate::domain::staging::{
     grammar_refusal, require_source,
 };
 use crate::ports::resolver::{
-    Cancellation, DiskAllowance, FetchError, FetchLimits, ResolverRegistry,
+    Cancellation, DiskAllowance, FetchError, FetchLimits, ResolverRegistry, RevisionNow,
+    SourceResolver, SpecCheck,
 };
 use crate::ports::staging::{StagedTree, StagingArea, StagingAreaError, StagingDir};
 
@@ -190,14 +191,51 @@ impl Stager {
         self.stage_with(source, sha256, deadline, true).await
     }
 
-    async fn stage_with(
+    /// What `source` points at now (SPEC §11 `outdated`), without staging
+    /// it: its resolver's grammar first, then a fetch slot, under
+    /// `deadline`, like any fetch. Errors are the pipeline's (§4 steps 3,
+    /// 4, 6 and 8's 429).
+    pub async fn revision_now(
         &self,
-        source: Option<&str>,
-        sha256: Option<&str>,
+        source: &Source,
         deadline: Instant,
-        in_place: bool,
-    ) -> Result<Staged, AppError> {
-        let source = require_source(source).map_err(staging)?;
+    ) -> Result<RevisionNow, AppError> {
+        let (resolver, _) = self.resolver_for(source)?;
+        let slot = self.slots.acquire(deadline).await?;
+        let cancel = Cancellation::new();
+        let mut cancel_on_drop = CancelOnDrop(Some(cancel.clone()));
+        let (tx, rx) = oneshot::channel();
+        let spec = source.spec().to_owned();
+        // Its own task, holding the slot until the lookup has ended, even
+        // when the deadline stopped waiting for it.
+        tokio::spawn(async move {
+            let answer = resolver.revision_now(&spec, &cancel).await;
+            drop(slot);
+            let _ = tx.send(answer);
+        });
+        let answer = match timeout_at(deadline, rx).await {
+            Err(_) => {
+                return Err(staging(StagingError::Timeout {
+                    source_text: source.redacted(),
+                }));
+            }
+            Ok(Err(_)) => {
+                return Err(AppError::internal(
+                    "the lookup task ended without an answer",
+                ));
+            }
+            Ok(Ok(answer)) => answer,
+        };
+        cancel_on_drop.0 = None;
+        answer.map_err(|e| fetch_refusal(source, e))
+    }
+
+    /// The resolver of `source`'s scheme, and what its grammar says of the
+    /// spec (SPEC §4 steps 3 and 4).
+    fn resolver_for(
+        &self,
+        source: &Source,
+    ) -> Result<(Arc<dyn SourceResolver>, SpecCheck), AppError> {
         let Some(resolver) = self.resolvers.get(source.scheme()) else {
             return Err(staging(StagingError::NoResolver {
                 source_text: source.redacted(),
@@ -206,7 +244,19 @@ impl Stager {
         };
         let check = resolver
             .check_spec(source.spec())
-            .map_err(|e| staging(grammar_refusal(&source, e)))?;
+            .map_err(|e| staging(grammar_refusal(source, e)))?;
+        Ok((resolver, check))
+    }
+
+    async fn stage_with(
+        &self,
+        source: Option<&str>,
+        sha256: Option<&str>,
+        deadline: Instant,
+        in_place: bool,
+    ) -> Result<Staged, AppError> {
+        let source = require_source(source).map_err(staging)?;
+        let (resolver, check) = self.resolver_for(&source)?;
         check_pinned(&source, check.pinned, self.limits.allow_unpinned).map_err(staging)?;
         let caller_sha256 = sha256
             .map(CallerSha256::parse)

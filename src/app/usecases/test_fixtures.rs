@@ -36,7 +36,9 @@ use crate::ports::container::{
     InstalledEntry, MockContainerEngine, MockWorkspaceConfigs, PluginMemory, WorkspaceConfigs,
 };
 use crate::ports::receipts::MockReceiptStore;
-use crate::ports::resolver::{FetchError, FetchLimits, Fetched, SourceResolver, SpecCheck};
+use crate::ports::resolver::{
+    Cancellation, FetchError, FetchLimits, Fetched, RevisionNow, SourceResolver, SpecCheck,
+};
 use crate::ports::store::MockAllowlistStore;
 
 /// The revision [`FakeResolver`] reports it fetched.
@@ -75,6 +77,21 @@ impl FakeResolver {
 impl SourceResolver for FakeResolver {
     fn scheme(&self) -> &'static str {
         "fake"
+    }
+
+    /// The revision it would fetch, as a ref that moves.
+    async fn revision_now(
+        &self,
+        _spec: &str,
+        _cancel: &Cancellation,
+    ) -> Result<RevisionNow, FetchError> {
+        if let Some(fail) = self.fail {
+            return Err(fail());
+        }
+        Ok(self
+            .revision
+            .clone()
+            .map_or(RevisionNow::ContentOnly, RevisionNow::At))
     }
 
     fn check_spec(&self, spec: &str) -> Result<SpecCheck, SpecError> {

@@ -333,6 +333,7 @@ async fn a_dependency_503_is_documented_where_it_is_sent_and_only_there() {
                     | "installPlugin"
                     | "uninstallPlugin"
                     | "verifyPlugin"
+                    | "updatePlugin"
                     | "downloadPlugin"
                     | "readyz"
             );

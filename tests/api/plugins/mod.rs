@@ -6,6 +6,7 @@ mod faults;
 mod install;
 mod provenance;
 mod uninstall;
+mod updates;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
