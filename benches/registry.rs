@@ -1,9 +1,10 @@
 //! Registry index benchmarks (issue 13), against the real server binary
 //! run as its own process:
 //!
-//!     cargo bench --bench registry                 # both parts
+//!     cargo bench --bench registry                 # listing and memory
 //!     cargo bench --bench registry -- listing      # the wrk rows only
-//!     cargo bench --bench registry -- memory       # the 10k-plugin RSS row only
+//!     cargo bench --bench registry -- memory       # the 10k-plugin RSS rows only
+//!     cargo bench --bench registry -- auth         # the wrk rows plus the auth ceiling
 //!
 //! Listing: a registry of 500 small plugins; once the index has settled
 //! (`/metrics`: `plugin_registry_plugins` = 500 and
@@ -11,7 +12,8 @@
 //! against `GET /plugins`, `GET /workspaces/:id/plugins/available` (an
 //! `external` workspace, with its own token) and `GET /healthz` (the
 //! ceiling: no registry, no store), in turns, `BENCH_ROUNDS` rounds
-//! (default 3). Memory: the server's RSS once a registry of 10,000 small
+//! (default 3); with `auth`, also `GET /workspaces/:id` with the same
+//! token (what `available` costs without the registry). Memory: the server's RSS once a registry of 10,000 small
 //! plugins has settled, minus its RSS with an empty registry, each a fresh
 //! process, `BENCH_MEMORY_ROUNDS` pairs (default 3).
 //!
@@ -167,7 +169,7 @@ fn listed(body: &str) -> usize {
         .unwrap_or_else(|| panic!("not a JSON list: {body:.200}"))
 }
 
-fn listing() {
+fn listing(auth_ceiling: bool) {
     let plugins = tempfile::tempdir().unwrap();
     let data = tempfile::tempdir().unwrap();
     write_registry(plugins.path(), LISTED);
@@ -178,7 +180,7 @@ fn listing() {
     let auth = format!("Authorization: Bearer {token}");
 
     let base = &server.base;
-    let rows: [(&str, String, Vec<String>, &str); 3] = [
+    let mut rows: Vec<(&str, String, Vec<String>, &str)> = vec![
         (
             "`GET /plugins`",
             format!("{base}/plugins"),
@@ -198,6 +200,16 @@ fn listing() {
             "",
         ),
     ];
+    if auth_ceiling {
+        // The same token check as `available`, no registry: what that row
+        // can reach at most.
+        rows.push((
+            "`GET /workspaces/:id` (same token; auth ceiling)",
+            format!("{base}/workspaces/{WORKSPACE}"),
+            vec![auth.clone()],
+            "",
+        ));
+    }
     // Each endpoint answers what it should before it is timed.
     let all = get(&rows[0].1, &[]).expect("GET /plugins");
     assert_eq!(listed(&all), LISTED, "GET /plugins");
@@ -252,7 +264,10 @@ fn listing() {
             p99.show(ms),
         );
     }
-    println!("\nrerun: cargo bench --bench registry -- listing");
+    println!(
+        "\nrerun: cargo bench --bench registry -- {}",
+        if auth_ceiling { "auth" } else { "listing" }
+    );
 }
 
 /// One fresh server on a registry: its RSS in bytes once the registry has
@@ -339,20 +354,25 @@ fn memory() {
 
 fn main() {
     common::require_tools(&["wrk", "curl"]);
-    // `cargo bench` passes `--bench`; the rest names the parts to run.
-    let parts: Vec<String> = std::env::args()
+    // `cargo bench` passes `--bench`; the rest names the parts to run:
+    // `listing` and `memory` by default, `auth` adds the auth ceiling row
+    // to the listing table (15 s more per round, so not by default).
+    let mut parts: Vec<String> = std::env::args()
         .skip(1)
         .filter(|a| !a.starts_with("--"))
         .collect();
-    let wants = |part: &str| parts.is_empty() || parts.iter().any(|p| p == part);
     for part in &parts {
         assert!(
-            ["listing", "memory"].contains(&part.as_str()),
-            "unknown part {part:?}: the parts are `listing` and `memory`"
+            ["listing", "memory", "auth"].contains(&part.as_str()),
+            "unknown part {part:?}: the parts are `listing`, `memory` and `auth`"
         );
     }
-    if wants("listing") {
-        listing();
+    if parts.is_empty() {
+        parts = vec!["listing".into(), "memory".into()];
+    }
+    let wants = |part: &str| parts.iter().any(|p| p == part);
+    if wants("listing") || wants("auth") {
+        listing(wants("auth"));
     }
     if wants("memory") {
         memory();
