@@ -4,7 +4,7 @@
 //!     cargo bench --bench download
 //!     BENCH_SETTLE_MS=0 cargo bench --bench download   # never-seen plugins just written
 //!
-//! Needs `tar`, `gzip`, `zstd`, `sha256sum`, `bash`, `cp`, `curl` and
+//! Needs `tar`, `gzip`, `zstd`, `sha256sum`, `bash`, `cp`, `curl`, `kill` and
 //! `nginx` on PATH; fails without any of them. Prints a Markdown table for
 //! benches/RESULTS.md; every row is measured in this one run on the same
 //! 100 MiB plugin, in `BENCH_ROUNDS` rounds (default 5; the cached and 304

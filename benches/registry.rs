@@ -9,13 +9,15 @@
 //! Listing: a registry of 500 small plugins; once the index has settled
 //! (`/metrics`: `plugin_registry_plugins` = 500 and
 //! `plugin_registry_prepack_pending` = 0),
-//! `wrk -t2 -c64 -d15s --latency --timeout 10s` against `GET /plugins`, `GET /workspaces/:id/plugins/available` (an
-//! `external` workspace, with its own token) and `GET /healthz` (the
-//! ceiling: no registry, no store), in turns, `BENCH_ROUNDS` rounds
-//! (default 3); with `auth`, also `GET /workspaces/:id` with the same
-//! token (what `available` costs without the registry). Memory: the server's RSS once a registry of 10,000 small
-//! plugins has settled, minus its RSS with an empty registry, each a fresh
-//! process, `BENCH_MEMORY_ROUNDS` pairs (default 3).
+//! `wrk -t2 -c64 -d15s --latency --timeout 10s` against `GET /plugins`,
+//! `GET /workspaces/:id/plugins/available` (an `external` workspace, with
+//! its own token) and `GET /healthz` (the ceiling: no registry, no store),
+//! in turns, `BENCH_ROUNDS` rounds (default 3); with `auth`, also
+//! `GET /workspaces/:id` with the same token (what `available` costs
+//! without the registry). Memory: the server's RSS once a registry of
+//! 10,000 small plugins has settled, minus its RSS with an empty registry,
+//! each a fresh process with the default settings, `BENCH_MEMORY_ROUNDS`
+//! pairs (default 3).
 //!
 //! Knobs: `BENCH_WRK_DURATION` (default `15s`), `BENCH_SETTLE_TIMEOUT_S`
 //! (default 180). Needs `wrk` and `curl` on PATH; fails without them.
