@@ -74,15 +74,21 @@ fn write_plugin(root: &Path) {
 
 /// A never-seen plugin: `from`/big copied to `to`/`name` (fresh files,
 /// inodes and times) plus a file naming it (a tree digest of its own).
+/// The copy is made next to the registry and renamed into it, as a
+/// deployment publishes a plugin: the index never sees it half-copied, so
+/// "settled" cannot be read before the last file is there.
 fn fresh_copy(from: &Path, to: &Path, name: &str) {
+    let outside = tempfile::tempdir_in(to.parent().expect("a registry with a parent")).unwrap();
+    let staged = outside.path().join(name);
     let status = Command::new("cp")
         .arg("-r")
         .arg(from.join(PLUGIN))
-        .arg(to.join(name))
+        .arg(&staged)
         .status()
         .unwrap();
     assert!(status.success(), "cp -r of the plugin");
-    std::fs::write(to.join(name).join("copy.txt"), name).unwrap();
+    std::fs::write(staged.join("copy.txt"), name).unwrap();
+    std::fs::rename(&staged, to.join(name)).unwrap();
 }
 
 /// Times `curl` fetching `url` to /dev/null; also returns the bytes it got.
