@@ -9,6 +9,10 @@ use crate::domain::token::{Presented, TokenHash, TokenId, TokenRecord};
 use crate::domain::workspace::Workspace;
 use crate::ports::store::{TokenStore, WorkspaceStore};
 
+/// How stale a token's `last_used_at` may get: it says when a token was
+/// last used to the minute, not to the request.
+pub const TOUCH_EVERY: chrono::Duration = chrono::Duration::minutes(1);
+
 /// Who a request acts as.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Principal {
@@ -77,8 +81,18 @@ impl Access {
         Ok(workspace.filter(|w| !w.is_removed()).map(|w| (token, w)))
     }
 
+    /// Records that `token` was used, at most once per [`TOUCH_EVERY`]: a
+    /// write on every request would make token checks the bottleneck of
+    /// every listing (one database write per request).
     async fn touch(&self, token: &TokenRecord) {
-        if let Err(e) = self.tokens.touch_token(&token.id, crate::app::now()).await {
+        let now = crate::app::now();
+        if token
+            .last_used_at
+            .is_some_and(|at| now.signed_duration_since(at) < TOUCH_EVERY)
+        {
+            return;
+        }
+        if let Err(e) = self.tokens.touch_token(&token.id, now).await {
             tracing::warn!(token = %token.id, error = ?e, "could not record token use");
         }
     }
@@ -261,6 +275,29 @@ mod tests {
         );
         let err = st.authorize_admin(&bearer("t")).await.unwrap_err();
         assert!(matches!(err, AppError::AdminRequired), "{err:?}");
+    }
+
+    #[tokio::test]
+    async fn a_token_used_within_the_minute_is_not_written_again() {
+        for (used_ago, writes) in [(10, 0), (120, 1)] {
+            let mut tokens = MockTokenStore::new();
+            tokens.expect_token_by_hash().returning(move |_| {
+                Ok(Some(TokenRecord {
+                    last_used_at: Some(crate::app::now() - chrono::Duration::seconds(used_ago)),
+                    ..token("t", "ws-1", false)
+                }))
+            });
+            tokens
+                .expect_touch_token()
+                .times(writes)
+                .returning(|_, _| Ok(()));
+            let mut workspaces = MockWorkspaceStore::new();
+            workspaces
+                .expect_workspace()
+                .returning(|id| Ok(Some(workspace(id.as_str(), "online"))));
+            let st = state(workspaces, tokens, false);
+            st.authorize_workspace(&bearer("t"), "ws-1").await.unwrap();
+        }
     }
 
     #[tokio::test]
