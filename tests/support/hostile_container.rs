@@ -131,32 +131,20 @@ impl Server {
     }
 
     async fn wait_ready(&mut self) {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                panic!(
-                    "the server exited during start-up ({status}):\n{}",
-                    self.log_tail(40)
-                );
-            }
-            let ready = self
-                .client
-                .get(format!("{}/readyz", self.base))
-                .timeout(Duration::from_secs(2))
-                .send()
-                .await
-                .is_ok_and(|r| r.status().is_success());
-            if ready {
-                return;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "the server was not ready within 60 s:\n{}",
-                self.log_tail(40)
-            );
-            // Polled: the child process announces nothing when it listens.
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        let log = self.dir.path().join("server.log");
+        let Self {
+            child,
+            client,
+            base,
+            ..
+        } = self;
+        super::wait_until_ready(
+            client,
+            base,
+            || child.try_wait().ok().flatten(),
+            || tail_of(&log, 40),
+        )
+        .await;
     }
 
     /// One round of the code paths every case uses (auth, the store, the
@@ -219,13 +207,7 @@ impl Server {
 
     /// The last `lines` lines of the server's log.
     pub fn log_tail(&self, lines: usize) -> String {
-        let mut file = std::fs::File::open(self.dir.path().join("server.log")).expect("log");
-        let len = file.metadata().map(|m| m.len()).unwrap_or(0);
-        let _ = file.seek(SeekFrom::Start(len.saturating_sub(64 * 1024)));
-        let mut text = String::new();
-        let _ = file.read_to_string(&mut text);
-        let all: Vec<&str> = text.lines().collect();
-        all[all.len().saturating_sub(lines)..].join("\n")
+        tail_of(&self.dir.path().join("server.log"), lines)
     }
 
     /// `PUT /workspaces/:id` bound to `container` (runtime `claude_code`).
@@ -1072,4 +1054,17 @@ pub fn report(group: &str, outcomes: &[Outcome], server: &Server) {
         failed.join("\n"),
         server.log_tail(30)
     );
+}
+
+/// The last `lines` lines of the log at `path` (read from its last 64 KiB).
+fn tail_of(path: &std::path::Path, lines: usize) -> String {
+    let Ok(mut file) = std::fs::File::open(path) else {
+        return String::new();
+    };
+    let len = file.metadata().map(|m| m.len()).unwrap_or(0);
+    let _ = file.seek(SeekFrom::Start(len.saturating_sub(64 * 1024)));
+    let mut text = String::new();
+    let _ = file.read_to_string(&mut text);
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
 }

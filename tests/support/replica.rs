@@ -93,32 +93,20 @@ impl Replica {
     }
 
     async fn wait_ready(&mut self) {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                panic!(
-                    "the server exited during start-up ({status}):\n{}",
-                    self.log()
-                );
-            }
-            let ready = self
-                .client
-                .get(format!("{}/readyz", self.base))
-                .timeout(Duration::from_secs(2))
-                .send()
-                .await
-                .is_ok_and(|r| r.status().is_success());
-            if ready {
-                return;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "the server was not ready within 60 s:\n{}",
-                self.log()
-            );
-            // Polled: the child process announces nothing when it listens.
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        let Self {
+            child,
+            client,
+            base,
+            log,
+            ..
+        } = self;
+        super::wait_until_ready(
+            client,
+            base,
+            || child.try_wait().ok().flatten(),
+            || std::fs::read_to_string(&*log).unwrap_or_default(),
+        )
+        .await;
     }
 
     /// Sends `signal` (`TERM`, `INT`, `KILL`) to the server process.
