@@ -272,6 +272,7 @@ pub async fn ports_over(
             IndexOptions {
                 watch: settings.registry_watch,
                 rescan: settings.registry_rescan,
+                queue_changes: settings.registry_prepack,
             },
         )
         .await,

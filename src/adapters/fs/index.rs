@@ -23,7 +23,7 @@
 //! re-scans). A download never trusts it: it takes its own.
 //!
 //! Memory: about 3 KB per plugin as measured for small manifests (the
-//! [`Entry`], its place in the packing queue and the notification
+//! [`Entry`], its place in the packing queue when packing is on, and the notification
 //! watches' paths; benches/RESULTS.md), plus what its manifest holds.
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
@@ -67,6 +67,10 @@ pub struct IndexOptions {
     pub watch: bool,
     /// Re-scan the whole directory this often (`PLUGIN_REGISTRY_RESCAN`).
     pub rescan: Duration,
+    /// Queue changed plugins for [`PluginRegistry::next_changed`]: off when
+    /// nothing packs ahead of time (`PLUGIN_REGISTRY_PREPACK=false`), so
+    /// the queue holds nobody's work.
+    pub queue_changes: bool,
 }
 
 /// What must not move for a plugin's indexed manifest to hold: its
@@ -437,6 +441,9 @@ impl RegistryIndex {
             return;
         }
         entry.fingerprint = Some(survey.fingerprint);
+        if !self.options.queue_changes {
+            return;
+        }
         let due = (survey.last_change + RECENT).max(SystemTime::now());
         let mut changed = self.changed();
         if changed.due.insert(name.clone(), due).is_none() {
@@ -626,7 +633,15 @@ mod tests {
     }
 
     async fn open(root: &Path, watch: bool, rescan: Duration) -> Arc<RegistryIndex> {
-        RegistryIndex::open(LocalRegistry::new(root), IndexOptions { watch, rescan }).await
+        RegistryIndex::open(
+            LocalRegistry::new(root),
+            IndexOptions {
+                watch,
+                rescan,
+                queue_changes: true,
+            },
+        )
+        .await
     }
 
     /// `name@version` of every plugin listed now.
@@ -779,6 +794,24 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(handed.as_str(), "alpha", "a change deep in the tree");
+    }
+
+    #[tokio::test]
+    async fn with_nothing_packing_ahead_of_time_no_change_is_queued() {
+        let root = tempfile::tempdir().unwrap();
+        plugin(root.path(), "alpha", "1.0.0");
+        let index = RegistryIndex::open(
+            LocalRegistry::new(root.path()),
+            IndexOptions {
+                watch: true,
+                rescan: NEVER,
+                queue_changes: false,
+            },
+        )
+        .await;
+        plugin(root.path(), "beta", "1.0.0");
+        until_listed(&index, &["alpha@1.0.0", "beta@1.0.0"]).await;
+        assert_eq!(index.changed_pending(), 0);
     }
 
     #[tokio::test]
